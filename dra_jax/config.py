@@ -1,0 +1,411 @@
+"""Config files: TOML -> validated dict -> flattened grid of runs.
+
+The contract (DESIGN.md "Contracts"):
+
+* top level: ``task``, ``seed``, ``n_seeds``, ``out``, ``figures``, ``description``;
+* sections ``[task_params]`` (the task's own keys), ``[dra]``, ``[eval]``, ``[sweep]`` (a key of
+  ``[dra]`` or ``[task_params]`` with a non-empty list of values becomes a grid axis; seeds are
+  always an axis), ``[variants.NAME]`` (named bundles of ``[dra]`` overrides, one grid axis
+  ``variant``), and any extra section a task declares.
+
+Every key is checked before anything runs: unknown keys, wrong types and out-of-range values
+raise :class:`ConfigError` naming the key and what is allowed; the CLI turns it into exit status
+2 with nothing written.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range; ``key`` names it."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"config error: {key}: {message}")
+
+
+# --------------------------------------------------------------------------- fields
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: its type, default and allowed range.
+
+    ``static``: the value shapes the compiled program (array sizes, code paths), so a sweep
+    over it runs one compiled call per value; every other value is traced, and a sweep over
+    it is one vmapped batch.
+    """
+
+    kind: type  # bool, int, float, str, list
+    default: Any = None
+    doc: str = ""
+    lo: float | None = None  # inclusive lower bound
+    hi: float | None = None  # inclusive upper bound
+    lo_open: bool = False  # lower bound exclusive
+    choices: tuple | None = None
+    static: bool = False
+    sweepable: bool = True
+    item_kind: type | None = None  # for kind=list
+    check: Callable[[Any], str | None] | None = None  # extra check; returns an error text
+
+    def allowed(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        name = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+                list: "a list"}[self.kind]
+        if self.lo is not None and self.hi is not None:
+            left = "(" if self.lo_open else "["
+            return f"{name} in {left}{self.lo}, {self.hi}]"
+        if self.lo is not None:
+            return f"{name} {'>' if self.lo_open else '>='} {self.lo}"
+        if self.hi is not None:
+            return f"{name} <= {self.hi}"
+        return name
+
+    def validate(self, key: str, value: Any) -> Any:
+        """Return the value coerced to the field's kind, or raise ConfigError."""
+        kind = self.kind
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(key, f"expected a finite number, got {value!r}")
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
+        elif kind is list:
+            if not isinstance(value, list):
+                raise ConfigError(key, f"expected a list, got {value!r}")
+            if self.item_kind is not None:
+                inner = Field(self.item_kind, lo=self.lo, hi=self.hi, lo_open=self.lo_open,
+                              choices=self.choices)
+                value = [inner.validate(f"{key}[{i}]", v) for i, v in enumerate(value)]
+            if self.check is not None:
+                msg = self.check(value)
+                if msg:
+                    raise ConfigError(key, msg)
+            return value
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
+        if kind in (int, float):
+            bad_lo = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+            bad_hi = self.hi is not None and value > self.hi
+            if bad_lo or bad_hi:
+                raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
+        if self.check is not None:
+            msg = self.check(value)
+            if msg:
+                raise ConfigError(key, msg)
+        return value
+
+
+def _positive(kind=float, **kw) -> Field:
+    return Field(kind, lo=0, lo_open=True, **kw)
+
+
+# The [dra] keys shared by every task. Tasks override defaults (Table B.1), not the keys.
+DRA_FIELDS: dict[str, Field] = {
+    "episodes": Field(int, 5000, "training episodes per run", lo=1, static=True),
+    "alpha_q": Field(float, 0.1, "learning rate of the means (alpha_1)", lo=0.0),
+    "alpha_sigma": Field(float, 0.1, "learning rate of sigma (alpha_2)", lo=0.0),
+    "beta": _positive(default=10.0, doc="inverse temperature of the soft Thompson policy"),
+    "gamma": Field(float, 1.0, "discount factor", lo=0.0, hi=1.0),
+    "lam": Field(float, 0.2, "cost per nat of the KL cost", lo=0.0),
+    "sigma_base": _positive(default=5.0, doc="std of the base distribution P"),
+    "sigma0": _positive(default=3.0, doc="initial sigma of every memory"),
+    "n_traj": Field(int, 10, "trajectories sampled per sigma update", lo=1, static=True),
+    "psi": Field(str, "A", "Psi_t of the policy gradient (Eq. 4)", choices=("A", "Q", "R", "max")),
+    "grad": Field(str, "analytic", "sigma-gradient method", choices=("analytic", "autodiff"),
+                  static=True),
+    "allocation": Field(str, "flexible", "one sigma per memory, or one shared ('equal')",
+                        choices=("flexible", "equal")),
+    "sigma_min": _positive(default=0.01, doc="lower clip of sigma"),
+    "sigma_max": _positive(default=100.0, doc="upper clip of sigma"),
+    "max_steps": Field(int, 500, "cap on the steps of any rollout (truncation)", lo=1, static=True),
+    "q_init": Field(str, "zero", "initial means", choices=("zero", "optimal", "uniform"),
+                    static=True),
+    "learn_q": Field(bool, True, "update the means by expected SARSA"),
+    "learn_sigma": Field(bool, True, "update sigma (false pins it at sigma0)"),
+    "optimizer": Field(str, "sgd", "optax optimizer of the sigma ascent",
+                       choices=("sgd", "adam", "rmsprop"), static=True),
+}
+
+EVAL_FIELDS: dict[str, Field] = {
+    "every": Field(int, 100, "evaluate every this many episodes", lo=1, static=True,
+                   sweepable=False),
+    "n_rollouts": Field(int, 100, "policy rollouts per evaluation", lo=1, static=True,
+                        sweepable=False),
+    "snapshots": Field(list, [], "episodes at which (q, sigma) is saved", item_kind=int, lo=0,
+                       static=True, sweepable=False),
+}
+
+
+def _check_seed(v):
+    return None if v < 2**31 else "must be < 2**31"
+
+
+TOP_FIELDS: dict[str, Field] = {
+    "seed": Field(int, 0, "first seed; runs use seed, seed+1, ...", lo=0, check=_check_seed),
+    "n_seeds": Field(int, 1, "seeds per grid point", lo=1),
+    "out": Field(str, "", "output folder (default results/<config name>)"),
+    "description": Field(str, "", "free text"),
+    "figures": Field(list, [], "figures to draw", item_kind=str),
+}
+
+
+@dataclass
+class TaskSpec:
+    """What a task contributes to the config contract and to the sweep command."""
+
+    name: str
+    task_params: dict[str, Field]
+    dra_defaults: dict[str, Any]
+    figures: tuple[str, ...]
+    run: Callable  # run(cfg, runs, progress) -> Results; runs from iter_run_params(cfg)
+    plot: Callable | None = None  # plot(cfg, results, fig_dir) -> list of written paths
+    extra_sections: dict[str, dict[str, Field]] = field(default_factory=dict)
+    eval_defaults: dict[str, Any] = field(default_factory=dict)
+    psi_choices: tuple[str, ...] = ("A", "Q", "R")
+    check: Callable[[dict], None] | None = None  # cross-key checks; raise ConfigError
+
+
+_TASKS: dict[str, Callable[[], TaskSpec]] = {}
+
+
+def register_task(name: str):
+    """Decorator: register a zero-argument factory returning the task's :class:`TaskSpec`."""
+
+    def deco(factory):
+        _TASKS[name] = factory
+        return factory
+
+    return deco
+
+
+def task_spec(name: str) -> TaskSpec:
+    from dra_jax import tasks  # noqa: F401  (registers the built-in tasks)
+
+    if name not in _TASKS:
+        raise ConfigError("task", f"expected one of {', '.join(repr(t) for t in sorted(_TASKS))}, "
+                                  f"got {name!r}")
+    return _TASKS[name]()
+
+
+def known_tasks() -> list[str]:
+    from dra_jax import tasks  # noqa: F401
+
+    return sorted(_TASKS)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> (["section", "key"], value); the value parses as a TOML literal,
+    a bare word as a string."""
+    if "=" not in text:
+        raise ConfigError(text, "--set expects section.key=value")
+    path, raw = text.split("=", 1)
+    parts = [p.strip() for p in path.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(path, "--set expects section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts, value
+
+
+def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("--config", f"no such file: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("--config", f"{path} is not valid TOML: {e}") from None
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(".".join(parts), "is not a section")
+        node[parts[-1]] = value
+    raw.setdefault("_name", path.stem)
+    return raw
+
+
+def _validate_section(name: str, given: Any, fields: dict[str, Field], defaults: dict[str, Any]) -> dict:
+    if not isinstance(given, dict):
+        raise ConfigError(name, "expected a table")
+    out = {}
+    for key in given:
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}", f"unknown key; allowed: {', '.join(sorted(fields))}")
+    for key, f in fields.items():
+        full = f"{name}.{key}"
+        if key in given:
+            out[key] = f.validate(full, given[key])
+        else:
+            d = defaults.get(key, f.default)
+            out[key] = copy.deepcopy(d)
+    return out
+
+
+def validate(raw: dict) -> dict:
+    """Check every key of a raw config and fill in the defaults. Raises ConfigError."""
+    raw = dict(raw)
+    name = raw.pop("_name", "run")
+    if "task" not in raw:
+        raise ConfigError("task", f"missing; expected one of {', '.join(known_tasks())}")
+    if not isinstance(raw["task"], str):
+        raise ConfigError("task", f"expected a string, got {raw['task']!r}")
+    spec = task_spec(raw["task"])
+    sections = {"task_params", "dra", "eval", "sweep", "variants", *spec.extra_sections}
+    for key in raw:
+        if key != "task" and key not in TOP_FIELDS and key not in sections:
+            raise ConfigError(key, "unknown top-level key; allowed: "
+                              + ", ".join(sorted({"task", *TOP_FIELDS, *sections})))
+    cfg: dict[str, Any] = {"task": spec.name, "name": name}
+    for key, f in TOP_FIELDS.items():
+        cfg[key] = f.validate(key, raw[key]) if key in raw else copy.deepcopy(f.default)
+    if not cfg["out"]:
+        cfg["out"] = f"results/{name}"
+    for fig in cfg["figures"]:
+        if fig not in spec.figures:
+            raise ConfigError("figures", f"unknown figure {fig!r} for task {spec.name!r}; "
+                                         f"allowed: {', '.join(spec.figures) or 'none'}")
+
+    dra_fields = dict(DRA_FIELDS)
+    dra_fields["psi"] = Field(str, spec.dra_defaults.get("psi", "A"), DRA_FIELDS["psi"].doc,
+                              choices=spec.psi_choices)
+    cfg["task_params"] = _validate_section("task_params", raw.get("task_params", {}),
+                                           spec.task_params, {})
+    cfg["dra"] = _validate_section("dra", raw.get("dra", {}), dra_fields, spec.dra_defaults)
+    cfg["eval"] = _validate_section("eval", raw.get("eval", {}), EVAL_FIELDS, spec.eval_defaults)
+    for sec, fields in spec.extra_sections.items():
+        cfg[sec] = _validate_section(sec, raw.get(sec, {}), fields, {})
+
+    # [variants.NAME]: named bundles of [dra] overrides -> one grid axis "variant".
+    variants = raw.get("variants", {})
+    if not isinstance(variants, dict):
+        raise ConfigError("variants", "expected tables [variants.NAME]")
+    cfg["variants"] = {}
+    for vname, over in variants.items():
+        if not isinstance(over, dict):
+            raise ConfigError(f"variants.{vname}", "expected a table of [dra] keys")
+        checked = {}
+        for key, value in over.items():
+            if key not in dra_fields:
+                raise ConfigError(f"variants.{vname}.{key}",
+                                  f"unknown key; allowed: {', '.join(sorted(dra_fields))}")
+            checked[key] = dra_fields[key].validate(f"variants.{vname}.{key}", value)
+        cfg["variants"][vname] = checked
+
+    # [sweep]: key -> non-empty list of values of that key.
+    sweep = raw.get("sweep", {})
+    if not isinstance(sweep, dict):
+        raise ConfigError("sweep", "expected a table")
+    cfg["sweep"] = {}
+    for key, values in sweep.items():
+        full = f"sweep.{key}"
+        if key in dra_fields:
+            f = dra_fields[key]
+        elif key in spec.task_params:
+            f = spec.task_params[key]
+        else:
+            raise ConfigError(full, "not a sweepable key; allowed: "
+                              + ", ".join(sorted(k for k, f in {**dra_fields, **spec.task_params}.items()
+                                                 if f.sweepable)))
+        if not f.sweepable:
+            raise ConfigError(full, "this key cannot be swept")
+        if not isinstance(values, list):
+            raise ConfigError(full, f"expected a non-empty list of values, got {values!r}")
+        if not values:
+            raise ConfigError(full, "expected a non-empty list of values, got []")
+        checked = [f.validate(f"{full}[{i}]", v) for i, v in enumerate(values)]
+        if len(set(map(repr, checked))) != len(checked):
+            raise ConfigError(full, f"values repeat: {checked!r}")
+        for vname, over in cfg["variants"].items():
+            if key in over:
+                raise ConfigError(full, f"also set by variants.{vname}; set it in one place")
+        cfg["sweep"][key] = checked
+
+    # cross-key checks that hold for every run of the grid
+    for run in iter_run_params(cfg):
+        d = run["dra"]
+        if d["sigma_min"] > d["sigma_max"]:
+            raise ConfigError("dra.sigma_min", f"must be <= dra.sigma_max ({d['sigma_max']}), got "
+                                               f"{d['sigma_min']}")
+    for snap in cfg["eval"]["snapshots"]:
+        if snap > cfg["dra"]["episodes"] and "episodes" not in cfg["sweep"]:
+            raise ConfigError("eval.snapshots", f"episode {snap} is after the last episode "
+                                                f"({cfg['dra']['episodes']})")
+    if spec.check is not None:
+        spec.check(cfg)
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read, override and validate a config file."""
+    return validate(load_raw(path, overrides))
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def grid_axes(cfg: dict) -> list[tuple[str, list]]:
+    """The grid's axes in order: ``variant`` (if any), the ``[sweep]`` keys, then ``seed``."""
+    axes: list[tuple[str, list]] = []
+    if cfg["variants"]:
+        axes.append(("variant", list(cfg["variants"])))
+    axes.extend((k, list(v)) for k, v in cfg["sweep"].items())
+    axes.append(("seed", [cfg["seed"] + i for i in range(cfg["n_seeds"])]))
+    return axes
+
+
+def iter_run_params(cfg: dict):
+    """Yield, for every grid point in row-major order, ``{"index", "point", "dra", "task_params",
+    "seed"}`` with the variant and sweep values applied."""
+    axes = grid_axes(cfg)
+    names = [a for a, _ in axes]
+    for idx, combo in enumerate(itertools.product(*[v for _, v in axes])):
+        point = dict(zip(names, combo))
+        dra = dict(cfg["dra"])
+        tp = dict(cfg["task_params"])
+        if "variant" in point:
+            dra.update(cfg["variants"][point["variant"]])
+        for k, v in point.items():
+            if k in ("variant", "seed"):
+                continue
+            if k in dra:
+                dra[k] = v
+            else:
+                tp[k] = v
+        yield {"index": idx, "point": point, "dra": dra, "task_params": tp, "seed": point["seed"]}
+
+
+def grid_shape(cfg: dict) -> tuple[int, ...]:
+    return tuple(len(v) for _, v in grid_axes(cfg))
+
+
+def static_key(run: dict, spec_task_params: dict[str, Field], cfg: dict) -> tuple:
+    """The values of a run that shape the compiled program; runs sharing it share one call."""
+    dra_static = tuple((k, run["dra"][k]) for k, f in DRA_FIELDS.items() if f.static)
+    tp_static = tuple((k, run["task_params"][k]) for k, f in spec_task_params.items() if f.static)
+    return dra_static + tp_static

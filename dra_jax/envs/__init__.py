@@ -1,0 +1,1 @@
+"""gymnax-style environments of the paper\x27s tasks."""

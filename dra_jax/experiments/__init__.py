@@ -1,0 +1,1 @@
+"""One module per task: its config keys, its runner and its figures."""

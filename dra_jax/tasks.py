@@ -1,0 +1,2 @@
+"""Importing this module registers every built-in task with :func:`dra_jax.config.register_task`."""
+from dra_jax.experiments import gridworld  # noqa: F401
