@@ -1,0 +1,391 @@
+"""Algorithm 1 (DRA) as a step-synchronous lane machine, vmapped over runs.
+
+Each run is one *lane*. A lane takes one environment step per loop iteration, whatever it is
+doing: the acting episode (expected-SARSA update of the means), one of the ``n_traj`` gradient
+rollouts (accumulating ``Psi_t * grad_sigma log pi(a_t|s_t)``), or one of the evaluation
+rollouts. When a rollout ends the lane starts its next one at once, in Algorithm 1's order::
+
+    [eval at k = 0] -> ACT -> GRAD x n_traj -> (sigma update, k += 1) -> [eval if k % every == 0]
+                    -> ACT -> ...
+
+Steps come in blocks of ``block`` iterations; the random numbers of a block (``zeta`` for the
+action, ``zeta'`` for the expected-SARSA target, the action's uniform) are drawn in one call
+at the block's start from ``fold_in(key, block_index)``. After a finished gradient phase or
+evaluation a lane waits (idle) until the block ends, where the *sync* applies the sigma update
+(``sigma += alpha_sigma * (mean_traj_grad - lam * dKL/dsigma)``, clipped to
+``[sigma_min, sigma_max]``), records evaluations and snapshots, and sends the lane on. So a
+lane's numbers depend on its own parameters and key only: batch composition, chunking and
+device count do not change them.
+
+Why this layout (DESIGN.md "Performance"): ``vmap`` of a fixed-trip ``fori_loop`` is a loop
+over the vmapped body, while ``vmap`` of a per-rollout ``while_loop`` makes every lane wait for
+the slowest and re-selects the whole carry every step; drawing noise one step at a time
+dominated the naive layout's time.
+
+Public entry points: :class:`AgentStatic` (static configuration), :func:`make_run_params`,
+:func:`init`, :func:`advance`, :func:`finish`, :func:`train` and :func:`make_batched`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dra_jax import gradients, memory, policy
+
+# phases of a lane
+ACT, GRAD, EVAL, WAIT, DONE = 0, 1, 2, 3, 4
+# what a waiting lane has pending at the next sync
+NONE, UPDATE, RECORD = 0, 1, 2
+PSI_CODES = {"A": 0, "Q": 1, "R": 2}
+Q_INITS = ("zero", "optimal", "uniform")
+
+
+class AgentStatic(NamedTuple):
+    """Everything that shapes the compiled program (hashable). All else is traced per run."""
+
+    episodes: int
+    n_traj: int = 10
+    grad: str = "analytic"
+    max_steps: int = 500
+    eval_every: int = 100
+    n_rollouts: int = 100
+    snapshots: tuple[int, ...] = ()
+    q_init: str = "zero"
+    optimizer: str = "sgd"
+    need_R: bool = False  # compile the reward-to-go (Psi = R) accumulators
+    block: int = 16  # env steps between syncs
+
+    @property
+    def eval_episodes(self) -> np.ndarray:
+        eps = list(range(0, self.episodes + 1, self.eval_every))
+        if eps[-1] != self.episodes:
+            eps.append(self.episodes)
+        return np.asarray(eps, np.int32)
+
+
+RUN_PARAM_KEYS = ("alpha_q", "alpha_sigma", "beta", "gamma", "lam", "sigma_base", "sigma0",
+                  "sigma_min", "sigma_max")
+
+
+def make_run_params(dra: dict, seed: int, task_params: dict | None = None) -> dict:
+    """The traced per-run parameters of one run from its ``[dra]`` values (numpy scalars)."""
+    p = {k: np.float32(dra[k]) for k in RUN_PARAM_KEYS}
+    p["psi"] = np.int32(PSI_CODES[dra["psi"]])
+    p["equal"] = np.bool_(dra["allocation"] == "equal")
+    p["learn_q"] = np.bool_(dra["learn_q"])
+    p["learn_sigma"] = np.bool_(dra["learn_sigma"])
+    p["seed"] = np.uint32(seed)
+    p["task"] = {k: np.asarray(v) for k, v in (task_params or {}).items()}
+    return p
+
+
+def stack_params(params: list[dict]) -> dict:
+    """Stack per-run parameter dicts into one batch (leading axis = runs)."""
+    return jax.tree.map(lambda *xs: np.stack(xs), *params)
+
+
+class Lane(NamedTuple):
+    """The whole state of one run (a pytree); ``advance`` maps Lane -> Lane."""
+
+    q: jax.Array  # [S, A]
+    sigma: jax.Array  # [S, A]
+    opt_state: Any
+    G: jax.Array  # [S, A] sum over trajectories of Psi-weighted scores (A, Q; R's -S_t part)
+    E: jax.Array  # [n_traj, S, A] per-trajectory discounted score sums (Psi = R), else [0]
+    R_traj: jax.Array  # [n_traj] return of each gradient trajectory (Psi = R), else [0]
+    env_state: Any
+    row: jax.Array  # memory row of the current state
+    t: jax.Array  # steps in the current rollout
+    ret: jax.Array  # discounted return of the current rollout so far
+    disc: jax.Array  # gamma ** t
+    phase: jax.Array
+    sub: jax.Array  # rollout index within the phase
+    k: jax.Array  # completed episodes (sigma updates)
+    pending: jax.Array
+    next_eval: jax.Array
+    next_snap: jax.Array
+    eval_acc: jax.Array  # sum of evaluation returns of the current evaluation
+    eval_trunc: jax.Array  # truncated evaluation rollouts of the current evaluation
+    curves: jax.Array  # [n_evals, 4]: objective, expected reward, cost, truncated fraction
+    snap_q: jax.Array  # [n_snap, S, A]
+    snap_sigma: jax.Array
+    truncations: jax.Array  # truncated acting + gradient rollouts
+    env_steps: jax.Array
+    block_idx: jax.Array
+
+
+def _optimizer(name: str, lr):
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "rmsprop":
+        return optax.rmsprop(lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def _kl_mask(task) -> np.ndarray:
+    return np.asarray(task.learnable, bool)
+
+
+def init(task, st: AgentStatic, p: dict) -> Lane:
+    """The lane of one run before its first step (evaluation at episode 0 pending)."""
+    S, A = task.n_states, task.n_actions
+    key = jax.random.key(p["seed"])
+    if st.q_init == "zero":
+        q = jnp.zeros((S, A), jnp.float32)
+    elif st.q_init == "optimal":
+        q = jnp.asarray(task.q_star(), jnp.float32)
+    elif st.q_init == "uniform":
+        q = jax.random.uniform(jax.random.fold_in(key, 2**31 - 1), (S, A), jnp.float32, -1.0, 1.0)
+    else:
+        raise ValueError(f"unknown q_init {st.q_init!r}")
+    sigma = jnp.full((S, A), p["sigma0"], jnp.float32)
+    opt_state = _optimizer(st.optimizer, p["alpha_sigma"]).init(sigma)
+    n_evals = len(st.eval_episodes)
+    n_snap = len(st.snapshots)
+    nR = st.n_traj if st.need_R else 0
+    env_state = task.reset(jnp.float32(0.5), p["task"], jnp.int32(0))
+    lane = Lane(
+        q=q, sigma=sigma, opt_state=opt_state,
+        G=jnp.zeros((S, A), jnp.float32),
+        E=jnp.zeros((nR, S, A), jnp.float32) if nR else jnp.zeros((0,), jnp.float32),
+        R_traj=jnp.zeros((nR,), jnp.float32),
+        env_state=env_state, row=jnp.asarray(task.row(env_state, p["task"]), jnp.int32),
+        t=jnp.int32(0), ret=jnp.float32(0), disc=jnp.float32(1),
+        phase=jnp.int32(WAIT), sub=jnp.int32(0), k=jnp.int32(0), pending=jnp.int32(NONE),
+        next_eval=jnp.int32(0), next_snap=jnp.int32(0),
+        eval_acc=jnp.float32(0), eval_trunc=jnp.int32(0),
+        curves=jnp.full((n_evals, 4), jnp.nan, jnp.float32),
+        snap_q=jnp.zeros((n_snap, S, A), jnp.float32),
+        snap_sigma=jnp.zeros((n_snap, S, A), jnp.float32),
+        truncations=jnp.int32(0), env_steps=jnp.int32(0), block_idx=jnp.int32(0),
+    )
+    return _sync(task, st, p, lane)
+
+
+def _where_tree(c, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(c, a, b), new, old)
+
+
+def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
+    """Ascent direction of F for sigma from the accumulated trajectories (Algorithm 1, l. 11-13):
+    ``mean_traj sum_t Psi_t grad log pi - lam * dKL/dsigma``, zero on memories that are not
+    learned; for equal precision every memory gets the sum over memories (one shared sigma)."""
+    g = lane.G
+    if st.need_R:
+        g = g + jnp.einsum("i,isa->sa", lane.R_traj, lane.E)
+    g = g / st.n_traj - p["lam"] * memory.kl_grad(lane.sigma, p["sigma_base"])
+    mask = jnp.asarray(_kl_mask(task))
+    g = jnp.where(mask, g, 0.0)
+    return jnp.where(p["equal"], jnp.where(mask, jnp.sum(g), 0.0), g)
+
+
+def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
+    """Block boundary: apply pending sigma updates and evaluation records; route waiting lanes."""
+    waiting = c.phase == WAIT
+    mask = jnp.asarray(_kl_mask(task))
+
+    # 1. sigma update (end of an episode's gradient rollouts)
+    do_upd = waiting & (c.pending == UPDATE)
+    opt = _optimizer(st.optimizer, p["alpha_sigma"])
+    ascent = sigma_gradient(task, st, p, c)
+    updates, opt_state = opt.update(-ascent, c.opt_state, c.sigma)
+    sigma_new = jnp.clip(optax.apply_updates(c.sigma, updates), p["sigma_min"], p["sigma_max"])
+    learn = do_upd & p["learn_sigma"]
+    sigma = jnp.where(learn, sigma_new, c.sigma)
+    opt_state = _where_tree(learn, opt_state, c.opt_state)
+    G = jnp.where(do_upd, 0.0, c.G)
+    E = jnp.where(do_upd, 0.0, c.E)
+    k = c.k + do_upd.astype(jnp.int32)
+
+    # 2. evaluation record
+    do_rec = waiting & (c.pending == RECORD)
+    expected = c.eval_acc / st.n_rollouts
+    cost = p["lam"] * memory.kl_cost(sigma, p["sigma_base"], mask)
+    row = jnp.stack([expected - cost, expected, cost, c.eval_trunc / st.n_rollouts])
+    ie = jnp.minimum(c.next_eval, c.curves.shape[0] - 1)
+    curves = jnp.where(do_rec, c.curves.at[ie].set(row), c.curves)
+    next_eval = c.next_eval + do_rec.astype(jnp.int32)
+
+    # 3. snapshots of (q, sigma) after `k` episodes
+    if st.snapshots:
+        snaps = jnp.asarray(st.snapshots, jnp.int32)
+        js = jnp.minimum(c.next_snap, len(st.snapshots) - 1)
+        take = waiting & (c.next_snap < len(st.snapshots)) & (snaps[js] == k)
+        snap_q = jnp.where(take, c.snap_q.at[js].set(c.q), c.snap_q)
+        snap_sigma = jnp.where(take, c.snap_sigma.at[js].set(sigma), c.snap_sigma)
+        next_snap = c.next_snap + take.astype(jnp.int32)
+    else:
+        snap_q, snap_sigma, next_snap = c.snap_q, c.snap_sigma, c.next_snap
+
+    # 4. route the waiting lanes
+    eval_eps = jnp.asarray(st.eval_episodes)
+    je = jnp.minimum(next_eval, len(st.eval_episodes) - 1)
+    need_eval = (next_eval < len(st.eval_episodes)) & (eval_eps[je] == k)
+    nxt = jnp.where(need_eval, EVAL, jnp.where(k < st.episodes, ACT, DONE))
+    phase = jnp.where(waiting, nxt, c.phase)
+    pending = jnp.where(waiting, NONE, c.pending)
+    eval_acc = jnp.where(do_rec, 0.0, c.eval_acc)
+    eval_trunc = jnp.where(do_rec, 0, c.eval_trunc)
+    return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, k=k, curves=curves,
+                      next_eval=next_eval, snap_q=snap_q, snap_sigma=snap_sigma,
+                      next_snap=next_snap, phase=phase, pending=pending, eval_acc=eval_acc,
+                      eval_trunc=eval_trunc)
+
+
+def _step(task, st: AgentStatic, p: dict, c: Lane, noise) -> Lane:
+    """One environment step of one lane (all phases computed, the lane's phase selects)."""
+    A = task.n_actions
+    zeta, zeta2, u, u_reset = noise[:A], noise[A:2 * A], noise[2 * A], noise[2 * A + 1]
+    beta, gamma = p["beta"], p["gamma"]
+    active = c.phase < WAIT
+    s = c.row
+    q_row, s_row = c.q[s], c.sigma[s]
+    pr = policy.probs(q_row, s_row, zeta, beta)
+    a = policy.sample_action(pr, u)
+    env2, r, term = task.step(c.env_state, a, p["task"], c.k)
+    r = jnp.asarray(r, jnp.float32)
+    s2 = jnp.asarray(task.row(env2, p["task"]), jnp.int32)
+    t1 = c.t + 1
+    trunc = (t1 >= st.max_steps) & ~term
+    end = term | trunc
+
+    # expected SARSA on the acting episode (Algorithm 1, l. 6-9); a truncation bootstraps
+    q_next = c.q[s2]
+    p2 = policy.probs(q_next, c.sigma[s2], zeta2, beta)
+    target = r + gamma * (1.0 - term.astype(jnp.float32)) * jnp.dot(p2, q_next)
+    do_q = active & (c.phase == ACT) & p["learn_q"]
+    q = c.q.at[s, a].add(jnp.where(do_q, p["alpha_q"] * (target - q_row[a]), 0.0))
+
+    # gradient rollouts: sum_t Psi_t * d log pi(a_t|s_t) / d sigma[s_t]  (Eq. 3-5)
+    do_g = active & (c.phase == GRAD)
+    if st.grad == "analytic":
+        score = gradients.score_analytic(pr, zeta, beta, a)
+    else:
+        score = gradients.score_autodiff(q_row, s_row, zeta, beta, a)
+    psi_q = q_row[a]
+    psi_a = psi_q - jnp.mean(q_row)
+    # Psi = R: G_t = gamma^-t (S_T - S_t), S_t = sum_{t'<t} gamma^t' r_t'; the -S_t part goes
+    # into G now, the S_T part at the sync through E and R_traj.
+    psi_r = -c.ret / c.disc
+    w = jnp.where(p["psi"] == 0, psi_a, jnp.where(p["psi"] == 1, psi_q, psi_r))
+    G = c.G.at[s].add(jnp.where(do_g, w * score, 0.0))
+    ret = c.ret + c.disc * r
+    E, R_traj = c.E, c.R_traj
+    if st.need_R:
+        is_r = do_g & (p["psi"] == 2)
+        E = E.at[c.sub, s].add(jnp.where(is_r, score / c.disc, 0.0))
+        R_traj = R_traj.at[c.sub].set(jnp.where(do_g & end, ret, R_traj[c.sub]))
+
+    # end of a rollout: next rollout or next phase
+    fin = active & end
+    eval_end = fin & (c.phase == EVAL)
+    eval_acc = c.eval_acc + jnp.where(eval_end, ret, 0.0)
+    eval_trunc = c.eval_trunc + (eval_end & trunc).astype(jnp.int32)
+    truncations = c.truncations + (fin & trunc & (c.phase != EVAL)).astype(jnp.int32)
+    sub1 = c.sub + fin.astype(jnp.int32)
+    n_phase = jnp.where(c.phase == ACT, 1, jnp.where(c.phase == GRAD, st.n_traj, st.n_rollouts))
+    phase_done = fin & (sub1 >= n_phase)
+    next_phase = jnp.where(c.phase == ACT, GRAD, WAIT)
+    phase = jnp.where(phase_done, next_phase, c.phase)
+    pending = jnp.where(phase_done & (c.phase == GRAD), UPDATE,
+                        jnp.where(phase_done & (c.phase == EVAL), RECORD, c.pending))
+    sub = jnp.where(phase_done, 0, sub1)
+
+    env_reset = task.reset(u_reset, p["task"], c.k)
+    row_reset = jnp.asarray(task.row(env_reset, p["task"]), jnp.int32)
+    keep = ~active
+    env_state = _where_tree(keep, c.env_state, _where_tree(end, env_reset, env2))
+    row = jnp.where(keep, c.row, jnp.where(end, row_reset, s2))
+    t = jnp.where(keep, c.t, jnp.where(end, 0, t1))
+    ret = jnp.where(keep, c.ret, jnp.where(end, 0.0, ret))
+    disc = jnp.where(keep, c.disc, jnp.where(end, 1.0, c.disc * gamma))
+    return c._replace(q=q, G=G, E=E, R_traj=R_traj, env_state=env_state, row=row, t=t, ret=ret,
+                      disc=disc, phase=phase, sub=sub, pending=pending, eval_acc=eval_acc,
+                      eval_trunc=eval_trunc, truncations=truncations,
+                      env_steps=c.env_steps + active.astype(jnp.int32))
+
+
+def block_noise(key, block_idx, n_actions: int, block: int):
+    """The random numbers of one block: ``[block, 2A + 2]`` = zeta, zeta', u (action), u (reset)."""
+    k = jax.random.fold_in(key, block_idx)
+    kn, ku = jax.random.split(k)
+    normals = jax.random.normal(kn, (block, 2 * n_actions), jnp.float32)
+    unif = jax.random.uniform(ku, (block, 2), jnp.float32)
+    return jnp.concatenate([normals, unif], axis=1)
+
+
+def _block(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
+    noise = block_noise(jax.random.key(p["seed"]), c.block_idx, task.n_actions, st.block)
+    c = jax.lax.fori_loop(0, st.block, lambda i, cc: _step(task, st, p, cc, noise[i]), c)
+    c = c._replace(block_idx=c.block_idx + 1)
+    return _sync(task, st, p, c)
+
+
+def advance(task, st: AgentStatic, p: dict, c: Lane, max_blocks) -> Lane:
+    """Run blocks until the run is done or ``max_blocks`` (traced) more blocks have run."""
+    stop = c.block_idx + jnp.minimum(max_blocks, jnp.int32(2**31 - 1) - c.block_idx)
+    return jax.lax.while_loop(lambda cc: (cc.phase != DONE) & (cc.block_idx < stop),
+                              lambda cc: _block(task, st, p, cc), c)
+
+
+class RunOutput(NamedTuple):
+    q: jax.Array
+    sigma: jax.Array
+    curves: jax.Array  # [n_evals, 4]
+    snap_q: jax.Array
+    snap_sigma: jax.Array
+    truncations: jax.Array
+    env_steps: jax.Array
+    episodes: jax.Array
+
+
+def finish(c: Lane) -> RunOutput:
+    return RunOutput(c.q, c.sigma, c.curves, c.snap_q, c.snap_sigma, c.truncations,
+                     c.env_steps, c.k)
+
+
+def train(task, st: AgentStatic, p: dict) -> RunOutput:
+    """One whole run (unbatched, uncompiled; wrap in ``jax.jit(jax.vmap(...))`` for sweeps)."""
+    c = init(task, st, p)
+    c = advance(task, st, p, c, jnp.int32(2**31 - 1 - 1))
+    return finish(c)
+
+
+@functools.lru_cache(maxsize=64)
+def make_batched(task, st: AgentStatic):
+    """Compiled, vmapped ``init``, ``advance`` and ``finish`` for a (task, static) pair.
+
+    Cached, so a second sweep with other traced values (sigma0, lam, seeds, ...) reuses the
+    compiled program; only a new shape (batch size) compiles again.
+    """
+    init_b = jax.jit(jax.vmap(lambda p: init(task, st, p)))
+    adv_b = jax.jit(jax.vmap(lambda p, c, n: advance(task, st, p, c, n), in_axes=(0, 0, None)))
+    fin_b = jax.jit(jax.vmap(finish))
+    return init_b, adv_b, fin_b
+
+
+def train_batch(task, st: AgentStatic, params: dict, chunk_blocks: int | None = None,
+                on_chunk=None) -> RunOutput:
+    """Train a batch of runs (``params`` stacked, leading axis = runs) in chunks of blocks.
+
+    ``on_chunk(lane_batch)`` is called after every chunk (progress, checkpoints). Chunking does
+    not change any number.
+    """
+    init_b, adv_b, fin_b = make_batched(task, st)
+    c = init_b(params)
+    n = jnp.int32(chunk_blocks if chunk_blocks else 2**31 - 2)
+    while True:
+        c = adv_b(params, c, n)
+        done = bool(jnp.all(c.phase == DONE))
+        if on_chunk is not None:
+            on_chunk(c)
+        if done:
+            break
+    return fin_b(c)

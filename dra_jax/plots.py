@@ -1,0 +1,240 @@
+"""Figures of the lane tasks (grid-world, mountain car) and the summaries they stand on.
+
+Runs come flattened in grid order with ``seed`` as the last axis, so run ``g * n_seeds + i``
+is seed ``i`` of grid point ``g``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dra_jax import config as config_mod  # noqa: E402
+from dra_jax.results import Results, atomic_savefig  # noqa: E402
+from dra_jax.runner import episodes_to_converge  # noqa: E402
+
+CONVERGENCE_DEFINITION = (
+    "episodes to converge: the first evaluation episode from which the objective's running mean "
+    "(window 5 evaluations) stays within 5% of its final plateau, the plateau being the mean of "
+    "the last 10% of evaluations; computed per run, then averaged over seeds")
+
+
+def grid_points(cfg: dict) -> list[dict]:
+    """The grid points without the seed axis, in order: ``{"label", "point"}``."""
+    axes = [(n, v) for n, v in config_mod.grid_axes(cfg) if n != "seed"]
+    import itertools
+
+    pts = []
+    for combo in itertools.product(*[v for _, v in axes]):
+        point = dict(zip([n for n, _ in axes], combo))
+        label = ", ".join(f"{k}={v}" if k != "variant" else str(v) for k, v in point.items()) or "all"
+        pts.append({"label": label, "point": point})
+    return pts
+
+
+def by_point(cfg: dict, arr: np.ndarray) -> np.ndarray:
+    """``[runs, ...]`` -> ``[points, seeds, ...]``."""
+    arr = np.asarray(arr)
+    return arr.reshape((-1, cfg["n_seeds"]) + arr.shape[1:])
+
+
+def summarize_lane_sweep(cfg: dict, res: Results) -> dict:
+    """Per grid point: final and plateau objective, reward, cost (mean, SD over seeds),
+    episodes to converge; with variants, the ratios of each variant to the first one."""
+    eps = res.arrays["eval_episodes"]
+    obj = by_point(cfg, res.curves["objective"])
+    rew = by_point(cfg, res.curves["expected_reward"])
+    cost = by_point(cfg, res.curves["cost"])
+    m = max(1, int(round(0.1 * obj.shape[-1])))
+    out = []
+    for g, pt in enumerate(grid_points(cfg)):
+        e2c = [episodes_to_converge(obj[g, i], eps) for i in range(obj.shape[1])]
+        rec = {"point": pt["point"], "label": pt["label"]}
+        for name, a in (("objective", obj), ("expected_reward", rew), ("cost", cost)):
+            plateau = a[g, :, -m:].mean(axis=1)
+            rec[name] = {"final_mean": float(a[g, :, -1].mean()), "final_sd": float(a[g, :, -1].std()),
+                         "plateau_mean": float(plateau.mean()), "plateau_sd": float(plateau.std())}
+        rec["episodes_to_converge"] = {"mean": float(np.nanmean(e2c)) if np.isfinite(e2c).any() else None,
+                                       "per_seed": [None if not np.isfinite(x) else x for x in e2c]}
+        out.append(rec)
+    summary = {"points": out, "plateau_definition": "mean of the last 10% of evaluations",
+               "convergence_definition": CONVERGENCE_DEFINITION}
+    if cfg["variants"] and len(cfg["sweep"]) == 0:
+        names = list(cfg["variants"])
+        ref = out[0]
+        ratios = {}
+        for rec, name in zip(out, names):
+            if rec is ref:
+                continue
+            fo, ro = rec["objective"]["plateau_mean"], ref["objective"]["plateau_mean"]
+            eo, er = rec["episodes_to_converge"]["mean"], ref["episodes_to_converge"]["mean"]
+            ratios[name] = {
+                f"objective_{name}_over_{names[0]}": fo / ro if ro else None,
+                f"objective_{names[0]}_minus_{name}": ro - fo,
+                f"expected_reward_{names[0]}_minus_{name}": ref["expected_reward"]["plateau_mean"]
+                - rec["expected_reward"]["plateau_mean"],
+                f"cost_{names[0]}_minus_{name}": ref["cost"]["plateau_mean"] - rec["cost"]["plateau_mean"],
+                f"episodes_to_converge_{names[0]}_over_{name}": (er / eo) if (eo and er) else None,
+            }
+        summary["baseline_ratios"] = ratios
+    return summary
+
+
+# ------------------------------------------------------------------ figures
+
+
+def plot_lane_figures(cfg: dict, res: Results, fig_dir: Path) -> list[Path]:
+    fig_dir = Path(fig_dir)
+    paths = []
+    for name in cfg["figures"]:
+        fn = _FIGURES[name]
+        paths.extend(fn(cfg, res, fig_dir))
+    return paths
+
+
+def _colors(n):
+    return plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(n, 1)))
+
+
+def fig_convergence(cfg, res, fig_dir):
+    """Fig. 1b: objective (solid, left axis) and cost (dashed, right axis) against episodes, one
+    colour per grid point, mean and SD across seeds."""
+    eps = res.arrays["eval_episodes"]
+    obj = by_point(cfg, res.curves["objective"])
+    cost = by_point(cfg, res.curves["cost"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax2 = ax.twinx()
+    for g, (pt, col) in enumerate(zip(grid_points(cfg), _colors(obj.shape[0]))):
+        m, s = obj[g].mean(0), obj[g].std(0)
+        ax.plot(eps, m, "-", color=col, label=pt["label"])
+        ax.fill_between(eps, m - s, m + s, color=col, alpha=0.2, lw=0)
+        mc, sc = cost[g].mean(0), cost[g].std(0)
+        ax2.plot(eps, mc, "--", color=col)
+        ax2.fill_between(eps, mc - sc, mc + sc, color=col, alpha=0.1, lw=0)
+    ax.set_xlabel("episodes")
+    ax.set_ylabel("objective F (solid)")
+    ax2.set_ylabel("cost lam * KL (dashed)")
+    ax.set_title(f"{cfg['name']}: convergence (mean +- SD over {cfg['n_seeds']} seeds)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    p = fig_dir / "convergence.png"
+    atomic_savefig(fig, p, dpi=120)
+    plt.close(fig)
+    return [p]
+
+
+def fig_baselines(cfg, res, fig_dir):
+    """DRA vs the baselines (variants): objective and expected reward against episodes."""
+    eps = res.arrays["eval_episodes"]
+    obj = by_point(cfg, res.curves["objective"])
+    rew = by_point(cfg, res.curves["expected_reward"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for g, (pt, col) in enumerate(zip(grid_points(cfg), plt.get_cmap("tab10").colors)):
+        for ax, a in zip(axes, (obj, rew)):
+            m, s = a[g].mean(0), a[g].std(0)
+            ax.plot(eps, m, color=col, label=pt["label"])
+            ax.fill_between(eps, m - s, m + s, color=col, alpha=0.2, lw=0)
+    axes[0].set_ylabel("objective F = E[reward] - lam * KL")
+    axes[1].set_ylabel("expected reward")
+    for ax in axes:
+        ax.set_xlabel("episodes")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{cfg['name']}: DRA and baselines (mean +- SD over {cfg['n_seeds']} seeds)")
+    fig.tight_layout()
+    p = fig_dir / "baselines.png"
+    atomic_savefig(fig, p, dpi=120)
+    plt.close(fig)
+    return [p]
+
+
+def _draw_maze(ax, values, layout, switched: bool, vmin=0.0, vmax=1.0, cmap="magma"):
+    """One grid-world heat map with obstacles (grey), start (S) and goal (G)."""
+    lay = layout.switched() if switched else layout
+    img = np.asarray(values, float).reshape(lay.rows, lay.cols).copy()
+    obst = np.zeros_like(img, bool)
+    for r, c in lay.obstacles:
+        obst[r, c] = True
+    img[obst] = np.nan
+    im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax)
+    for r, c in lay.obstacles:
+        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="0.55"))
+    ax.text(lay.start[1], lay.start[0], "S", ha="center", va="center", color="c", fontsize=12,
+            fontweight="bold")
+    ax.text(lay.goal[1], lay.goal[0], "G", ha="center", va="center", color="lime", fontsize=12,
+            fontweight="bold")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
+def _entropy_figure(cfg, maps, titles, switched_flags, path, suptitle):
+    from dra_jax.envs.gridworld import Layout
+
+    n = len(maps)
+    ncol = min(n, 4)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.6 * nrow), squeeze=False)
+    im = None
+    for ax, m, t, sw in zip(axes.flat, maps, titles, switched_flags):
+        if cfg["task"] == "gridworld":
+            im = _draw_maze(ax, m, Layout(), sw)
+        else:
+            im = ax.imshow(np.asarray(m).T, origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto")
+        ax.set_title(t, fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="normalized choice entropy")
+    fig.suptitle(suptitle)
+    atomic_savefig(fig, path, dpi=120)
+    plt.close(fig)
+
+
+def fig_choice_entropy(cfg, res, fig_dir):
+    """Fig. 1c: normalized choice entropy of each cell at the snapshot episodes (mean over
+    seeds), from 1e5 hard-Thompson samples of the memories per state."""
+    if "choice_entropy" not in res.curves:
+        return []
+    ent = by_point(cfg, res.curves["choice_entropy"])  # [points, seeds, n_snap, S]
+    snaps = res.arrays["snapshot_episodes"]
+    paths = []
+    sw_ep = cfg["task_params"].get("switch_episode", None)
+    switch = cfg["task_params"].get("switch", False)
+    for g, pt in enumerate(grid_points(cfg)):
+        maps = [ent[g, :, j].mean(0) for j in range(len(snaps))]
+        if cfg["task"] == "mountain_car":
+            maps = [m.reshape(cfg["task_params"]["cells"]) for m in maps]
+        titles = [f"episode {e}" + (" (switched)" if switch and e >= sw_ep else "") for e in snaps]
+        flags = [bool(switch and e >= sw_ep) for e in snaps]
+        suffix = "" if len(grid_points(cfg)) == 1 else f"_{g}"
+        p = fig_dir / f"choice_entropy{suffix}.png"
+        _entropy_figure(cfg, maps, titles, flags, p,
+                        f"{cfg['name']} {pt['label']}: normalized choice entropy "
+                        f"(dark = precise), mean over {cfg['n_seeds']} seeds")
+        paths.append(p)
+    return paths
+
+
+def fig_allocation(cfg, res, fig_dir):
+    """Final allocation: choice-entropy map of the final memories, one panel per grid point."""
+    ent = by_point(cfg, res.curves["final_choice_entropy"])
+    pts = grid_points(cfg)
+    maps = [ent[g].mean(0) for g in range(len(pts))]
+    if cfg["task"] == "mountain_car":
+        maps = [m.reshape(cfg["task_params"]["cells"]) for m in maps]
+    p = fig_dir / "allocation.png"
+    _entropy_figure(cfg, maps, [pt["label"] for pt in pts], [False] * len(pts), p,
+                    f"{cfg['name']}: final choice entropy (mean over {cfg['n_seeds']} seeds)")
+    return [p]
+
+
+_FIGURES = {"convergence": fig_convergence, "baselines": fig_baselines,
+            "choice_entropy": fig_choice_entropy, "allocation": fig_allocation}
+
+
+def register_figure(name: str, fn) -> None:
+    """Add a figure function ``fn(cfg, res, fig_dir) -> list[Path]`` under ``name``."""
+    _FIGURES[name] = fn
