@@ -16,8 +16,11 @@ import numpy as np
 class NoiseStream:
     """Rows of step noise, block by block; ``skip_block`` jumps to the next block."""
 
-    def __init__(self, seed: int, n_actions: int, block: int, source: str = "jax"):
+    def __init__(self, seed: int, n_actions: int, block: int, source: str = "jax",
+                 noise_blocks: int = 8):
         self.seed, self.A, self.block, self.source = seed, n_actions, block, source
+        self.nb = noise_blocks
+        self._super = None
         self.j = 0
         self.i = 0
         self._rng = np.random.default_rng(seed)
@@ -29,7 +32,13 @@ class NoiseStream:
 
             from dra_jax.agent import block_noise
 
-            return np.asarray(block_noise(jax.random.key(np.uint32(self.seed)), j, self.A, self.block))
+            sj = j // self.nb
+            if self._super is None or self._super[0] != sj:
+                rows = self.block * self.nb
+                self._super = (sj, np.asarray(block_noise(jax.random.key(np.uint32(self.seed)), sj,
+                                                          self.A, rows)))
+            i0 = (j % self.nb) * self.block
+            return self._super[1][i0:i0 + self.block]
         normals = self._rng.standard_normal((self.block, 2 * self.A)).astype(np.float32)
         unif = self._rng.random((self.block, 2), dtype=np.float32)
         return np.concatenate([normals, unif], axis=1)
@@ -60,7 +69,8 @@ def _sample(p, u):
 
 def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_steps: int,
                   eval_every: int, n_rollouts: int, seed: int, learnable: np.ndarray,
-                  block: int = 16, noise_source: str = "jax", dtype=np.float32):
+                  block: int = 16, noise_source: str = "jax", dtype=np.float32,
+                  noise_blocks: int = 8):
     """Algorithm 1 on a tabular task given as ``{"next": [S, A], "reward": [S, A],
     "terminal": [S], "start": int}``. Returns ``q, sigma, curves [n_evals, 3], env_steps``.
 
@@ -76,7 +86,7 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     psi, equal = dra["psi"], dra["allocation"] == "equal"
     q = np.zeros((S, A), dtype)
     sigma = np.full((S, A), f(dra["sigma0"]), dtype)
-    noise = NoiseStream(seed, A, block, noise_source)
+    noise = NoiseStream(seed, A, block, noise_source, noise_blocks)
     eval_eps = list(range(0, episodes + 1, eval_every))
     if eval_eps[-1] != episodes:
         eval_eps.append(episodes)

@@ -51,6 +51,7 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
             agent.make_run_params(runs[i]["dra"], runs[i]["seed"], task_run_params(runs[i]["task_params"]))
             for i in idx])
         init_b, adv_b, fin_b = agent.make_batched(task, st)
+        params, _ = agent.pad_batch(params, 2)
         t0 = time.perf_counter()
         lane = init_b(params)
         step_c = adv_b.lower(params, lane, jnp.int32(1)).compile()

@@ -23,7 +23,12 @@ def _train(st, dras, seeds):
                                                   ("Q", "equal", 1.0)])
 def test_engine_matches_numpy_reference(psi, allocation, gamma):
     """Same random numbers -> same q, sigma and learning curve as a plain NumPy Algorithm 1.
-    max_steps is small so that truncated rollouts (which bootstrap) occur."""
+    max_steps is small so that truncated rollouts (which bootstrap) occur.
+
+    The reference computes in float64, the engine in float32: the tolerances are float32
+    accumulation over 6 episodes (the R-gradient sums returns of ~-40 over ~40 steps; the engine
+    is within 2e-4 of float64 there, a float32 NumPy reference 5e-4). A wrong Psi, a missing
+    bootstrap or a misplaced update changes sigma and q by 1e-2 to 1."""
     st = agent.AgentStatic(episodes=6, n_traj=3, max_steps=40, eval_every=2, n_rollouts=3,
                            need_R=psi == "R", block=16)
     dra = dict(DRA, psi=psi, allocation=allocation, gamma=gamma)
@@ -32,11 +37,12 @@ def test_engine_matches_numpy_reference(psi, allocation, gamma):
     tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0], "start": t.start}
     q, sigma, curves, steps = run_reference(tables, dra, st.episodes, st.n_traj, st.max_steps,
                                             st.eval_every, st.n_rollouts, seed=7,
-                                            learnable=TASK.learnable, block=st.block)
+                                            learnable=TASK.learnable, block=st.block,
+                                            noise_blocks=st.noise_blocks, dtype=np.float64)
     assert int(out.env_steps[0]) == steps
     assert int(out.truncations[0]) > 0 or psi != "A"  # truncations happen in this set-up
     np.testing.assert_allclose(out.q[0], q, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(out.sigma[0], sigma, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.sigma[0], sigma, rtol=1e-4, atol=3e-4)
     np.testing.assert_allclose(out.curves[0][:, :3], curves, rtol=1e-4, atol=1e-3)
     assert not np.allclose(sigma, 3.0)  # sigma actually moved
 
@@ -48,25 +54,21 @@ def test_vmapped_batch_equals_loop_over_runs():
     batch = _train(st, dras, seeds)
     for i in range(3):
         single = _train(st, [dras[i]], [seeds[i]])
-        # the same trajectories (integer counts exactly); floats agree to rounding, since XLA
-        # vectorizes exp/log differently for a batch of 1 and of 3 (differences of ~1 ulp)
-        np.testing.assert_array_equal(batch.env_steps[i], single.env_steps[0])
-        np.testing.assert_array_equal(batch.truncations[i], single.truncations[0])
-        for name in ("q", "sigma", "curves"):
-            np.testing.assert_allclose(getattr(batch, name)[i], getattr(single, name)[0],
-                                       rtol=1e-5, atol=1e-6)
+        # bit for bit: train_batch pads a one-run batch to two (agent.pad_batch)
+        for name in ("q", "sigma", "curves", "env_steps", "truncations"):
+            np.testing.assert_array_equal(getattr(batch, name)[i], getattr(single, name)[0])
     # a plain jit(vmap(train)) of the unchunked train() agrees too
     params = agent.stack_params([agent.make_run_params(d, s) for d, s in zip(dras, seeds)])
     direct = jax.jit(jax.vmap(lambda p: agent.train(TASK, st, p)))(params)
-    np.testing.assert_array_equal(np.asarray(direct.env_steps), batch.env_steps)
-    np.testing.assert_allclose(np.asarray(direct.sigma), batch.sigma, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(direct.sigma), batch.sigma)
+    np.testing.assert_array_equal(np.asarray(direct.curves), batch.curves)
 
 
 def test_chunking_does_not_change_numbers():
     st = agent.AgentStatic(episodes=15, n_traj=3, max_steps=200, eval_every=5, n_rollouts=4)
     params = agent.stack_params([agent.make_run_params(dict(DRA, sigma0=s), 3) for s in (1.0, 4.0)])
     whole = agent.train_batch(TASK, st, params)
-    chunked = agent.train_batch(TASK, st, params, chunk_blocks=7)
+    chunked = agent.train_batch(TASK, st, params, chunk_superblocks=3)
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
