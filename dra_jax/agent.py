@@ -241,32 +241,72 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
                       eval_trunc=eval_trunc)
 
 
-def _step(task, st: AgentStatic, p: dict, c: Lane, noise) -> Lane:
-    """One environment step of one lane (all phases computed, the lane's phase selects)."""
+# Inside a block the lane's per-step state is packed (fewer, larger arrays make fewer kernels
+# per step: XLA on CPU launches one kernel per separately updated array):
+#   mem [S, 3, A] = (q, sigma, G), ints [8], floats [3].
+_I_ROW, _I_T, _I_PHASE, _I_SUB, _I_PENDING, _I_EVTR, _I_TRUNC, _I_STEPS = range(8)
+_F_RET, _F_DISC, _F_EVACC = range(3)
+
+
+class _StepCarry(NamedTuple):
+    mem: jax.Array  # [S, 3, A]: q, sigma (read only within a block), G
+    E: jax.Array
+    R_traj: jax.Array
+    env_state: Any
+    ints: jax.Array  # int32[8]
+    floats: jax.Array  # float32[3]
+
+
+def _pack(c: Lane) -> _StepCarry:
+    ints = jnp.stack([c.row, c.t, c.phase, c.sub, c.pending, c.eval_trunc, c.truncations,
+                      c.env_steps]).astype(jnp.int32)
+    floats = jnp.stack([c.ret, c.disc, c.eval_acc]).astype(jnp.float32)
+    return _StepCarry(jnp.stack([c.q, c.sigma, c.G], axis=1), c.E, c.R_traj, c.env_state, ints, floats)
+
+
+def _unpack(c: Lane, sc: _StepCarry) -> Lane:
+    i, f = sc.ints, sc.floats
+    return c._replace(q=sc.mem[:, 0], G=sc.mem[:, 2], E=sc.E, R_traj=sc.R_traj,
+                      env_state=sc.env_state, row=i[_I_ROW], t=i[_I_T], phase=i[_I_PHASE],
+                      sub=i[_I_SUB], pending=i[_I_PENDING], eval_trunc=i[_I_EVTR],
+                      truncations=i[_I_TRUNC], env_steps=i[_I_STEPS], ret=f[_F_RET],
+                      disc=f[_F_DISC], eval_acc=f[_F_EVACC])
+
+
+def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry:
+    """One environment step of one lane (all phases computed, the lane's phase selects).
+
+    ``k`` (completed episodes) is constant within a block: it only changes at a sync.
+    """
     A = task.n_actions
     zeta, zeta2, u, u_reset = noise[:A], noise[A:2 * A], noise[2 * A], noise[2 * A + 1]
     beta, gamma = p["beta"], p["gamma"]
-    active = c.phase < WAIT
-    s = c.row
-    q_row, s_row = c.q[s], c.sigma[s]
+    ints, floats = c.ints, c.floats
+    s, t0, phase, sub, pending = (ints[_I_ROW], ints[_I_T], ints[_I_PHASE], ints[_I_SUB],
+                                  ints[_I_PENDING])
+    ret0, disc0, eval_acc0 = floats[_F_RET], floats[_F_DISC], floats[_F_EVACC]
+    active = phase < WAIT
+    m_s = c.mem[s]
+    q_row, s_row = m_s[0], m_s[1]
     pr = policy.probs(q_row, s_row, zeta, beta)
     a = policy.sample_action(pr, u)
-    env2, r, term = task.step(c.env_state, a, p["task"], c.k)
+    env2, r, term = task.step(c.env_state, a, p["task"], k)
     r = jnp.asarray(r, jnp.float32)
     s2 = jnp.asarray(task.row(env2, p["task"]), jnp.int32)
-    t1 = c.t + 1
+    t1 = t0 + 1
     trunc = (t1 >= st.max_steps) & ~term
     end = term | trunc
 
     # expected SARSA on the acting episode (Algorithm 1, l. 6-9); a truncation bootstraps
-    q_next = c.q[s2]
-    p2 = policy.probs(q_next, c.sigma[s2], zeta2, beta)
+    m_s2 = c.mem[s2]
+    q_next = m_s2[0]
+    p2 = policy.probs(q_next, m_s2[1], zeta2, beta)
     target = r + gamma * (1.0 - term.astype(jnp.float32)) * jnp.dot(p2, q_next)
-    do_q = active & (c.phase == ACT) & p["learn_q"]
-    q = c.q.at[s, a].add(jnp.where(do_q, p["alpha_q"] * (target - q_row[a]), 0.0))
+    do_q = active & (phase == ACT) & p["learn_q"]
+    dq = jnp.where(do_q, p["alpha_q"] * (target - q_row[a]), 0.0)
 
     # gradient rollouts: sum_t Psi_t * d log pi(a_t|s_t) / d sigma[s_t]  (Eq. 3-5)
-    do_g = active & (c.phase == GRAD)
+    do_g = active & (phase == GRAD)
     if st.grad == "analytic":
         score = gradients.score_analytic(pr, zeta, beta, a)
     else:
@@ -275,43 +315,48 @@ def _step(task, st: AgentStatic, p: dict, c: Lane, noise) -> Lane:
     psi_a = psi_q - jnp.mean(q_row)
     # Psi = R: G_t = gamma^-t (S_T - S_t), S_t = sum_{t'<t} gamma^t' r_t'; the -S_t part goes
     # into G now, the S_T part at the sync through E and R_traj.
-    psi_r = -c.ret / c.disc
+    psi_r = -ret0 / disc0
     w = jnp.where(p["psi"] == 0, psi_a, jnp.where(p["psi"] == 1, psi_q, psi_r))
-    G = c.G.at[s].add(jnp.where(do_g, w * score, 0.0))
-    ret = c.ret + c.disc * r
+    onehot = jax.nn.one_hot(a, A, dtype=jnp.float32)
+    upd = jnp.stack([dq * onehot, jnp.zeros((A,), jnp.float32), jnp.where(do_g, w * score, 0.0)])
+    mem = c.mem.at[s].add(upd)
+    ret = ret0 + disc0 * r
     E, R_traj = c.E, c.R_traj
     if st.need_R:
         is_r = do_g & (p["psi"] == 2)
-        E = E.at[c.sub, s].add(jnp.where(is_r, score / c.disc, 0.0))
-        R_traj = R_traj.at[c.sub].set(jnp.where(do_g & end, ret, R_traj[c.sub]))
+        E = E.at[sub, s].add(jnp.where(is_r, score / disc0, 0.0))
+        R_traj = R_traj.at[sub].set(jnp.where(do_g & end, ret, R_traj[sub]))
 
     # end of a rollout: next rollout or next phase
     fin = active & end
-    eval_end = fin & (c.phase == EVAL)
-    eval_acc = c.eval_acc + jnp.where(eval_end, ret, 0.0)
-    eval_trunc = c.eval_trunc + (eval_end & trunc).astype(jnp.int32)
-    truncations = c.truncations + (fin & trunc & (c.phase != EVAL)).astype(jnp.int32)
-    sub1 = c.sub + fin.astype(jnp.int32)
-    n_phase = jnp.where(c.phase == ACT, 1, jnp.where(c.phase == GRAD, st.n_traj, st.n_rollouts))
+    eval_end = fin & (phase == EVAL)
+    sub1 = sub + fin.astype(jnp.int32)
+    n_phase = jnp.where(phase == ACT, 1, jnp.where(phase == GRAD, st.n_traj, st.n_rollouts))
     phase_done = fin & (sub1 >= n_phase)
-    next_phase = jnp.where(c.phase == ACT, GRAD, WAIT)
-    phase = jnp.where(phase_done, next_phase, c.phase)
-    pending = jnp.where(phase_done & (c.phase == GRAD), UPDATE,
-                        jnp.where(phase_done & (c.phase == EVAL), RECORD, c.pending))
-    sub = jnp.where(phase_done, 0, sub1)
+    next_phase = jnp.where(phase == ACT, GRAD, WAIT)
+    new_phase = jnp.where(phase_done, next_phase, phase)
+    new_pending = jnp.where(phase_done & (phase == GRAD), UPDATE,
+                            jnp.where(phase_done & (phase == EVAL), RECORD, pending))
+    new_sub = jnp.where(phase_done, 0, sub1)
 
-    env_reset = task.reset(u_reset, p["task"], c.k)
+    env_reset = task.reset(u_reset, p["task"], k)
     row_reset = jnp.asarray(task.row(env_reset, p["task"]), jnp.int32)
     keep = ~active
     env_state = _where_tree(keep, c.env_state, _where_tree(end, env_reset, env2))
-    row = jnp.where(keep, c.row, jnp.where(end, row_reset, s2))
-    t = jnp.where(keep, c.t, jnp.where(end, 0, t1))
-    ret = jnp.where(keep, c.ret, jnp.where(end, 0.0, ret))
-    disc = jnp.where(keep, c.disc, jnp.where(end, 1.0, c.disc * gamma))
-    return c._replace(q=q, G=G, E=E, R_traj=R_traj, env_state=env_state, row=row, t=t, ret=ret,
-                      disc=disc, phase=phase, sub=sub, pending=pending, eval_acc=eval_acc,
-                      eval_trunc=eval_trunc, truncations=truncations,
-                      env_steps=c.env_steps + active.astype(jnp.int32))
+    ints = jnp.stack([
+        jnp.where(keep, s, jnp.where(end, row_reset, s2)),
+        jnp.where(keep, t0, jnp.where(end, 0, t1)),
+        new_phase, new_sub, new_pending,
+        ints[_I_EVTR] + (eval_end & trunc).astype(jnp.int32),
+        ints[_I_TRUNC] + (fin & trunc & (phase != EVAL)).astype(jnp.int32),
+        ints[_I_STEPS] + active.astype(jnp.int32),
+    ])
+    floats = jnp.stack([
+        jnp.where(keep, ret0, jnp.where(end, 0.0, ret)),
+        jnp.where(keep, disc0, jnp.where(end, 1.0, disc0 * gamma)),
+        eval_acc0 + jnp.where(eval_end, ret, 0.0),
+    ])
+    return _StepCarry(mem, E, R_traj, env_state, ints, floats)
 
 
 def block_noise(key, superblock_idx, n_actions: int, rows: int):
@@ -336,7 +381,8 @@ def _superblock(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
 
     def one_block(b, cc):
         rows = jax.lax.dynamic_slice_in_dim(noise, b * K, K)
-        cc = jax.lax.fori_loop(0, K, lambda i, x: _step(task, st, p, x, rows[i]), cc)
+        sc = jax.lax.fori_loop(0, K, lambda i, x: _step(task, st, p, cc.k, x, rows[i]), _pack(cc))
+        cc = _unpack(cc, sc)
         return _sync(task, st, p, cc._replace(block_idx=cc.block_idx + 1))
 
     return jax.lax.fori_loop(0, st.noise_blocks, one_block, c)

@@ -62,9 +62,9 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
         while True:
             tc = time.perf_counter()
             lane = step_c(params, lane, jnp.int32(chunk))
-            k = np.asarray(lane.k)
+            k = np.asarray(lane.k)[:len(idx)]  # (padded lanes dropped)
             dt = time.perf_counter() - tc
-            done_eps[idx] = k
+            done_eps[idx] = k[:len(idx)]  # the batch may be padded (agent.pad_batch)
             progress.update(done_eps.sum(), extra=f"group of {len(idx)} runs")
             if bool(np.all(np.asarray(lane.phase) == agent.DONE)):
                 break

@@ -98,19 +98,20 @@ def test_cli_end_to_end_writes_the_contract(tmp_path):
     out = tmp_path / "gw"
     proc = subprocess.run([sys.executable, "-m", "dra_jax.sweep", "--config",
                            str(ROOT / "configs/gridworld.toml"), "--out", str(out),
-                           "--set", "dra.episodes=20", "--set", "n_seeds=2", "--set", "eval.every=10",
+                           "--set", "dra.episodes=20", "--set", "n_seeds=1", "--set", "eval.every=10",
+                           "--set", "sweep.sigma0=[1.0, 3.0, 5.0]",  # 3 runs: an odd, padded batch
                            "--set", "eval.n_rollouts=5"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "ETA" in proc.stderr
     s = json.loads((out / "summary.json").read_text())
     assert [a["name"] for a in s["grid_axes"]] == ["sigma0", "seed"]
-    assert len(s["runs"]) == 8
+    assert len(s["runs"]) == 3
     for r in s["runs"]:
         assert set(r["final"]) >= {"objective", "expected_reward", "cost"}
         assert r["final"]["objective"] == pytest.approx(r["final"]["expected_reward"] - r["final"]["cost"], abs=1e-4)
     assert {"compile_s", "run_s", "env_steps", "devices"} <= set(s["timing"])
     c = np.load(out / "curves.npz")
-    assert c["objective"].shape == (4, 2, 3)
-    assert c["sigma"].shape == (4, 2, 54, 4)
+    assert c["objective"].shape == (3, 1, 3)
+    assert c["sigma"].shape == (3, 1, 54, 4)
     assert (out / "figures" / "convergence.png").stat().st_size > 10_000

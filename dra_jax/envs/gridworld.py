@@ -247,10 +247,16 @@ class GridTask:
 
     def step(self, state, action, tparams, episode):
         m = self._maze(tparams, episode)
-        nxt = jnp.asarray(self.tables.next_state)[m, state, action]
-        rew = jnp.asarray(self.tables.reward)[m, state, action]
-        term = jnp.asarray(self.tables.terminal)[m, nxt]
-        return nxt, rew, term
+        row = jnp.asarray(self._packed)[m, state, action]  # one gather: next, reward, terminal
+        return row[0].astype(jnp.int32), row[1], row[2] > 0.5
+
+    @property
+    def _packed(self) -> np.ndarray:
+        """``[m, S, A, 3]`` float32: next state, reward, whether the next state is terminal."""
+        t = self.tables
+        term_next = np.take_along_axis(t.terminal[:, :, None], t.next_state, axis=1)
+        return np.stack([t.next_state.astype(np.float32), t.reward,
+                         term_next.astype(np.float32)], axis=-1)
 
     def row(self, state, tparams):
         return state
