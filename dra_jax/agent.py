@@ -43,7 +43,15 @@ ACT, GRAD, EVAL, WAIT, DONE = 0, 1, 2, 3, 4
 # what a waiting lane has pending at the next sync
 NONE, UPDATE, RECORD = 0, 1, 2
 PSI_CODES = {"A": 0, "Q": 1, "R": 2}
+# the objective (Acerbi et al. 2022): 0 the paper's F, 1 Eq. 8 (per-access KL and action
+# entropy per step), 2 Eq. 10 (F plus (lam / T) * sum_t H_t)
+OBJECTIVE_CODES = {"dra": 0, "elbo_step": 1, "elbo": 2}
 Q_INITS = ("zero", "optimal", "uniform")
+# the lane's float sums (Lane.acc): return and gamma^t of the current rollout, evaluation
+# returns, the current rollout's sums of KL_t and H_t, their evaluation sums (and of H / T),
+# and the task-reward return when Psi = R runs on ELBO-augmented rewards
+(_F_RET, _F_DISC, _F_EVACC, _F_KLSUM, _F_HSUM, _F_EVKL, _F_EVH, _F_EVHT, _F_RETTASK) = range(9)
+N_ACC = 9
 
 
 class AgentStatic(NamedTuple):
@@ -59,6 +67,7 @@ class AgentStatic(NamedTuple):
     q_init: str = "zero"
     optimizer: str = "sgd"
     need_R: bool = False  # compile the reward-to-go (Psi = R) accumulators
+    need_entropy: bool = False  # compile the ELBO terms (objective elbo_step | elbo)
     block: int = 16  # env steps between syncs
     noise_blocks: int = 8  # blocks per random-number draw (a superblock)
 
@@ -81,6 +90,7 @@ def make_run_params(dra: dict, seed: int, task_params: dict | None = None) -> di
     p["equal"] = np.bool_(dra["allocation"] == "equal")
     p["learn_q"] = np.bool_(dra["learn_q"])
     p["learn_sigma"] = np.bool_(dra["learn_sigma"])
+    p["objective"] = np.int32(OBJECTIVE_CODES[dra.get("objective", "dra")])
     p["seed"] = np.uint32(seed)
     p["task"] = {k: np.asarray(v) for k, v in (task_params or {}).items()}
     return p
@@ -101,19 +111,20 @@ class Lane(NamedTuple):
     E: jax.Array  # [n_traj, S, A] per-trajectory discounted score sums (Psi = R), else [0]
     R_traj: jax.Array  # [n_traj] return of each gradient trajectory (Psi = R), else [0]
     env_state: Any
+    X: jax.Array  # [n_traj, S, A] per-trajectory sums of dH_t/dsigma (objective elbo), else [0]
+    T_traj: jax.Array  # [n_traj] length of each gradient trajectory (objective elbo), else [0]
     row: jax.Array  # memory row of the current state
     t: jax.Array  # steps in the current rollout
-    ret: jax.Array  # discounted return of the current rollout so far
-    disc: jax.Array  # gamma ** t
+    acc: jax.Array  # float32[8] running sums, indexed by the _F_* constants below
     phase: jax.Array
     sub: jax.Array  # rollout index within the phase
     k: jax.Array  # completed episodes (sigma updates)
     pending: jax.Array
     next_eval: jax.Array
     next_snap: jax.Array
-    eval_acc: jax.Array  # sum of evaluation returns of the current evaluation
     eval_trunc: jax.Array  # truncated evaluation rollouts of the current evaluation
-    curves: jax.Array  # [n_evals, 4]: objective, expected reward, cost, truncated fraction
+    curves: jax.Array  # [n_evals, 5]: objective, expected reward, cost, truncated fraction,
+    #                     entropy term (0 for objective dra)
     snap_q: jax.Array  # [n_snap, S, A]
     snap_sigma: jax.Array
     truncations: jax.Array  # truncated acting + gradient rollouts
@@ -152,18 +163,21 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
     n_evals = len(st.eval_episodes)
     n_snap = len(st.snapshots)
     nR = st.n_traj if st.need_R else 0
+    nX = st.n_traj if st.need_entropy else 0
     env_state = task.reset(jnp.float32(0.5), p["task"], jnp.int32(0))
     lane = Lane(
         q=q, sigma=sigma, opt_state=opt_state,
         G=jnp.zeros((S, A), jnp.float32),
         E=jnp.zeros((nR, S, A), jnp.float32) if nR else jnp.zeros((0,), jnp.float32),
         R_traj=jnp.zeros((nR,), jnp.float32),
+        X=jnp.zeros((nX, S, A), jnp.float32) if nX else jnp.zeros((0,), jnp.float32),
+        T_traj=jnp.zeros((nX,), jnp.float32),
         env_state=env_state, row=jnp.asarray(task.row(env_state, p["task"]), jnp.int32),
-        t=jnp.int32(0), ret=jnp.float32(0), disc=jnp.float32(1),
+        t=jnp.int32(0), acc=jnp.zeros((N_ACC,), jnp.float32).at[_F_DISC].set(1.0),
         phase=jnp.int32(WAIT), sub=jnp.int32(0), k=jnp.int32(0), pending=jnp.int32(NONE),
         next_eval=jnp.int32(0), next_snap=jnp.int32(0),
-        eval_acc=jnp.float32(0), eval_trunc=jnp.int32(0),
-        curves=jnp.full((n_evals, 4), jnp.nan, jnp.float32),
+        eval_trunc=jnp.int32(0),
+        curves=jnp.full((n_evals, 5), jnp.nan, jnp.float32),
         snap_q=jnp.zeros((n_snap, S, A), jnp.float32),
         snap_sigma=jnp.zeros((n_snap, S, A), jnp.float32),
         truncations=jnp.int32(0), env_steps=jnp.int32(0), block_idx=jnp.int32(0),
@@ -182,7 +196,12 @@ def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
     g = lane.G
     if st.need_R:
         g = g + jnp.einsum("i,isa->sa", lane.R_traj, lane.E)
-    g = g / st.n_traj - p["lam"] * memory.kl_grad(lane.sigma, p["sigma_base"])
+    if st.need_entropy:  # Eq. 10's bonus (lam / T) sum_t H_t, pathwise gradient
+        w = jnp.where(p["objective"] == 2, p["lam"] / jnp.maximum(lane.T_traj, 1.0), 0.0)
+        g = g + jnp.einsum("i,isa->sa", w, lane.X)
+    # the KL cost once per episode (dra, elbo); elbo_step pays it per access, inside G
+    kl_w = jnp.where(p["objective"] == 1, 0.0, p["lam"])
+    g = g / st.n_traj - kl_w * memory.kl_grad(lane.sigma, p["sigma_base"])
     mask = jnp.asarray(_kl_mask(task))
     g = jnp.where(mask, g, 0.0)
     return jnp.where(p["equal"], jnp.where(mask, jnp.sum(g), 0.0), g)
@@ -204,13 +223,20 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     opt_state = _where_tree(learn, opt_state, c.opt_state)
     G = jnp.where(do_upd, 0.0, c.G)
     E = jnp.where(do_upd, 0.0, c.E)
+    X = jnp.where(do_upd, 0.0, c.X)
     k = c.k + do_upd.astype(jnp.int32)
 
     # 2. evaluation record
     do_rec = waiting & (c.pending == RECORD)
-    expected = c.eval_acc / st.n_rollouts
-    cost = p["lam"] * memory.kl_cost(sigma, p["sigma_base"], mask)
-    row = jnp.stack([expected - cost, expected, cost, c.eval_trunc / st.n_rollouts])
+    n_ro = st.n_rollouts
+    expected = c.acc[_F_EVACC] / n_ro
+    cost_once = p["lam"] * memory.kl_cost(sigma, p["sigma_base"], mask)
+    obj_code = p["objective"]
+    # elbo_step: the KL of the visited memories per access, and the action entropy per step
+    cost = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVKL] / n_ro, cost_once)
+    ent = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVH] / n_ro,
+                    jnp.where(obj_code == 2, p["lam"] * c.acc[_F_EVHT] / n_ro, 0.0))
+    row = jnp.stack([expected - cost + ent, expected, cost, c.eval_trunc / n_ro, ent])
     ie = jnp.minimum(c.next_eval, c.curves.shape[0] - 1)
     curves = jnp.where(do_rec, c.curves.at[ie].set(row), c.curves)
     next_eval = c.next_eval + do_rec.astype(jnp.int32)
@@ -233,44 +259,46 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     nxt = jnp.where(need_eval, EVAL, jnp.where(k < st.episodes, ACT, DONE))
     phase = jnp.where(waiting, nxt, c.phase)
     pending = jnp.where(waiting, NONE, c.pending)
-    eval_acc = jnp.where(do_rec, 0.0, c.eval_acc)
+    eval_sums = np.isin(np.arange(N_ACC), [_F_EVACC, _F_EVKL, _F_EVH, _F_EVHT])
+    acc = jnp.where(do_rec & eval_sums, 0.0, c.acc)
     eval_trunc = jnp.where(do_rec, 0, c.eval_trunc)
-    return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, k=k, curves=curves,
+    return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, X=X, k=k, curves=curves,
                       next_eval=next_eval, snap_q=snap_q, snap_sigma=snap_sigma,
-                      next_snap=next_snap, phase=phase, pending=pending, eval_acc=eval_acc,
+                      next_snap=next_snap, phase=phase, pending=pending, acc=acc,
                       eval_trunc=eval_trunc)
 
 
 # Inside a block the lane's per-step state is packed (fewer, larger arrays make fewer kernels
 # per step: XLA on CPU launches one kernel per separately updated array):
-#   mem [S, 3, A] = (q, sigma, G), ints [8], floats [3].
+#   mem [S, 3, A] = (q, sigma, G), ints [8]; the lane's float sums are one vector anyway.
 _I_ROW, _I_T, _I_PHASE, _I_SUB, _I_PENDING, _I_EVTR, _I_TRUNC, _I_STEPS = range(8)
-_F_RET, _F_DISC, _F_EVACC = range(3)
 
 
 class _StepCarry(NamedTuple):
     mem: jax.Array  # [S, 3, A]: q, sigma (read only within a block), G
     E: jax.Array
     R_traj: jax.Array
+    X: jax.Array
+    T_traj: jax.Array
     env_state: Any
     ints: jax.Array  # int32[8]
-    floats: jax.Array  # float32[3]
+    floats: jax.Array  # float32[N_ACC]
 
 
 def _pack(c: Lane) -> _StepCarry:
     ints = jnp.stack([c.row, c.t, c.phase, c.sub, c.pending, c.eval_trunc, c.truncations,
                       c.env_steps]).astype(jnp.int32)
-    floats = jnp.stack([c.ret, c.disc, c.eval_acc]).astype(jnp.float32)
-    return _StepCarry(jnp.stack([c.q, c.sigma, c.G], axis=1), c.E, c.R_traj, c.env_state, ints, floats)
+    return _StepCarry(jnp.stack([c.q, c.sigma, c.G], axis=1), c.E, c.R_traj, c.X, c.T_traj,
+                      c.env_state, ints, c.acc)
 
 
 def _unpack(c: Lane, sc: _StepCarry) -> Lane:
     i, f = sc.ints, sc.floats
-    return c._replace(q=sc.mem[:, 0], G=sc.mem[:, 2], E=sc.E, R_traj=sc.R_traj,
-                      env_state=sc.env_state, row=i[_I_ROW], t=i[_I_T], phase=i[_I_PHASE],
-                      sub=i[_I_SUB], pending=i[_I_PENDING], eval_trunc=i[_I_EVTR],
-                      truncations=i[_I_TRUNC], env_steps=i[_I_STEPS], ret=f[_F_RET],
-                      disc=f[_F_DISC], eval_acc=f[_F_EVACC])
+    return c._replace(q=sc.mem[:, 0], G=sc.mem[:, 2], E=sc.E, R_traj=sc.R_traj, X=sc.X,
+                      T_traj=sc.T_traj, env_state=sc.env_state, row=i[_I_ROW], t=i[_I_T],
+                      phase=i[_I_PHASE], sub=i[_I_SUB], pending=i[_I_PENDING],
+                      eval_trunc=i[_I_EVTR], truncations=i[_I_TRUNC], env_steps=i[_I_STEPS],
+                      acc=f)
 
 
 def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry:
@@ -284,7 +312,7 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     ints, floats = c.ints, c.floats
     s, t0, phase, sub, pending = (ints[_I_ROW], ints[_I_T], ints[_I_PHASE], ints[_I_SUB],
                                   ints[_I_PENDING])
-    ret0, disc0, eval_acc0 = floats[_F_RET], floats[_F_DISC], floats[_F_EVACC]
+    ret0, disc0 = floats[_F_RET], floats[_F_DISC]
     active = phase < WAIT
     m_s = c.mem[s]
     q_row, s_row = m_s[0], m_s[1]
@@ -317,10 +345,28 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     # into G now, the S_T part at the sync through E and R_traj.
     psi_r = -ret0 / disc0
     w = jnp.where(p["psi"] == 0, psi_a, jnp.where(p["psi"] == 1, psi_q, psi_r))
+    g_row = w * score
+    X, T_traj = c.X, c.T_traj
+    r_eff = r
+    if st.need_entropy:
+        # the action entropy H_t = H[softmax(beta (q + zeta sigma))] and its reparametrized
+        # sigma gradient (autodiff); the visited memories' KL for the per-access cost
+        h_t, dh = jax.value_and_grad(policy.entropy)(s_row, q_row, zeta, beta)
+        kl_t = jnp.sum(memory.kl_per_memory(s_row, p["sigma_base"]))
+        is_step = p["objective"] == 1
+        lam = p["lam"]
+        g_row = g_row + jnp.where(is_step, lam * (dh - memory.kl_grad(s_row, p["sigma_base"])), 0.0)
+        # Psi = R sees the per-step ELBO terms as part of the reward (Eq. 8's r-tilde)
+        r_eff = r + jnp.where(is_step, lam * (h_t - kl_t), 0.0)
+        is_elbo = do_g & (p["objective"] == 2)
+        X = X.at[sub, s].add(jnp.where(is_elbo, dh, 0.0))
+        T_traj = T_traj.at[sub].set(jnp.where(do_g & end, t1.astype(jnp.float32), T_traj[sub]))
+    else:
+        h_t = kl_t = jnp.float32(0.0)
     onehot = jax.nn.one_hot(a, A, dtype=jnp.float32)
-    upd = jnp.stack([dq * onehot, jnp.zeros((A,), jnp.float32), jnp.where(do_g, w * score, 0.0)])
+    upd = jnp.stack([dq * onehot, jnp.zeros((A,), jnp.float32), jnp.where(do_g, g_row, 0.0)])
     mem = c.mem.at[s].add(upd)
-    ret = ret0 + disc0 * r
+    ret = ret0 + disc0 * jnp.where(p["psi"] == 2, r_eff, r)
     E, R_traj = c.E, c.R_traj
     if st.need_R:
         is_r = do_g & (p["psi"] == 2)
@@ -351,12 +397,23 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
         ints[_I_TRUNC] + (fin & trunc & (phase != EVAL)).astype(jnp.int32),
         ints[_I_STEPS] + active.astype(jnp.int32),
     ])
+    # evaluation sums: the return of the task's rewards, and the ELBO terms of the rollout
+    ret_task = jnp.where(p["psi"] == 2, floats[_F_RETTASK] + disc0 * r, ret)
+    kl_sum = floats[_F_KLSUM] + kl_t
+    h_sum = floats[_F_HSUM] + h_t
+    t1f = t1.astype(jnp.float32)
     floats = jnp.stack([
         jnp.where(keep, ret0, jnp.where(end, 0.0, ret)),
         jnp.where(keep, disc0, jnp.where(end, 1.0, disc0 * gamma)),
-        eval_acc0 + jnp.where(eval_end, ret, 0.0),
+        floats[_F_EVACC] + jnp.where(eval_end, ret_task, 0.0),
+        jnp.where(keep, floats[_F_KLSUM], jnp.where(end, 0.0, kl_sum)),
+        jnp.where(keep, floats[_F_HSUM], jnp.where(end, 0.0, h_sum)),
+        floats[_F_EVKL] + jnp.where(eval_end, kl_sum, 0.0),
+        floats[_F_EVH] + jnp.where(eval_end, h_sum, 0.0),
+        floats[_F_EVHT] + jnp.where(eval_end, h_sum / t1f, 0.0),
+        jnp.where(keep, floats[_F_RETTASK], jnp.where(end, 0.0, ret_task)),
     ])
-    return _StepCarry(mem, E, R_traj, env_state, ints, floats)
+    return _StepCarry(mem, E, R_traj, X, T_traj, env_state, ints, floats)
 
 
 def block_noise(key, superblock_idx, n_actions: int, rows: int):

@@ -140,6 +140,9 @@ DRA_FIELDS: dict[str, Field] = {
                     static=True),
     "learn_q": Field(bool, True, "update the means by expected SARSA"),
     "learn_sigma": Field(bool, True, "update sigma (false pins it at sigma0)"),
+    "objective": Field(str, "dra", "dra: Eq. 1; elbo_step: Eq. 8 (per-access KL, action entropy "
+                       "per step); elbo: Eq. 10 (Eq. 1 + (lam/T) sum_t H_t) (Acerbi et al. 2022)",
+                       choices=("dra", "elbo_step", "elbo")),
     "optimizer": Field(str, "sgd", "optax optimizer of the sigma ascent",
                        choices=("sgd", "adam", "rmsprop"), static=True),
 }

@@ -26,6 +26,13 @@ def log_prob(sigma_row: jax.Array, q_row: jax.Array, zeta: jax.Array, beta: jax.
     return jax.nn.log_softmax(logits(q_row, sigma_row, zeta, beta), axis=-1)[action]
 
 
+def entropy(sigma_row: jax.Array, q_row: jax.Array, zeta: jax.Array, beta: jax.Array | float) -> jax.Array:
+    """Action entropy ``H[softmax(beta * (q + zeta * sigma))]`` of one state (nats); ``sigma_row``
+    first so its reparametrized gradient is ``jax.grad(entropy)`` (Acerbi et al. 2022, Eq. 8-10)."""
+    logp = jax.nn.log_softmax(logits(q_row, sigma_row, zeta, beta), axis=-1)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
 def sample_action(p: jax.Array, u: jax.Array) -> jax.Array:
     """Inverse-CDF draw of an action from probabilities ``p`` with one uniform ``u`` in [0, 1)."""
     cdf = jnp.cumsum(p, axis=-1)

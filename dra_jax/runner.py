@@ -17,14 +17,17 @@ from dra_jax import agent, policy
 from dra_jax.results import Results
 
 
-def agent_static(run: dict, cfg: dict, block: int = 16, need_R: bool | None = None) -> agent.AgentStatic:
+def agent_static(run: dict, cfg: dict, block: int = 16, need_R: bool | None = None,
+                 need_entropy: bool | None = None) -> agent.AgentStatic:
     d, e = run["dra"], cfg["eval"]
     return agent.AgentStatic(
         episodes=d["episodes"], n_traj=d["n_traj"], grad=d["grad"], max_steps=d["max_steps"],
         eval_every=e["every"], n_rollouts=e["n_rollouts"],
         snapshots=tuple(sorted(set(int(s) for s in e["snapshots"]))),
         q_init=d["q_init"], optimizer=d["optimizer"],
-        need_R=(d["psi"] == "R") if need_R is None else need_R, block=block)
+        need_R=(d["psi"] == "R") if need_R is None else need_R,
+        need_entropy=(d["objective"] != "dra") if need_entropy is None else need_entropy,
+        block=block)
 
 
 def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_params) -> Results:
@@ -32,7 +35,7 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
     ``task_run_params(task_params)`` the traced per-run task parameters (dict of scalars)."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(runs):
-        st = agent_static(run, cfg, need_R=False)
+        st = agent_static(run, cfg, need_R=False, need_entropy=False)
         tkey = tuple(sorted((k, v) for k, v in run["task_params"].items()
                             if not isinstance(v, list)))
         groups[(st, tkey)].append(i)
@@ -45,7 +48,8 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
     for (st0, _), idx in groups.items():
         # one program for the group; the R accumulators only if some run uses Psi = R
         need_R = any(runs[i]["dra"]["psi"] == "R" for i in idx)
-        st = st0._replace(need_R=need_R)
+        need_entropy = any(runs[i]["dra"]["objective"] != "dra" for i in idx)
+        st = st0._replace(need_R=need_R, need_entropy=need_entropy)
         task = make_task(runs[idx[0]]["task_params"])
         params = agent.stack_params([
             agent.make_run_params(runs[i]["dra"], runs[i]["seed"], task_run_params(runs[i]["task_params"]))
@@ -93,6 +97,7 @@ def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: fl
         finals=finals,
         curves={"objective": curves[..., 0], "expected_reward": curves[..., 1],
                 "cost": curves[..., 2], "eval_truncated_fraction": curves[..., 3],
+                "entropy_term": curves[..., 4],
                 "q": np.stack([o.q for o in outs]), "sigma": np.stack([o.sigma for o in outs]),
                 "truncated_rollouts": np.array([o.truncations for o in outs]),
                 "env_steps": np.array([o.env_steps for o in outs])},
