@@ -130,6 +130,7 @@ class Lane(NamedTuple):
     truncations: jax.Array  # truncated acting + gradient rollouts
     env_steps: jax.Array
     block_idx: jax.Array
+    nonfinite_at: jax.Array  # completed episodes when q or sigma was first seen non-finite, or -1
 
 
 def _optimizer(name: str, lr):
@@ -181,6 +182,7 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
         snap_q=jnp.zeros((n_snap, S, A), jnp.float32),
         snap_sigma=jnp.zeros((n_snap, S, A), jnp.float32),
         truncations=jnp.int32(0), env_steps=jnp.int32(0), block_idx=jnp.int32(0),
+        nonfinite_at=jnp.int32(-1),
     )
     return _sync(task, st, p, lane)
 
@@ -252,12 +254,17 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     else:
         snap_q, snap_sigma, next_snap = c.snap_q, c.snap_sigma, c.next_snap
 
-    # 4. route the waiting lanes
+    # 4. a run whose memories stop being finite is marked and stopped (the others go on)
+    finite = jnp.all(jnp.isfinite(c.q)) & jnp.all(jnp.isfinite(sigma))
+    bad = ~finite & (c.nonfinite_at < 0)
+    nonfinite_at = jnp.where(bad, k, c.nonfinite_at)
+
+    # 5. route the waiting lanes
     eval_eps = jnp.asarray(st.eval_episodes)
     je = jnp.minimum(next_eval, len(st.eval_episodes) - 1)
     need_eval = (next_eval < len(st.eval_episodes)) & (eval_eps[je] == k)
     nxt = jnp.where(need_eval, EVAL, jnp.where(k < st.episodes, ACT, DONE))
-    phase = jnp.where(waiting, nxt, c.phase)
+    phase = jnp.where(nonfinite_at >= 0, DONE, jnp.where(waiting, nxt, c.phase))
     pending = jnp.where(waiting, NONE, c.pending)
     eval_sums = np.isin(np.arange(N_ACC), [_F_EVACC, _F_EVKL, _F_EVH, _F_EVHT])
     acc = jnp.where(do_rec & eval_sums, 0.0, c.acc)
@@ -265,7 +272,7 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, X=X, k=k, curves=curves,
                       next_eval=next_eval, snap_q=snap_q, snap_sigma=snap_sigma,
                       next_snap=next_snap, phase=phase, pending=pending, acc=acc,
-                      eval_trunc=eval_trunc)
+                      eval_trunc=eval_trunc, nonfinite_at=nonfinite_at)
 
 
 # Inside a block the lane's per-step state is packed (fewer, larger arrays make fewer kernels
@@ -462,11 +469,12 @@ class RunOutput(NamedTuple):
     truncations: jax.Array
     env_steps: jax.Array
     episodes: jax.Array
+    nonfinite_at: jax.Array
 
 
 def finish(c: Lane) -> RunOutput:
     return RunOutput(c.q, c.sigma, c.curves, c.snap_q, c.snap_sigma, c.truncations,
-                     c.env_steps, c.k)
+                     c.env_steps, c.k, c.nonfinite_at)
 
 
 def train(task, st: AgentStatic, p: dict) -> RunOutput:
@@ -477,16 +485,32 @@ def train(task, st: AgentStatic, p: dict) -> RunOutput:
 
 
 @functools.lru_cache(maxsize=64)
-def make_batched(task, st: AgentStatic):
+def make_batched(task, st: AgentStatic, n_devices: int = 1):
     """Compiled, vmapped ``init``, ``advance`` and ``finish`` for a (task, static) pair.
+
+    With ``n_devices > 1`` the batch axis is split over the first ``n_devices`` of
+    ``jax.devices()`` with ``shard_map`` (one mesh axis ``runs``; the batch must be a multiple
+    of ``n_devices``, see :func:`pad_batch`). Lanes never talk to each other, so each device
+    runs its own loop and the results equal the single-device ones bit for bit.
 
     Cached, so a second sweep with other traced values (sigma0, lam, seeds, ...) reuses the
     compiled program; only a new shape (batch size) compiles again.
     """
-    init_b = jax.jit(jax.vmap(lambda p: init(task, st, p)))
-    adv_b = jax.jit(jax.vmap(lambda p, c, n: advance(task, st, p, c, n), in_axes=(0, 0, None)))
-    fin_b = jax.jit(jax.vmap(finish))
-    return init_b, adv_b, fin_b
+    init_v = jax.vmap(lambda p: init(task, st, p))
+    adv_v = jax.vmap(lambda p, c, n: advance(task, st, p, c, n), in_axes=(0, 0, None))
+    fin_v = jax.vmap(finish)
+    if n_devices == 1:
+        return jax.jit(init_v), jax.jit(adv_v), jax.jit(fin_v)
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.asarray(jax.devices()[:n_devices]), ("runs",))
+
+    def sharded(f, in_specs):
+        return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=P("runs"),
+                                     check_vma=False))
+
+    return (sharded(init_v, (P("runs"),)), sharded(adv_v, (P("runs"), P("runs"), P())),
+            sharded(fin_v, (P("runs"),)))
 
 
 def train_batch(task, st: AgentStatic, params: dict, chunk_superblocks: int | None = None,

@@ -167,6 +167,7 @@ TOP_FIELDS: dict[str, Field] = {
     "out": Field(str, "", "output folder (default results/<config name>)"),
     "description": Field(str, "", "free text"),
     "figures": Field(list, [], "figures to draw", item_kind=str),
+    "max_batch": Field(int, 0, "runs per compiled batch; 0 chooses from the free memory", lo=0),
 }
 
 

@@ -17,10 +17,14 @@ from dra_jax import config as config_mod  # noqa: E402
 from dra_jax.results import Results, atomic_savefig  # noqa: E402
 from dra_jax.runner import episodes_to_converge  # noqa: E402
 
-CONVERGENCE_DEFINITION = (
-    "episodes to converge: the first evaluation episode from which the objective's running mean "
-    "(window 5 evaluations) stays within 5% of its final plateau, the plateau being the mean of "
-    "the last 10% of evaluations; computed per run, then averaged over seeds")
+CONVERGENCE_DEFINITION = {
+    "band": "the first evaluation episode from which the running mean (window 5 evaluations) "
+            "stays within 5% of the final plateau (mean of the last 10% of evaluations)",
+    "rise": "the first evaluation episode at which the running mean (window 5 evaluations) has "
+            "covered 95% of the way from its first value to the final plateau",
+    "note": "computed per run on the objective and on the expected reward, then averaged over "
+            "seeds; a run that never converges counts as missing (per_seed null)",
+}
 
 
 def grid_points(cfg: dict) -> list[dict]:
@@ -51,15 +55,21 @@ def summarize_lane_sweep(cfg: dict, res: Results) -> dict:
     cost = by_point(cfg, res.curves["cost"])
     m = max(1, int(round(0.1 * obj.shape[-1])))
     out = []
+    def e2c(curves, mode):
+        vals = [episodes_to_converge(c, eps, mode=mode) for c in curves]
+        ok = [v for v in vals if np.isfinite(v)]
+        return {"mean": float(np.mean(ok)) if ok else None,
+                "per_seed": [v if np.isfinite(v) else None for v in vals]}
+
     for g, pt in enumerate(grid_points(cfg)):
-        e2c = [episodes_to_converge(obj[g, i], eps) for i in range(obj.shape[1])]
         rec = {"point": pt["point"], "label": pt["label"]}
         for name, a in (("objective", obj), ("expected_reward", rew), ("cost", cost)):
             plateau = a[g, :, -m:].mean(axis=1)
             rec[name] = {"final_mean": float(a[g, :, -1].mean()), "final_sd": float(a[g, :, -1].std()),
                          "plateau_mean": float(plateau.mean()), "plateau_sd": float(plateau.std())}
-        rec["episodes_to_converge"] = {"mean": float(np.nanmean(e2c)) if np.isfinite(e2c).any() else None,
-                                       "per_seed": [None if not np.isfinite(x) else x for x in e2c]}
+        rec["episodes_to_converge"] = {
+            f"{name}_{mode}": e2c(a[g], mode) for name, a in (("objective", obj), ("reward", rew))
+            for mode in ("band", "rise")}
         out.append(rec)
     summary = {"points": out, "plateau_definition": "mean of the last 10% of evaluations",
                "convergence_definition": CONVERGENCE_DEFINITION}
@@ -71,15 +81,17 @@ def summarize_lane_sweep(cfg: dict, res: Results) -> dict:
             if rec is ref:
                 continue
             fo, ro = rec["objective"]["plateau_mean"], ref["objective"]["plateau_mean"]
-            eo, er = rec["episodes_to_converge"]["mean"], ref["episodes_to_converge"]["mean"]
             ratios[name] = {
                 f"objective_{name}_over_{names[0]}": fo / ro if ro else None,
                 f"objective_{names[0]}_minus_{name}": ro - fo,
                 f"expected_reward_{names[0]}_minus_{name}": ref["expected_reward"]["plateau_mean"]
                 - rec["expected_reward"]["plateau_mean"],
                 f"cost_{names[0]}_minus_{name}": ref["cost"]["plateau_mean"] - rec["cost"]["plateau_mean"],
-                f"episodes_to_converge_{names[0]}_over_{name}": (er / eo) if (eo and er) else None,
             }
+            for key, e_ref in ref["episodes_to_converge"].items():
+                e_ref, e_var = e_ref["mean"], rec["episodes_to_converge"][key]["mean"]
+                ratios[name][f"episodes_to_converge_{key}_{names[0]}_over_{name}"] = (
+                    e_ref / e_var if (e_ref and e_var) else None)
         summary["baseline_ratios"] = ratios
     return summary
 
@@ -207,8 +219,10 @@ def fig_choice_entropy(cfg, res, fig_dir):
         maps = [ent[g, :, j].mean(0) for j in range(len(snaps))]
         if cfg["task"] == "mountain_car":
             maps = [m.reshape(cfg["task_params"]["cells"]) for m in maps]
-        titles = [f"episode {e}" + (" (switched)" if switch and e >= sw_ep else "") for e in snaps]
-        flags = [bool(switch and e >= sw_ep) for e in snaps]
+        # the snapshot after k episodes holds memories learned in episodes 1..k; episode j (1-based)
+        # runs in the switched maze when j > switch_episode
+        titles = [f"episode {e}" + (" (switched maze)" if switch and e > sw_ep else "") for e in snaps]
+        flags = [bool(switch and e > sw_ep) for e in snaps]
         suffix = "" if len(grid_points(cfg)) == 1 else f"_{g}"
         p = fig_dir / f"choice_entropy{suffix}.png"
         _entropy_figure(cfg, maps, titles, flags, p,

@@ -6,15 +6,20 @@ chunks of blocks so progress can be printed without recompiling.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dra_jax import agent, policy
-from dra_jax.results import Results
+from dra_jax.results import Results, atomic_savez
 
 
 def agent_static(run: dict, cfg: dict, block: int = 16, need_R: bool | None = None,
@@ -30,9 +35,98 @@ def agent_static(run: dict, cfg: dict, block: int = 16, need_R: bool | None = No
         block=block)
 
 
+@dataclass
+class ExecOptions:
+    """How the sweep command executes a grid (not part of the config: they change no number).
+
+    ``out``: output folder (checkpoints go to ``out/checkpoint/``); ``resume``: continue from
+    the checkpoints there; ``max_batch``: runs per compiled batch (0: from available memory);
+    ``n_devices``: devices the batch axis is split over (0: all of ``jax.devices()``);
+    ``chunk_seconds``: target wall time between progress lines and checkpoints.
+    """
+
+    out: Path | None = None
+    resume: bool = False
+    max_batch: int = 0
+    n_devices: int = 0
+    chunk_seconds: float = 2.0
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used for this config (corrupted, or from another config)."""
+
+
+def config_fingerprint(cfg: dict) -> str:
+    """A hash of everything in the config that changes numbers (not ``out``, not ``figures``)."""
+    from dra_jax import __version__
+
+    keep = {k: v for k, v in cfg.items() if k not in ("out", "figures", "description", "name")}
+    text = json.dumps(keep, sort_keys=True, default=str) + __version__
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _available_bytes() -> int:
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def auto_max_batch(task, st: agent.AgentStatic, params_one: dict) -> int:
+    """Runs per batch so that the lanes (times 8 for temporaries) use <= 1/4 of free memory."""
+    shapes = jax.eval_shape(lambda p: agent.init(task, st, p), params_one)
+    lane_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    return int(max(2, min(1 << 16, _available_bytes() // 4 // (8 * max(lane_bytes, 1)))))
+
+
+def _save_checkpoint(path: Path, meta: dict, tree) -> None:
+    leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
+    arrays = {f"leaf_{i}": x for i, x in enumerate(leaves)}
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    atomic_savez(path, arrays)
+
+
+def _load_checkpoint(path: Path, meta: dict, like):
+    """Load a checkpoint written by :func:`_save_checkpoint` for the same ``meta``, shaped like
+    ``like``; raise :class:`CheckpointError` with the reason otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = json.loads(str(z["meta"]))
+            leaves = [z[f"leaf_{i}"] for i in range(len(z.files) - 1)]
+    except Exception as e:  # noqa: BLE001  (any unreadable file is refused)
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
+                              "delete it or run without --resume") from None
+    for key in ("fingerprint", "group", "batch", "kind"):
+        if got.get(key) != meta.get(key):
+            raise CheckpointError(f"checkpoint {path} belongs to another {'config' if key == 'fingerprint' else key} "
+                                  f"({key} {got.get(key)!r} != {meta.get(key)!r}); delete it or run "
+                                  "without --resume")
+    ref = jax.tree.leaves(like)
+    if len(ref) != len(leaves) or any(np.shape(a) != np.shape(b) or np.asarray(a).dtype != b.dtype
+                                      for a, b in zip(ref, leaves)):
+        raise CheckpointError(f"checkpoint {path} does not match this run's state (shapes differ); "
+                              "delete it or run without --resume")
+    return jax.tree.unflatten(jax.tree.structure(like), leaves), got
+
+
 def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_params) -> Results:
     """Train every run of the grid. ``make_task(task_params)`` returns the (cached) lane task;
-    ``task_run_params(task_params)`` the traced per-run task parameters (dict of scalars)."""
+    ``task_run_params(task_params)`` the traced per-run task parameters (dict of scalars).
+
+    Runs are grouped by static values; a group is split into batches of at most ``max_batch``
+    runs (padded to one size, so one compiled program serves every batch), each batch split
+    over the devices and advanced in chunks; after each chunk the batch's whole state is
+    checkpointed atomically when an output folder is given, and ``resume`` continues from it.
+    """
+    opts: ExecOptions = getattr(progress, "options", None) or ExecOptions()
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(runs):
         st = agent_static(run, cfg, need_R=False, need_entropy=False)
@@ -40,46 +134,70 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
                             if not isinstance(v, list)))
         groups[(st, tkey)].append(i)
 
+    n_dev = opts.n_devices or len(jax.devices())
     n = len(runs)
     outs: list = [None] * n
     compile_s = run_s = 0.0
     done_eps = np.zeros(n)
     total_eps = float(sum(r["dra"]["episodes"] for r in runs))
-    for (st0, _), idx in groups.items():
-        # one program for the group; the R accumulators only if some run uses Psi = R
+    fingerprint = config_fingerprint(cfg)
+    ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
+    for gi, ((st0, _), idx) in enumerate(groups.items()):
+        # one program for the group; the R / ELBO accumulators only if some run needs them
         need_R = any(runs[i]["dra"]["psi"] == "R" for i in idx)
         need_entropy = any(runs[i]["dra"]["objective"] != "dra" for i in idx)
         st = st0._replace(need_R=need_R, need_entropy=need_entropy)
         task = make_task(runs[idx[0]]["task_params"])
-        params = agent.stack_params([
-            agent.make_run_params(runs[i]["dra"], runs[i]["seed"], task_run_params(runs[i]["task_params"]))
-            for i in idx])
-        init_b, adv_b, fin_b = agent.make_batched(task, st)
-        params, _ = agent.pad_batch(params, 2)
-        t0 = time.perf_counter()
-        lane = init_b(params)
-        step_c = adv_b.lower(params, lane, jnp.int32(1)).compile()
-        compile_s += time.perf_counter() - t0
-        # chunk so that a progress line comes every few seconds: calibrate on a first chunk
-        chunk = 256
-        t0 = time.perf_counter()
-        while True:
-            tc = time.perf_counter()
-            lane = step_c(params, lane, jnp.int32(chunk))
-            k = np.asarray(lane.k)[:len(idx)]  # (padded lanes dropped)
-            dt = time.perf_counter() - tc
-            done_eps[idx] = k[:len(idx)]  # the batch may be padded (agent.pad_batch)
-            progress.update(done_eps.sum(), extra=f"group of {len(idx)} runs")
-            if bool(np.all(np.asarray(lane.phase) == agent.DONE)):
-                break
-            chunk = int(np.clip(chunk * 2.0 / max(dt, 1e-3), 64, 1 << 20))
-        out = jax.block_until_ready(fin_b(lane))
-        run_s += time.perf_counter() - t0
-        out_np = jax.tree.map(np.asarray, out)
-        for j, i in enumerate(idx):
-            outs[i] = jax.tree.map(lambda x: x[j], out_np)
+        all_params = [agent.make_run_params(runs[i]["dra"], runs[i]["seed"],
+                                            task_run_params(runs[i]["task_params"])) for i in idx]
+        mb = opts.max_batch or cfg.get("max_batch", 0) or auto_max_batch(task, st, all_params[0])
+        # one batch size for the whole group: a multiple of the devices, >= 2 runs per device
+        per = min(len(idx), max(mb, 1))
+        size = max(2 * n_dev, -(-per // n_dev) * n_dev)
+        init_b, adv_b, fin_b = agent.make_batched(task, st, n_dev)
+        compiled = None
+        for bi, start in enumerate(range(0, len(idx), per)):
+            bidx = idx[start:start + per]
+            params, _ = agent.pad_batch(agent.stack_params(all_params[start:start + per]), size, size)
+            meta = {"fingerprint": fingerprint, "group": gi, "batch": bi, "kind": "lanes",
+                    "runs": [int(i) for i in bidx]}
+            t0 = time.perf_counter()
+            lane = init_b(params)
+            if compiled is None:
+                compiled = adv_b.lower(params, lane, jnp.int32(1)).compile()
+                compile_s += time.perf_counter() - t0
+            path = ckpt_dir / f"group{gi}_batch{bi}.npz" if ckpt_dir is not None else None
+            if opts.resume and path is not None and path.exists():
+                lane, _ = _load_checkpoint(path, meta, lane)
+                getattr(progress, "notice", progress.message)(f"resumed group {gi} batch {bi} from {path} "
+                                 f"({int(np.asarray(lane.k)[:len(bidx)].sum()):,} run-episodes done)")
+            chunk = 8
+            t0 = time.perf_counter()
+            while True:
+                done = bool(np.all(np.asarray(lane.phase) == agent.DONE))
+                if done:
+                    break
+                tc = time.perf_counter()
+                lane = compiled(params, lane, jnp.int32(chunk))
+                k = np.asarray(lane.k)[:len(bidx)]  # (padded lanes dropped)
+                dt = time.perf_counter() - tc
+                done_eps[bidx] = k
+                if path is not None:
+                    _save_checkpoint(path, meta, lane)
+                progress.update(done_eps.sum(), extra=f"group {gi + 1}/{len(groups)}, runs "
+                                f"{start + 1}-{start + len(bidx)} of {len(idx)}")
+                chunk = int(np.clip(chunk * opts.chunk_seconds / max(dt, 1e-3), 1, 1 << 20))
+            out = jax.block_until_ready(fin_b(lane))
+            run_s += time.perf_counter() - t0
+            out_np = jax.tree.map(np.asarray, out)
+            for j, i in enumerate(bidx):
+                outs[i] = jax.tree.map(lambda x: x[j], out_np)
     progress.update(total_eps, force=True)
-    return collect(cfg, runs, outs, compile_s, run_s)
+    if ckpt_dir is not None and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # finished: the results are written next
+    res = collect(cfg, runs, outs, compile_s, run_s)
+    res.timing["devices_used"] = n_dev
+    return res
 
 
 def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: float) -> Results:
@@ -90,9 +208,13 @@ def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: fl
         last = o.curves[-1]
         finals.append({"objective": float(last[0]), "expected_reward": float(last[1]),
                        "cost": float(last[2])})
+        bad = int(o.nonfinite_at)
         extra.append({"truncated_rollouts": int(o.truncations), "env_steps": int(o.env_steps),
-                      "final_eval_truncated_fraction": float(last[3])})
+                      "final_eval_truncated_fraction": float(last[3]),
+                      "nonfinite_after_episodes": None if bad < 0 else bad})
     st = agent_static(runs[0], cfg)
+    nonfinite = [{"index": i, "after_episodes": e["nonfinite_after_episodes"]}
+                 for i, e in enumerate(extra) if e["nonfinite_after_episodes"] is not None]
     res = Results(
         finals=finals,
         curves={"objective": curves[..., 0], "expected_reward": curves[..., 1],
@@ -103,6 +225,7 @@ def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: fl
                 "env_steps": np.array([o.env_steps for o in outs])},
         arrays={"eval_episodes": st.eval_episodes},
         run_extra=extra,
+        summary={"nonfinite_runs": nonfinite},
         timing={"compile_s": round(compile_s, 3), "run_s": round(run_s, 3),
                 "env_steps": int(sum(int(o.env_steps) for o in outs)),
                 "env_steps_per_s": round(sum(int(o.env_steps) for o in outs) / max(run_s, 1e-9)),
@@ -132,21 +255,30 @@ def choice_entropy_maps(q: np.ndarray, sigma: np.ndarray, seed: int = 0) -> np.n
 
 
 def episodes_to_converge(curve: np.ndarray, episodes: np.ndarray, tol: float = 0.05,
-                         tail: float = 0.1) -> float:
-    """First evaluation episode from which the curve stays within ``tol`` (relative) of its final
-    plateau, the plateau being the mean of the last ``tail`` fraction of evaluations.
+                         tail: float = 0.1, mode: str = "band") -> float:
+    """Episodes a learning curve takes to converge; the plateau is the mean of the last ``tail``
+    fraction of evaluations, and curves are smoothed by a running mean over 5 evaluations.
 
-    "Stays": every later evaluation's running mean over a window of 5 is within the band, which
-    keeps a single noisy evaluation from counting as convergence.
+    * ``mode="band"``: the first evaluation from which the smoothed curve *stays* within ``tol``
+      (relative) of the plateau;
+    * ``mode="rise"``: the first evaluation at which the smoothed curve has covered
+      ``1 - tol`` of the way from its first value to the plateau (robust to a slow drift of the
+      plateau itself, which the band criterion counts as not yet converged).
     """
     curve = np.asarray(curve, float)
     m = max(1, int(round(tail * len(curve))))
     plateau = curve[-m:].mean()
     w = min(5, len(curve))
     smooth = np.convolve(curve, np.ones(w) / w, mode="valid")
+    if mode == "rise":
+        start = smooth[0]
+        if start == plateau:
+            return float(episodes[w - 1])
+        frac = (smooth - start) / (plateau - start)
+        hit = np.nonzero(frac >= 1.0 - tol)[0]
+        return float(episodes[hit[0] + w - 1]) if len(hit) else float("nan")
     band = tol * max(abs(plateau), 1e-12)
     inside = np.abs(smooth - plateau) <= band
-    # last index where it is outside; convergence is the next one
     outside = np.nonzero(~inside)[0]
     first = 0 if len(outside) == 0 else outside[-1] + 1
     if first >= len(smooth):

@@ -1,6 +1,7 @@
 """The sweep command: a config -> its grid of runs -> one compiled, vmapped call -> results.
 
     python -m dra_jax.sweep --config configs/gridworld.toml [--out DIR] [--set dra.lam=0.1 ...]
+                            [--resume] [--max-batch N] [--cpu-devices N] [--quiet]
 
 Writes ``summary.json``, ``curves.npz`` and ``figures/*.png`` into the output folder, each file
 atomically. A bad config is reported naming the key, with exit status 2 and nothing written.
@@ -8,6 +9,8 @@ atomically. A bad config is reported naming the key, with exit status 2 and noth
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +20,7 @@ import numpy as np
 from dra_jax import config as config_mod
 from dra_jax.config import ConfigError
 from dra_jax.results import Results, atomic_savez, atomic_write_json
+from dra_jax.runner import CheckpointError, ExecOptions
 
 
 class Progress:
@@ -32,6 +36,10 @@ class Progress:
 
     def message(self, text: str) -> None:
         print(f"[dra_jax {time.perf_counter() - self.t0:7.1f}s] {text}", file=self.stream, flush=True)
+
+    def notice(self, text: str) -> None:
+        """A line that is not progress (resumes, warnings): printed even with --quiet."""
+        print(f"[dra_jax {time.perf_counter() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
 
     def update(self, done: float, extra: str = "", force: bool = False) -> None:
         now = time.perf_counter()
@@ -97,7 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config value; the value parses as a TOML literal (repeatable)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted sweep from the checkpoints in the output folder")
+    ap.add_argument("--max-batch", type=int, default=None, metavar="N",
+                    help="runs per compiled batch (overrides the config's max_batch; 0: automatic)")
+    ap.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                    help="on CPU, split the batch over N host devices (one per core helps large "
+                         "batches); must come before JAX starts, so it sets XLA_FLAGS")
+    ap.add_argument("--chunk-seconds", type=float, default=2.0, metavar="S",
+                    help="target seconds between progress lines and checkpoints (default 2)")
     args = ap.parse_args(argv)
+    if not args.chunk_seconds > 0:
+        print("error: config error: --chunk-seconds: expected a number > 0", file=sys.stderr)
+        return 2
+    if args.cpu_devices is not None:
+        if args.cpu_devices < 1:
+            print("error: config error: --cpu-devices: expected an integer >= 1", file=sys.stderr)
+            return 2
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count="
+                                       f"{args.cpu_devices}").strip()
+    if args.max_batch is not None and args.max_batch < 0:
+        print("error: config error: --max-batch: expected an integer >= 0", file=sys.stderr)
+        return 2
     try:
         cfg = config_mod.load(args.config, args.overrides)
     except ConfigError as e:
@@ -107,17 +138,39 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         print(f"error: config error: --out: {out} exists and is not a folder", file=sys.stderr)
         return 2
+    if args.resume and not (out / "checkpoint").is_dir():
+        print(f"error: --resume: no checkpoint in {out}/checkpoint to resume from", file=sys.stderr)
+        return 2
     spec = config_mod.task_spec(cfg["task"])
     runs = list(config_mod.iter_run_params(cfg))
     total = sum(r["dra"]["episodes"] for r in runs)
-    progress = Progress(total, "run-episodes", stream=open(__import__("os").devnull, "w") if args.quiet else None)
+    progress = Progress(total, "run-episodes", stream=open(os.devnull, "w") if args.quiet else None)
+    progress.options = ExecOptions(out=out, resume=args.resume,
+                                   max_batch=args.max_batch if args.max_batch is not None else cfg["max_batch"],
+                                   chunk_seconds=args.chunk_seconds)
+    if not args.resume and (out / "checkpoint").is_dir():
+        shutil.rmtree(out / "checkpoint")  # a fresh run never reuses old checkpoints
     progress.message(f"{cfg['name']}: task {cfg['task']}, {len(runs)} runs, grid "
                      + " x ".join(f"{n}[{len(v)}]" for n, v in config_mod.grid_axes(cfg)))
-    results = spec.run(cfg, runs, progress)
+    try:
+        results = spec.run(cfg, runs, progress)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with --resume (checkpoints in {out}/checkpoint)",
+              file=sys.stderr)
+        return 130
     paths = write_outputs(cfg, results, out)
     t = results.timing
     progress.message(f"done: compile {t.get('compile_s', float('nan')):.1f}s, run {t.get('run_s', float('nan')):.1f}s; "
                      f"wrote {', '.join(str(p) for p in paths)}")
+    bad = results.summary.get("nonfinite_runs") or []
+    if bad:
+        print(f"warning: {len(bad)} run(s) became non-finite (q or sigma NaN/inf): "
+              + ", ".join(f"run {b['index']} after {b['after_episodes']} episodes" for b in bad)
+              + "; see summary.json 'nonfinite_runs' (exit status 3)", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -13,7 +13,7 @@ from dra_jax.runner import choice_entropy_maps, run_lane_task
 TASK_PARAMS = {
     "switch": Field(bool, False, "switch the maze (obstacle (0,7) removed, goal to (0,6))",
                     static=True),
-    "switch_episode": Field(int, 3000, "episodes >= this use the switched maze", lo=1),
+    "switch_episode": Field(int, 3000, "the maze switches after this many episodes", lo=1),
 }
 
 # Table B.1, grid-world column
