@@ -1,0 +1,94 @@
+"""Bandit sweep throughput: agent-steps per second of TS and BLASTS (10 arms).
+
+The issue's size is 1000 seeds x 10 betas x 10 000 steps (1e8 agent-steps per agent), one
+``jit(vmap(run))`` call over the 10 000 (seed, beta) lanes, a ``lax.scan`` over steps inside.
+Compile time is measured apart (``lower().compile()``), every call is ``block_until_ready``-ed,
+and the reported time is the median of ``--repeats`` calls. On a small CPU use ``--seeds`` /
+``--steps`` to shrink the work (throughput per agent-step is what is compared).
+
+    python benchmarks/bench_bandits.py                       # the issue's size
+    python benchmarks/bench_bandits.py --seeds 100 --steps 200 --loops while fori
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dra_jax import bandit_agents as ba
+from dra_jax.envs import bandits as envs
+
+
+def bench(agent: str, kind: str, seeds: int, betas: np.ndarray, steps: int, arms: int, z: int,
+          max_iter: int, tol: float, loop: str, repeats: int) -> dict:
+    st = ba.Static(agent, kind, arms, steps, record_every=steps, z_samples=z, ba_max_iter=max_iter,
+                   ba_loop=loop, track_rate=False)
+    n = seeds * len(betas)
+    keys = jax.random.split(jax.random.key(0), n)
+    beta = jnp.asarray(np.repeat(betas[None, :], seeds, 0).reshape(-1), jnp.float32)
+    hp = jax.vmap(lambda b: ba.make_hyper(ba_beta=b, ba_tol=tol))(beta)
+    ep = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,)), envs.EnvParams())
+    with jax.threefry_partitionable(False):
+        t0 = time.perf_counter()
+        fn = jax.jit(jax.vmap(ba.make_run(st))).lower(keys, hp, ep).compile()
+        compile_s = time.perf_counter() - t0
+        times, out = [], None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(fn(keys, hp, ep))
+            times.append(time.perf_counter() - t0)
+    run_s = statistics.median(times)
+    res = {"agent": agent, "kind": kind, "loop": loop if agent == "blasts" else None, "lanes": n,
+           "steps": steps, "agent_steps": n * steps, "compile_s": round(compile_s, 3),
+           "run_s_median": round(run_s, 4), "run_s_all": [round(t, 4) for t in times],
+           "agent_steps_per_s": n * steps / run_s,
+           "mean_regret_per_step": float(np.mean(out.total_regret) / steps)}
+    if agent == "blasts":
+        res["ba_max_iters"] = int(np.max(out.max_iters))
+        res["ba_capped_frac"] = float(np.sum(out.n_capped) / (n * steps))
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=1000)
+    ap.add_argument("--betas", type=float, nargs="+", default=list(np.logspace(0, 4.5, 10)))
+    ap.add_argument("--steps", type=int, default=10_000)
+    ap.add_argument("--arms", type=int, default=10)
+    ap.add_argument("--kind", default="gaussian", choices=envs.KINDS)
+    ap.add_argument("--z", type=int, default=64, help="BLASTS posterior samples Z")
+    ap.add_argument("--max-iter", type=int, default=100, help="Blahut-Arimoto cap")
+    ap.add_argument("--tol", type=float, default=1e-4, help="Blahut-Arimoto tolerance")
+    ap.add_argument("--agents", nargs="+", default=["ts", "blasts"], choices=ba.AGENTS)
+    ap.add_argument("--loops", nargs="+", default=["while"], choices=ba.BA_LOOPS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    betas = np.asarray(args.betas, np.float32)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
+          f"{args.seeds} seeds x {len(betas)} betas x {args.steps} steps, {args.kind}, K={args.arms}, "
+          f"Z={args.z}, BA cap {args.max_iter} tol {args.tol:g}", flush=True)
+    results = []
+    for agent in args.agents:
+        for loop in (args.loops if agent == "blasts" else ["while"]):
+            r = bench(agent, args.kind, args.seeds, betas, args.steps, args.arms, args.z,
+                      args.max_iter, args.tol, loop, args.repeats)
+            results.append(r)
+            extra = (f"  BA max iters {r['ba_max_iters']}, capped {100 * r['ba_capped_frac']:.2f}% of steps"
+                     if agent == "blasts" else "")
+            print(f"{agent:7s} {r['loop'] or '':6s} compile {r['compile_s']:7.2f}s  run (median of "
+                  f"{args.repeats}) {r['run_s_median']:8.3f}s  {r['agent_steps_per_s']:12,.0f} agent-steps/s"
+                  f"{extra}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Capacity-limited bandits: Blahut-Arimoto, TS / satisficing TS / BLASTS / DRA, configs."""
+from __future__ import annotations
+
+import glob
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dra_jax import bandit_agents as ba
+from dra_jax import config
+from dra_jax.config import ConfigError
+from dra_jax.envs import bandits as envs
+
+CONFIGS = sorted(glob.glob("configs/bandits_*.toml"))
+
+
+def _hb(p):
+    """Binary entropy in nats."""
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+# --------------------------------------------------------------------------- Blahut-Arimoto
+
+
+def _binary_source(pi_num: int, pi_den: int, dist: float):
+    """Z = pi_den samples, pi_num of environment A (action 0 optimal), the rest of B (action 1);
+    the wrong action costs ``dist`` (squared regret of a gap sqrt(dist))."""
+    gap = math.sqrt(dist)
+    env_a, env_b = [1.0, 1.0 - gap], [1.0 - gap, 1.0]
+    return jnp.asarray([env_a] * pi_num + [env_b] * (pi_den - pi_num), jnp.float32)
+
+
+@pytest.mark.parametrize("loop", ba.BA_LOOPS)
+@pytest.mark.parametrize("space", ["prob", "log"])
+def test_blahut_arimoto_binary_closed_form(loop, space):
+    """Binary source P(A) = pi with Hamming distortion D (Cover & Thomas 10.3.1): at slope beta
+    the optimal channel is a binary symmetric one with crossover eps = 1 / (1 + exp(beta D)),
+    output marginal q_A = (pi - eps) / (1 - 2 eps), rate H(pi) - H(eps), distortion eps D
+    (valid while eps < min(pi, 1 - pi)). BA from the uniform marginal must get there."""
+    pi, dist, beta = 2 / 3, 1.0, 2.0
+    theta = _binary_source(2, 3, dist)
+    d = ba.regret_distortion(theta)
+    np.testing.assert_allclose(d, [[0, dist], [0, dist], [dist, 0]], atol=1e-6)
+    r = ba.blahut_arimoto(d, beta, tol=1e-8, max_iter=5000, loop=loop, space=space)
+    eps = 1 / (1 + math.exp(beta * dist))
+    q_a = (pi - eps) / (1 - 2 * eps)
+    assert not bool(r.capped)
+    assert int(r.iters) > 5  # a real fixed-point iteration, not a one-step answer
+    np.testing.assert_allclose(np.exp(np.asarray(r.log_q)), [q_a, 1 - q_a], atol=2e-5)
+    np.testing.assert_allclose(float(r.rate), _hb(pi) - _hb(eps), atol=2e-5)
+    np.testing.assert_allclose(float(r.distortion), eps * dist, atol=2e-5)
+    # the forward channel: delta(0|A) = q_A / (q_A + (1 - q_A) exp(-beta D)) (the *backward*
+    # channel A|action is the BSC with crossover eps)
+    delta = np.exp(np.asarray(r.log_delta))
+    d0 = q_a / (q_a + (1 - q_a) * math.exp(-beta * dist))
+    np.testing.assert_allclose(delta[0], [d0, 1 - d0], atol=2e-5)
+
+
+def test_blahut_arimoto_cap_is_reported_and_loops_agree():
+    theta = _binary_source(2, 3, 1.0)
+    d = ba.regret_distortion(theta)
+    capped = ba.blahut_arimoto(d, 2.0, tol=1e-8, max_iter=3)
+    assert bool(capped.capped) and int(capped.iters) == 3
+    key = jax.random.key(1)
+    theta = jax.random.normal(key, (50, 6))
+    d = ba.regret_distortion(theta)
+    runs = [ba.blahut_arimoto(d, 3.0, 1e-6, 500, loop, space)
+            for loop in ba.BA_LOOPS for space in ("prob", "log")]
+    for r in runs[1:]:
+        assert int(r.iters) == int(runs[0].iters)
+        np.testing.assert_allclose(np.exp(r.log_q), np.exp(runs[0].log_q), atol=1e-5)
+        np.testing.assert_allclose(r.rate, runs[0].rate, atol=1e-5)
+
+
+def test_rate_nonnegative_and_falls_with_beta():
+    theta = jax.random.normal(jax.random.key(2), (300, 5))
+    d = ba.regret_distortion(theta)
+    betas = jnp.asarray([100.0, 10.0, 3.0, 1.0, 0.3, 0.1, 0.0])
+    res = jax.vmap(lambda b: ba.blahut_arimoto(d, b, 1e-7, 20000))(betas)
+    rates = np.asarray(res.rate)
+    assert not np.asarray(res.capped).any()
+    assert (rates >= 0).all()
+    assert (np.diff(rates) < 0).all(), rates  # strictly falls as beta falls ...
+    assert rates[0] > 0.5 and rates[-1] < 1e-6  # ... from near H(A*) to zero
+    assert (np.diff(np.asarray(res.distortion)) > 0).all()  # and distortion rises
+
+
+def test_blasts_tends_to_ts_as_beta_grows():
+    theta = 1.0 + jax.random.normal(jax.random.key(3), (2000, 3)) * 1.0
+    theta = theta + jnp.asarray([-2.0, -1.0, 0.0])  # beliefs N(-1,1), N(0,1), N(1,1)
+    ts = np.asarray(ba.action_histogram(ba.ts_action(theta), 3))
+    gaps = []
+    for beta in (0.3, 3.0, 30.0, 3000.0, 1e6):
+        r = ba.blahut_arimoto(ba.regret_distortion(theta), beta, 1e-7, 20000)
+        gaps.append(np.abs(np.exp(np.asarray(r.log_q)) - ts).max())
+    assert all(a > b for a, b in zip(gaps, gaps[1:])), gaps
+    assert gaps[-1] < 1e-3 and gaps[0] > 0.1
+
+
+def test_blasts_action_is_drawn_from_the_channel():
+    theta = jax.random.normal(jax.random.key(4), (40, 4))
+    r = ba.blahut_arimoto(ba.regret_distortion(theta), 1.0, 1e-7, 5000)
+    keys = jax.random.split(jax.random.key(5), 20000)
+    acts = jax.jit(jax.vmap(ba.blasts_action, in_axes=(0, None)))(keys, r)
+    freq = np.bincount(np.asarray(acts), minlength=4) / len(acts)
+    np.testing.assert_allclose(freq, np.exp(np.asarray(r.log_q)), atol=0.015)
+
+
+# --------------------------------------------------------------------------- decision rules
+
+
+def test_satisficing_ts_with_zero_epsilon_is_ts():
+    theta = jax.random.normal(jax.random.key(6), (5000, 10))
+    np.testing.assert_array_equal(ba.sts_action(theta, 0.0), ba.ts_action(theta))
+    assert (np.asarray(ba.sts_action(theta, 0.5)) != np.asarray(ba.ts_action(theta))).any()
+    # whole runs: same keys -> the same actions, pull by pull
+    n, steps = 4, 30
+    keys = jax.random.split(jax.random.key(7), n)
+    hp = jax.vmap(lambda e: ba.make_hyper(epsilon=e))(jnp.zeros(n))
+    ep = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), envs.EnvParams())
+    outs = {}
+    for agent in ("ts", "sts"):
+        st = ba.Static(agent, "gaussian", 10, steps, record_every=steps, track_rate=False)
+        outs[agent] = jax.jit(jax.vmap(ba.make_run(st)))(keys, hp, ep)
+    np.testing.assert_array_equal(outs["ts"].counts, outs["sts"].counts)
+    np.testing.assert_array_equal(outs["ts"].cum_regret, outs["sts"].cum_regret)
+    assert (np.asarray(outs["ts"].counts).max(axis=1) < steps).all()  # it did explore
+
+
+def test_sts_rate_distortion_bounds():
+    theta = jax.random.normal(jax.random.key(8), (500, 50))
+    for eps in (0.0, 0.3, 1.0):
+        rate, dist, _ = ba.sts_rate_distortion(theta, eps)
+        assert 0 <= float(rate) <= math.log(500) + 1e-5
+        assert float(dist) <= eps * eps + 1e-6  # A_eps is within eps of the best
+
+
+# --------------------------------------------------------------------------- posteriors
+
+
+def test_gaussian_posterior_update_closed_form():
+    ep = envs.EnvParams(prior_mean=0.3, prior_sd=0.5, noise_sd=2.0)
+    b = envs.prior_belief("gaussian", 3, ep)
+    rng = np.random.default_rng(0)
+    acts = rng.integers(0, 3, 25)
+    rews = rng.normal(size=25).astype(np.float32)
+    for a, r in zip(acts, rews):
+        b = envs.update_belief("gaussian", b, int(a), r, ep)
+    for arm in range(3):
+        rs = rews[acts == arm]
+        prec = 1 / 0.5**2 + len(rs) / 2.0**2
+        mean = (0.3 / 0.5**2 + rs.sum() / 2.0**2) / prec
+        np.testing.assert_allclose(b.b[arm], prec, rtol=1e-5)
+        np.testing.assert_allclose(b.a[arm], mean, rtol=1e-5, atol=1e-6)
+
+
+def test_bernoulli_posterior_update_closed_form():
+    ep = envs.EnvParams(prior_a=1.0, prior_b=1.0)
+    b = envs.prior_belief("bernoulli", 4, ep)
+    rng = np.random.default_rng(1)
+    acts = rng.integers(0, 4, 40)
+    rews = (rng.random(40) < 0.4).astype(np.float32)
+    for a, r in zip(acts, rews):
+        b = envs.update_belief("bernoulli", b, int(a), r, ep)
+    for arm in range(4):
+        rs = rews[acts == arm]
+        assert float(b.a[arm]) == 1 + rs.sum()
+        assert float(b.b[arm]) == 1 + len(rs) - rs.sum()
+    np.testing.assert_allclose(envs.posterior_mean("bernoulli", b), b.a / (b.a + b.b))
+
+
+def test_beta_sampler_moments():
+    ab = jnp.asarray([[1.0, 1.0], [3.0, 9.0], [0.4, 0.7], [40.0, 2.0]])
+    n = 200_000
+    x = np.asarray(jax.jit(jax.vmap(lambda k, p: envs.sample_beta(k, p[0], p[1], (n,))))(
+        jax.random.split(jax.random.key(9), 4), ab))
+    for (a, b), xs in zip(np.asarray(ab), x):
+        mean, var = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+        assert abs(xs.mean() - mean) < 5 * math.sqrt(var / n), (a, b)
+        assert abs(xs.var() - var) < 0.03 * var, (a, b)
+        assert (xs > 0).all() and (xs < 1).all()
+
+
+def test_env_reset_and_step():
+    env = envs.Bandit(5, "gaussian")
+    ep = env.default_params
+    obs, st = env.reset(jax.random.key(10), ep)
+    assert st.means.shape == (5,) and int(obs) == 0
+    _, st2, r, term, trunc, info = env.step(jax.random.key(11), st, 2, ep)
+    assert not bool(term) and not bool(trunc)
+    np.testing.assert_allclose(st2.means, st.means)
+    np.testing.assert_allclose(info["regret"], float(st.means.max() - st.means[2]), atol=1e-6)
+    means = envs.Bandit(5, "bernoulli").draw_means(jax.random.key(12), ep)
+    assert ((means > 0) & (means < 1)).all()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_vmap_equals_single_runs_and_dra_sigma_clipped():
+    n, steps = 3, 20
+    keys = jax.random.split(jax.random.key(12), n)
+    hp = jax.vmap(lambda lam: ba.make_hyper(lam=lam, sigma_min=0.05, sigma_max=1.5))(jnp.asarray([0.0, 0.5, 5.0]))
+    ep = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), envs.EnvParams())
+    st = ba.Static("dra", "gaussian", 6, steps, record_every=steps, track_rate=False)
+    run = ba.make_run(st)
+    batched = jax.jit(jax.vmap(run))(keys, hp, ep)
+    single = jax.jit(run)
+    for i in range(n):
+        one = single(keys[i], jax.tree.map(lambda x: x[i], hp), jax.tree.map(lambda x: x[i], ep))
+        np.testing.assert_allclose(one.cum_regret, batched.cum_regret[i], rtol=1e-5)
+        np.testing.assert_allclose(one.sigma, batched.sigma[i], rtol=1e-5)
+    sig = np.asarray(batched.sigma)
+    assert (sig >= 0.05 - 1e-6).all() and (sig <= 1.5 + 1e-6).all()
+    # lam pulls sigma to sigma_base = 1: bigger lam, sigma closer to 1
+    dev = np.abs(sig - 1.0).mean(axis=1)
+    assert dev[2] < dev[0]
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_loads(path):
+    cfg = config.load(path)
+    assert cfg["task"] == "bandits"
+    assert cfg["figures"]
+    assert len(list(config.iter_run_params(cfg))) >= 1
+
+
+def test_there_are_bandit_configs():
+    assert len(CONFIGS) >= 4
+
+
+@pytest.mark.parametrize("override,key", [
+    ("sweep.agent=['ts', 'blasts:-1']", "sweep.agent[1]"),
+    ("task_params.agent='sts:-0.1'", "task_params.agent"),
+    ("task_params.agent='blasts'", "task_params.agent"),
+    ("task_params.agent='greedy'", "task_params.agent"),
+    ("task_params.arms=1", "task_params.arms"),
+    ("task_params.info_cost=-1.0", "task_params.info_cost"),
+    ("task_params.ba_tol=0.0", "task_params.ba_tol"),
+    ("task_params.record_every=7", "task_params.record_every"),
+    ("task_params.kind='poisson'", "task_params.kind"),
+    ("dra.lam=-0.1", "dra.lam"),
+    ("dra.episodes=100", "dra.episodes"),
+    ("figures=['rate_distortion']", "figures"),
+    ("task_params.bogus=1", "task_params.bogus"),
+])
+def test_bad_values_are_rejected_naming_the_key(override, key):
+    path = "configs/bandits_regret_vs_rate.toml"
+    config.load(path)  # the base config is fine
+    with pytest.raises(ConfigError) as e:
+        config.load(path, [override])
+    assert e.value.key == key
