@@ -70,6 +70,7 @@ class AgentStatic(NamedTuple):
     need_entropy: bool = False  # compile the ELBO terms (objective elbo_step | elbo)
     block: int = 16  # env steps between syncs
     noise_blocks: int = 8  # blocks per random-number draw (a superblock)
+    unroll: int = 1  # unroll of the step loop within a block
 
     @property
     def eval_episodes(self) -> np.ndarray:
@@ -445,7 +446,8 @@ def _superblock(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
 
     def one_block(b, cc):
         rows = jax.lax.dynamic_slice_in_dim(noise, b * K, K)
-        sc = jax.lax.fori_loop(0, K, lambda i, x: _step(task, st, p, cc.k, x, rows[i]), _pack(cc))
+        sc = jax.lax.fori_loop(0, K, lambda i, x: _step(task, st, p, cc.k, x, rows[i]), _pack(cc),
+                               unroll=st.unroll)
         cc = _unpack(cc, sc)
         return _sync(task, st, p, cc._replace(block_idx=cc.block_idx + 1))
 
