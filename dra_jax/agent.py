@@ -197,17 +197,19 @@ def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
     ``mean_traj sum_t Psi_t grad log pi - lam * dKL/dsigma``, zero on memories that are not
     learned; for equal precision every memory gets the sum over memories (one shared sigma)."""
     g = lane.G
+    # (sums in a fixed order, so a run's bits do not depend on its batch or device: see
+    # memory.fixed_order_sum)
     if st.need_R:
-        g = g + jnp.einsum("i,isa->sa", lane.R_traj, lane.E)
+        g = g + memory.fixed_order_sum(lane.R_traj[:, None, None] * lane.E, axis=0)
     if st.need_entropy:  # Eq. 10's bonus (lam / T) sum_t H_t, pathwise gradient
         w = jnp.where(p["objective"] == 2, p["lam"] / jnp.maximum(lane.T_traj, 1.0), 0.0)
-        g = g + jnp.einsum("i,isa->sa", w, lane.X)
+        g = g + memory.fixed_order_sum(w[:, None, None] * lane.X, axis=0)
     # the KL cost once per episode (dra, elbo); elbo_step pays it per access, inside G
     kl_w = jnp.where(p["objective"] == 1, 0.0, p["lam"])
     g = g / st.n_traj - kl_w * memory.kl_grad(lane.sigma, p["sigma_base"])
     mask = jnp.asarray(_kl_mask(task))
     g = jnp.where(mask, g, 0.0)
-    return jnp.where(p["equal"], jnp.where(mask, jnp.sum(g), 0.0), g)
+    return jnp.where(p["equal"], jnp.where(mask, memory.fixed_order_sum(g), 0.0), g)
 
 
 def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:

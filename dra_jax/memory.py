@@ -19,12 +19,34 @@ def kl_per_memory(sigma: jax.Array, sigma_base: jax.Array | float) -> jax.Array:
     return 0.5 * (ratio * ratio - 1.0) - jnp.log(ratio)
 
 
+def fixed_order_sum(x: jax.Array, axis: int | tuple[int, ...] | None = None) -> jax.Array:
+    """Sum in a fixed pairwise order: pad to a power of two, then add halves elementwise.
+
+    XLA may reduce in a different order for different batch sizes (and so per-device shard
+    sizes), changing the last bits; elementwise adds of slices have one order, so runs give the
+    same bits however a sweep is batched or sharded.
+    """
+    axes = tuple(range(x.ndim)) if axis is None else ((axis,) if isinstance(axis, int) else tuple(axis))
+    axes = tuple(a % x.ndim for a in axes)
+    keep = [d for d in range(x.ndim) if d not in axes]
+    x = jnp.transpose(x, keep + list(axes)).reshape(tuple(x.shape[d] for d in keep) + (-1,))
+    n = x.shape[-1]
+    size = 1 << max(0, (n - 1).bit_length())
+    if size != n:
+        x = jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (size - n,), x.dtype)], axis=-1)
+    while x.shape[-1] > 1:
+        h = x.shape[-1] // 2
+        x = x[..., :h] + x[..., h:]
+    return x[..., 0]
+
+
 def kl_cost(sigma: jax.Array, sigma_base: jax.Array | float, mask: jax.Array | None = None) -> jax.Array:
-    """Total KL over the learned memories (``mask`` selects them; all when ``None``)."""
+    """Total KL over the learned memories (``mask`` selects them; all when ``None``), summed in a
+    fixed order (:func:`fixed_order_sum`)."""
     kl = kl_per_memory(sigma, sigma_base)
     if mask is not None:
         kl = jnp.where(mask, kl, 0.0)
-    return jnp.sum(kl)
+    return fixed_order_sum(kl)
 
 
 def kl_grad(sigma: jax.Array, sigma_base: jax.Array | float) -> jax.Array:
