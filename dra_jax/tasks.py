@@ -2,3 +2,4 @@
 from dra_jax.experiments import gridworld  # noqa: F401
 from dra_jax.experiments import planning  # noqa: F401
 from dra_jax.experiments import bandits  # noqa: F401
+from dra_jax.experiments import mountain_car  # noqa: F401

@@ -1,0 +1,283 @@
+"""Task ``mountain_car``: DRA on gymnax's MountainCar-v0 (Sec. 3.2, Fig. 2).
+
+Config (``configs/mountain_car.toml``, ``configs/mountain_car_baselines.toml``):
+
+* ``[task_params]``: ``cells`` and ``scale`` of the discretizer ``round((obs - low) * scale)``
+  (static: they size the memory table; ``cells`` must be what ``scale`` spans, 19 x 15 for the
+  paper's (10, 100)), ``random_start`` (traced: gym's start ``x ~ U[-0.6, -0.4)`` instead of
+  the paper's ``x = -0.5``);
+* ``[dra]``: Table B.1 defaults (mountain-car column), ``max_steps = 200`` (gymnax's limit, a
+  truncation that bootstraps); ``q_init = "optimal"`` is rejected (no tabular q*).
+
+Runs go through the lane engine unchanged (:func:`dra_jax.runner.run_lane_task`). After
+training, every run's means are rolled out greedily (``argmax_a q``) with gymnax from
+``x = -0.5, v = 0`` for ``max_steps`` steps; whether and when the car reaches the flag goes into
+each run's record (``greedy_reached_flag``, ``greedy_steps``) and ``summary["greedy_rollout"]``.
+
+Figures: ``fig2b`` (value function ``max_a q`` over position x velocity with the greedy path),
+``fig2c`` (normalized choice entropy per cell of the final memories), ``fig2d`` (final objective
+per grid point, e.g. per gradient R / Q / A: mean and SD over seeds), and the shared
+``convergence``, ``baselines``, ``allocation``, ``choice_entropy`` (snapshots).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dra_jax import plots
+from dra_jax.config import ConfigError, Field, TaskSpec, register_task
+from dra_jax.envs.mountain_car import PAPER_START, MountainCarTask, cells_for, obs_bounds
+from dra_jax.results import Results, atomic_savefig
+from dra_jax.runner import choice_entropy_maps, run_lane_task
+
+
+def _two(v):
+    return None if len(v) == 2 else f"expected 2 values (position, velocity), got {len(v)}"
+
+
+TASK_PARAMS = {
+    "cells": Field(list, [19, 15], "cells per observation dimension (position, velocity); must be "
+                   "round((high - low) * scale) + 1", item_kind=int, lo=1, static=True,
+                   sweepable=False, check=_two),
+    "scale": Field(list, [10.0, 100.0], "discretizer cell index = round((obs - low) * scale)",
+                   item_kind=float, lo=0, lo_open=True, static=True, sweepable=False, check=_two),
+    "random_start": Field(bool, False, "gym's random start x ~ U[-0.6, -0.4) instead of the "
+                          "paper's x = -0.5 (v = 0 either way)"),
+}
+
+# Table B.1, mountain-car column; max_steps = gymnax MountainCar-v0's episode limit
+DRA_DEFAULTS = {"lam": 0.1, "sigma_base": 5.0, "sigma0": 3.0, "beta": 10.0, "gamma": 1.0,
+                "alpha_q": 0.1, "alpha_sigma": 0.1, "n_traj": 10, "episodes": 5000, "psi": "A",
+                "max_steps": 200}
+
+FIGURES = ("fig2b", "fig2c", "fig2d", "convergence", "baselines", "allocation", "choice_entropy")
+
+
+@functools.lru_cache(maxsize=None)
+def _task(cells: tuple, scale: tuple) -> MountainCarTask:
+    return MountainCarTask(cells=cells, scale=scale)
+
+
+def make_task(tp: dict) -> MountainCarTask:
+    return _task(tuple(int(c) for c in tp["cells"]), tuple(float(s) for s in tp["scale"]))
+
+
+def task_run_params(tp: dict) -> dict:
+    return {"random_start": np.bool_(tp["random_start"])}
+
+
+def _check(cfg: dict) -> None:
+    tp = cfg["task_params"]
+    spanned = cells_for(tp["scale"])
+    if tuple(tp["cells"]) != spanned:
+        raise ConfigError("task_params.cells", f"scale {tp['scale']} spans {list(spanned)} cells "
+                          f"(round((high - low) * scale) + 1), got {tp['cells']}")
+    if cfg["dra"]["q_init"] == "optimal":
+        raise ConfigError("dra.q_init", "'optimal' needs a tabular q*, which mountain car (a "
+                          "discretized continuous state) does not have; use 'zero' or 'uniform'")
+    for name, over in cfg["variants"].items():
+        if over.get("q_init") == "optimal":
+            raise ConfigError(f"variants.{name}.q_init", "'optimal' is not available for mountain car")
+    if "optimal" in cfg["sweep"].get("q_init", []):
+        raise ConfigError("sweep.q_init", "'optimal' is not available for mountain car")
+    if "baselines" in cfg["figures"] and len(cfg["variants"]) < 2:
+        raise ConfigError("figures", "'baselines' needs at least two [variants.NAME] tables")
+
+
+# ------------------------------------------------------------------ greedy rollout
+
+
+@functools.lru_cache(maxsize=None)
+def _greedy_batch(task: MountainCarTask, max_steps: int):
+    return jax.jit(jax.vmap(lambda q: task.greedy_rollout(q, max_steps, PAPER_START)))
+
+
+def greedy_rollouts(task: MountainCarTask, q: np.ndarray, max_steps: int):
+    """Greedy rollouts of the means ``q [runs, S, A]`` from the paper's start, with gymnax.
+    Returns numpy ``(path [runs, max_steps + 1, 2], reached [runs], steps [runs])``."""
+    path, reached, steps = _greedy_batch(task, int(max_steps))(jnp.asarray(q, jnp.float32))
+    return np.asarray(path), np.asarray(reached), np.asarray(steps)
+
+
+# ------------------------------------------------------------------ run
+
+
+def run(cfg: dict, runs: list[dict], progress) -> Results:
+    res = run_lane_task(cfg, runs, progress, make_task, task_run_params)
+    task = make_task(cfg["task_params"])
+    horizon = max(r["dra"]["max_steps"] for r in runs)
+    path, reached, steps = greedy_rollouts(task, res.curves["q"], horizon)
+    limits = np.array([r["dra"]["max_steps"] for r in runs])
+    reached = reached & (steps <= limits)
+    res.curves["greedy_path"] = path
+    res.curves["greedy_reached"] = reached
+    res.curves["greedy_steps"] = np.where(reached, steps, -1)
+    for i, extra in enumerate(res.run_extra):
+        extra["greedy_reached_flag"] = bool(reached[i])
+        extra["greedy_steps"] = int(steps[i]) if reached[i] else None
+    if "snap_q" in res.curves:
+        progress.message("choice entropy of the snapshots (1e5 samples per state)")
+        res.curves["choice_entropy"] = choice_entropy_maps(res.curves["snap_q"],
+                                                           res.curves["snap_sigma"], cfg["seed"])
+    if {"fig2c", "allocation"} & set(cfg["figures"]):
+        progress.message("choice entropy of the final memories (1e5 samples per state)")
+        res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"],
+                                                                 cfg["seed"] + 1)
+    res.summary.update(plots.summarize_lane_sweep(cfg, res))
+    greedy = []
+    for g, pt in enumerate(plots.grid_points(cfg)):
+        r = plots.by_point(cfg, reached)[g]
+        s = plots.by_point(cfg, steps)[g]
+        greedy.append({"point": pt["point"], "label": pt["label"],
+                       "reached_fraction": float(r.mean()),
+                       "steps_per_seed": [int(x) if ok else None for x, ok in zip(s, r)],
+                       "mean_steps_when_reached": float(s[r].mean()) if r.any() else None})
+    res.summary["greedy_rollout"] = {
+        "definition": "argmax_a of the final means q, from x = -0.5, v = 0, stepped by gymnax "
+                      "MountainCar-v0 for at most max_steps steps; steps = steps to the flag",
+        "points": greedy}
+    return res
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _edges(task: MountainCarTask):
+    """Cell edges per dimension in observation units (cell i covers (i -+ 0.5) / scale + low)."""
+    low, _ = obs_bounds(task.params)
+    return tuple(low[d] + (np.arange(task.cells[d] + 1) - 0.5) / task.scale[d] for d in range(2))
+
+
+def _panel(ax, task, values, cmap, vmin, vmax):
+    ex, ev = _edges(task)
+    img = np.asarray(values, float).reshape(task.cells)
+    im = ax.pcolormesh(ex, ev, img.T, cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
+    ax.set_xlabel("position x")
+    ax.set_ylabel("velocity v")
+    ax.set_facecolor("0.8")
+    return im
+
+
+def _path(ax, path, steps, reached, color="w"):
+    n = int(steps) + 1 if reached else len(path)
+    p = path[:n]
+    ax.plot(p[:, 0], p[:, 1], "-", color=color, lw=1.2)
+    ax.plot(p[0, 0], p[0, 1], "*", color="gold", ms=10, mec="k")
+    if reached and n >= 2:
+        ax.annotate("", xy=p[-1], xytext=p[-2],
+                    arrowprops=dict(arrowstyle="-|>", color=color, lw=1.2))
+    ax.axvline(0.5, color="m", lw=0.8, ls=":")  # the flag
+
+
+def _fig_grid(n):
+    import matplotlib.pyplot as plt
+
+    ncol = min(n, 3)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol + 1.0, 3.6 * nrow + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def fig2b(cfg, res, fig_dir):
+    """Fig. 2b: value function ``max_a q(s, a)`` of the first seed's run per grid point over
+    position x velocity (cells never updated, q still 0 everywhere, in grey), with that run's
+    greedy rollout from ``(-0.5, 0)`` drawn as a path."""
+    import matplotlib.pyplot as plt
+
+    task = make_task(cfg["task_params"])
+    q = plots.by_point(cfg, res.curves["q"])[:, 0]  # [points, S, A]
+    path = plots.by_point(cfg, res.curves["greedy_path"])
+    reached = plots.by_point(cfg, res.curves["greedy_reached"])
+    steps = plots.by_point(cfg, res.curves["greedy_steps"])
+    v = q.max(-1)
+    v = np.where(np.all(q == 0.0, axis=-1), np.nan, v)
+    vmin = float(np.nanmin(v)) if np.isfinite(v).any() else -1.0
+    pts = plots.grid_points(cfg)
+    fig, axes = _fig_grid(len(pts))
+    im = None
+    for g, (ax, pt) in enumerate(zip(axes.flat, pts)):
+        im = _panel(ax, task, v[g], "viridis", vmin, 0.0)
+        _path(ax, path[g, 0], steps[g, 0], reached[g, 0])
+        res_txt = f"flag in {steps[g, 0]} steps" if reached[g, 0] else "flag not reached"
+        ax.set_title(f"{pt['label']} (seed {cfg['seed']}): {res_txt}\n"
+                     f"{int(reached[g].sum())}/{reached.shape[1]} seeds reach the flag", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.85, label="max_a q(s, a)")
+    fig.suptitle(f"{cfg['name']}: value function and greedy rollout of the means")
+    p = Path(fig_dir) / "fig2b_value_function.png"
+    atomic_savefig(fig, p, dpi=120)
+    plt.close(fig)
+    return [p]
+
+
+def fig2c(cfg, res, fig_dir):
+    """Fig. 2c: normalized choice entropy per cell of the final memories (mean over seeds; dark
+    = precise), with the first seed's greedy path for orientation."""
+    import matplotlib.pyplot as plt
+
+    task = make_task(cfg["task_params"])
+    ent = plots.by_point(cfg, res.curves["final_choice_entropy"])  # [points, seeds, S]
+    path = plots.by_point(cfg, res.curves["greedy_path"])
+    reached = plots.by_point(cfg, res.curves["greedy_reached"])
+    steps = plots.by_point(cfg, res.curves["greedy_steps"])
+    pts = plots.grid_points(cfg)
+    fig, axes = _fig_grid(len(pts))
+    im = None
+    for g, (ax, pt) in enumerate(zip(axes.flat, pts)):
+        im = _panel(ax, task, ent[g].mean(0), "magma", 0.0, 1.0)
+        _path(ax, path[g, 0], steps[g, 0], reached[g, 0], color="c")
+        ax.set_title(pt["label"], fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.85, label="normalized choice entropy")
+    fig.suptitle(f"{cfg['name']}: choice entropy of the final memories "
+                 f"(mean over {cfg['n_seeds']} seeds; path: seed {cfg['seed']})")
+    p = Path(fig_dir) / "fig2c_choice_entropy.png"
+    atomic_savefig(fig, p, dpi=120)
+    plt.close(fig)
+    return [p]
+
+
+def fig2d(cfg, res, fig_dir):
+    """Fig. 2d: final objective (last evaluation) per grid point, e.g. per gradient R / Q / A:
+    bars = mean over seeds, error bars = SD, dots = seeds."""
+    import matplotlib.pyplot as plt
+
+    obj = plots.by_point(cfg, res.curves["objective"])[:, :, -1]
+    pts = plots.grid_points(cfg)
+    labels = [pt["label"].replace("psi=", "") for pt in pts]
+    fig, ax = plt.subplots(figsize=(1.4 * len(pts) + 2.5, 4))
+    x = np.arange(len(pts))
+    cols = plt.get_cmap("tab10").colors
+    ax.bar(x, obj.mean(1), yerr=obj.std(1), capsize=6, color=[cols[i % 10] for i in range(len(pts))],
+           alpha=0.8)
+    for g in range(len(pts)):
+        ax.plot(np.full(obj.shape[1], x[g]) + np.linspace(-0.15, 0.15, obj.shape[1]), obj[g], "k.")
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("gradient (Psi)" if list(cfg["sweep"]) == ["psi"] else "grid point")
+    ax.set_ylabel("final objective F")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_title(f"{cfg['name']}: final objective (mean +- SD over {cfg['n_seeds']} seeds)", fontsize=10)
+    fig.tight_layout()
+    p = Path(fig_dir) / "fig2d_objective.png"
+    atomic_savefig(fig, p, dpi=120)
+    plt.close(fig)
+    return [p]
+
+
+plots.register_figure("fig2b", fig2b)
+plots.register_figure("fig2c", fig2c)
+plots.register_figure("fig2d", fig2d)
+
+
+@register_task("mountain_car")
+def spec() -> TaskSpec:
+    return TaskSpec(
+        name="mountain_car", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS, figures=FIGURES,
+        run=run, plot=plots.plot_lane_figures, psi_choices=("A", "Q", "R"), check=_check,
+        eval_defaults={"every": 100, "n_rollouts": 100},
+    )
