@@ -66,7 +66,6 @@ SIGMA0S = (1.0, 3.0, 4.0, 5.0)
 DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,
            sigma0=3.0, sigma_min=0.01, sigma_max=100.0, psi="A", allocation="flexible",
            learn_q=True, learn_sigma=True)
-SHARDED_NAMES = ("make_sharded", "make_batched_sharded", "make_sharded_batched")
 
 
 # ====================================================================== helpers (both sides)
@@ -154,20 +153,9 @@ def _sharded_fns(task, st, local: bool):
 
     from dra_jax import agent
 
-    for name in SHARDED_NAMES:
-        f = getattr(agent, name, None)
-        if f is not None:
-            try:
-                init_b, adv_b, fin_b = f(task, st)[:3]
-                return (init_b, adv_b, fin_b), f"dra_jax.agent.{name}"
-            except Exception as e:  # unknown signature: say so, fall through
-                note = f"dra_jax.agent.{name} exists but failed: {type(e).__name__}: {e}"
-                if not local:
-                    return None, note
     if not local:
-        return None, ("no sharded entry point in dra_jax.agent (looked for "
-                      + ", ".join(SHARDED_NAMES) + "); pass --local-shard-map to measure this "
-                      "script's own shard_map of agent.advance")
+        # the engine's own: make_batched(task, st, n_devices) shard_maps the batch axis
+        return agent.make_batched(task, st, len(jax.devices())), "dra_jax.agent.make_batched(n_devices)"
     from jax.sharding import Mesh, PartitionSpec as P
 
     mesh = Mesh(np.array(jax.devices()), ("runs",))
@@ -519,16 +507,6 @@ def main(argv=None) -> int:
             for B in batches:
                 jobs.append((("throughput", t, B), dict(common, kind="throughput", task=t, batch=B,
                                                         horizon=horizon_for(B)), 1))
-    if "multi" not in skip and a.devices > 1:
-        from dra_jax import agent as _agent
-
-        if not a.local_shard_map and not any(hasattr(_agent, n) for n in SHARDED_NAMES):
-            msg = ("multi-device skipped: no sharded entry point in dra_jax.agent (looked for "
-                   + ", ".join(SHARDED_NAMES) + "); --local-shard-map measures this script's own "
-                   "shard_map of agent.advance")
-            log(msg)
-            notes.append(msg)
-            skip.add("multi")
     if "multi" not in skip and a.devices > 1:
         # grid-world only: the speed target is stated for it
         for B in [b for b in batches if b >= a.devices]:

@@ -98,6 +98,28 @@ def write_outputs(cfg: dict, results: Results, out: Path) -> list[Path]:
     return [out / "summary.json", out / "curves.npz", *paths]
 
 
+def _choose_cpu_devices(args) -> None:
+    """Set the host device count in XLA_FLAGS before anything starts JAX (importing gymnax, which
+    validating a config does, starts it): ``--cpu-devices``, or one device per core with at least
+    4 runs a device (so padding stays small). Only the CPU platform is affected, and no number
+    depends on it. A count the user put in XLA_FLAGS wins."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    n_dev = args.cpu_devices
+    if n_dev is None:
+        try:  # the grid's size from the raw file (validation comes next and reports errors)
+            raw = config_mod.load_raw(args.config, args.overrides)
+            n_runs = int(raw.get("n_seeds", 1))
+            for values in (raw.get("sweep") or {}).values():
+                n_runs *= max(1, len(values)) if isinstance(values, list) else 1
+            n_runs *= max(1, len(raw.get("variants") or {}))
+        except (ConfigError, TypeError, ValueError):
+            n_runs = 1
+        n_dev = max(1, min(os.cpu_count() or 1, n_runs // 4))
+    os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n_dev}").strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dra_jax.sweep", description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="TOML config (see configs/)")
@@ -110,25 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=None, metavar="N",
                     help="runs per compiled batch (overrides the config's max_batch; 0: automatic)")
     ap.add_argument("--cpu-devices", type=int, default=None, metavar="N",
-                    help="on CPU, split the batch over N host devices (one per core helps large "
-                         "batches); must come before JAX starts, so it sets XLA_FLAGS")
+                    help="on CPU, split the batch over N host devices (default: one per core, "
+                         "at most one per 4 runs); sets XLA_FLAGS before JAX starts, unless "
+                         "XLA_FLAGS already sets a host device count")
     ap.add_argument("--chunk-seconds", type=float, default=2.0, metavar="S",
                     help="target seconds between progress lines and checkpoints (default 2)")
     args = ap.parse_args(argv)
     if not args.chunk_seconds > 0:
         print("error: config error: --chunk-seconds: expected a number > 0", file=sys.stderr)
         return 2
-    if args.cpu_devices is not None:
-        if args.cpu_devices < 1:
-            print("error: config error: --cpu-devices: expected an integer >= 1", file=sys.stderr)
-            return 2
-        flags = os.environ.get("XLA_FLAGS", "")
-        if "xla_force_host_platform_device_count" not in flags:
-            os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count="
-                                       f"{args.cpu_devices}").strip()
+    if args.cpu_devices is not None and args.cpu_devices < 1:
+        print("error: config error: --cpu-devices: expected an integer >= 1", file=sys.stderr)
+        return 2
     if args.max_batch is not None and args.max_batch < 0:
         print("error: config error: --max-batch: expected an integer >= 0", file=sys.stderr)
         return 2
+    _choose_cpu_devices(args)
     try:
         cfg = config_mod.load(args.config, args.overrides)
     except ConfigError as e:
