@@ -80,11 +80,19 @@ def _available_bytes() -> int:
     return 8 << 30
 
 
-def auto_max_batch(task, st: agent.AgentStatic, params_one: dict) -> int:
-    """Runs per batch so that the lanes (times 8 for temporaries) use <= 1/4 of free memory."""
+CPU_LANES_PER_DEVICE = 512  # benchmarks/results/cpu_2core.json: throughput peaks at 128-512 lanes
+# a device on CPU and falls by half at 2048 (the lanes' tables leave the caches)
+
+
+def auto_max_batch(task, st: agent.AgentStatic, params_one: dict, n_devices: int = 1) -> int:
+    """Runs per batch: the lanes (times 8 for temporaries) use <= 1/4 of free memory, and on
+    CPU at most ``CPU_LANES_PER_DEVICE`` lanes a device (bigger batches run slower there)."""
     shapes = jax.eval_shape(lambda p: agent.init(task, st, p), params_one)
     lane_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
-    return int(max(2, min(1 << 16, _available_bytes() // 4 // (8 * max(lane_bytes, 1)))))
+    by_memory = _available_bytes() // 4 // (8 * max(lane_bytes, 1))
+    if jax.devices()[0].platform == "cpu":
+        by_memory = min(by_memory, CPU_LANES_PER_DEVICE * n_devices)
+    return int(max(2, min(1 << 16, by_memory)))
 
 
 def _save_checkpoint(path: Path, meta: dict, tree) -> None:
@@ -150,7 +158,7 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
         task = make_task(runs[idx[0]]["task_params"])
         all_params = [agent.make_run_params(runs[i]["dra"], runs[i]["seed"],
                                             task_run_params(runs[i]["task_params"])) for i in idx]
-        mb = opts.max_batch or cfg.get("max_batch", 0) or auto_max_batch(task, st, all_params[0])
+        mb = opts.max_batch or cfg.get("max_batch", 0) or auto_max_batch(task, st, all_params[0], n_dev)
         # one batch size for the whole group: a multiple of the devices, >= 2 runs per device
         per = min(len(idx), max(mb, 1))
         size = max(2 * n_dev, -(-per // n_dev) * n_dev)
