@@ -339,7 +339,7 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     m_s2 = c.mem[s2]
     q_next = m_s2[0]
     p2 = policy.probs(q_next, m_s2[1], zeta2, beta)
-    target = r + gamma * (1.0 - term.astype(jnp.float32)) * jnp.dot(p2, q_next)
+    target = r + gamma * (1.0 - term.astype(jnp.float32)) * memory.fixed_order_sum(p2 * q_next)
     do_q = active & (phase == ACT) & p["learn_q"]
     dq = jnp.where(do_q, p["alpha_q"] * (target - q_row[a]), 0.0)
 
@@ -350,7 +350,7 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     else:
         score = gradients.score_autodiff(q_row, s_row, zeta, beta, a)
     psi_q = q_row[a]
-    psi_a = psi_q - jnp.mean(q_row)
+    psi_a = psi_q - memory.fixed_order_sum(q_row) / A
     # Psi = R: G_t = gamma^-t (S_T - S_t), S_t = sum_{t'<t} gamma^t' r_t'; the -S_t part goes
     # into G now, the S_T part at the sync through E and R_traj.
     psi_r = -ret0 / disc0
@@ -362,7 +362,7 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
         # the action entropy H_t = H[softmax(beta (q + zeta sigma))] and its reparametrized
         # sigma gradient (autodiff); the visited memories' KL for the per-access cost
         h_t, dh = jax.value_and_grad(policy.entropy)(s_row, q_row, zeta, beta)
-        kl_t = jnp.sum(memory.kl_per_memory(s_row, p["sigma_base"]))
+        kl_t = memory.fixed_order_sum(memory.kl_per_memory(s_row, p["sigma_base"]))
         is_step = p["objective"] == 1
         lam = p["lam"]
         g_row = g_row + jnp.where(is_step, lam * (dh - memory.kl_grad(s_row, p["sigma_base"])), 0.0)
