@@ -46,7 +46,6 @@ PSI_CODES = {"A": 0, "Q": 1, "R": 2}
 # the objective (Acerbi et al. 2022): 0 the paper's F, 1 Eq. 8 (per-access KL and action
 # entropy per step), 2 Eq. 10 (F plus (lam / T) * sum_t H_t)
 OBJECTIVE_CODES = {"dra": 0, "elbo_step": 1, "elbo": 2}
-Q_INITS = ("zero", "optimal", "uniform")
 # the lane's float sums (Lane.acc): return and gamma^t of the current rollout, evaluation
 # returns, the current rollout's sums of KL_t and H_t, their evaluation sums (and of H / T),
 # and the task-reward return when Psi = R runs on ELBO-augmented rewards
@@ -345,10 +344,7 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
 
     # gradient rollouts: sum_t Psi_t * d log pi(a_t|s_t) / d sigma[s_t]  (Eq. 3-5)
     do_g = active & (phase == GRAD)
-    if st.grad == "analytic":
-        score = gradients.score_analytic(pr, zeta, beta, a)
-    else:
-        score = gradients.score_autodiff(q_row, s_row, zeta, beta, a)
+    score = gradients.score(st.grad, q_row, s_row, zeta, beta, a, p=pr)
     psi_q = q_row[a]
     psi_a = psi_q - memory.fixed_order_sum(q_row) / A
     # Psi = R: G_t = gamma^-t (S_T - S_t), S_t = sum_{t'<t} gamma^t' r_t'; the -S_t part goes

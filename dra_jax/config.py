@@ -406,10 +406,3 @@ def iter_run_params(cfg: dict):
 
 def grid_shape(cfg: dict) -> tuple[int, ...]:
     return tuple(len(v) for _, v in grid_axes(cfg))
-
-
-def static_key(run: dict, spec_task_params: dict[str, Field], cfg: dict) -> tuple:
-    """The values of a run that shape the compiled program; runs sharing it share one call."""
-    dra_static = tuple((k, run["dra"][k]) for k, f in DRA_FIELDS.items() if f.static)
-    tp_static = tuple((k, run["task_params"][k]) for k, f in spec_task_params.items() if f.static)
-    return dra_static + tp_static

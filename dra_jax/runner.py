@@ -22,7 +22,7 @@ from dra_jax import agent, policy
 from dra_jax.results import Results, atomic_savez
 
 
-def agent_static(run: dict, cfg: dict, block: int = 16, need_R: bool | None = None,
+def agent_static(run: dict, cfg: dict, need_R: bool | None = None,
                  need_entropy: bool | None = None) -> agent.AgentStatic:
     d, e = run["dra"], cfg["eval"]
     return agent.AgentStatic(
@@ -31,8 +31,7 @@ def agent_static(run: dict, cfg: dict, block: int = 16, need_R: bool | None = No
         snapshots=tuple(sorted(set(int(s) for s in e["snapshots"]))),
         q_init=d["q_init"], optimizer=d["optimizer"],
         need_R=(d["psi"] == "R") if need_R is None else need_R,
-        need_entropy=(d["objective"] != "dra") if need_entropy is None else need_entropy,
-        block=block)
+        need_entropy=(d["objective"] != "dra") if need_entropy is None else need_entropy)
 
 
 @dataclass
