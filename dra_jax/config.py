@@ -15,6 +15,7 @@ raise :class:`ConfigError` naming the key and what is allowed; the CLI turns it 
 from __future__ import annotations
 
 import copy
+import importlib
 import itertools
 import math
 import tomllib
@@ -189,6 +190,17 @@ class TaskSpec:
 
 _TASKS: dict[str, Callable[[], TaskSpec]] = {}
 
+# The built-in tasks: name -> the module that registers it. The registry imports a task's
+# module by name when the task is first asked for, so this module never imports the tasks that
+# register in it (and ``import dra_jax`` stays light). A task of your own registers itself with
+# :func:`register_task` when its module is imported.
+BUILTIN_TASKS: dict[str, str] = {
+    "gridworld": "dra_jax.experiments.gridworld",
+    "mountain_car": "dra_jax.experiments.mountain_car",
+    "planning": "dra_jax.experiments.planning",
+    "bandits": "dra_jax.experiments.bandits",
+}
+
 
 def register_task(name: str):
     """Decorator: register a zero-argument factory returning the task's :class:`TaskSpec`."""
@@ -201,18 +213,17 @@ def register_task(name: str):
 
 
 def task_spec(name: str) -> TaskSpec:
-    from dra_jax import tasks  # noqa: F401  (registers the built-in tasks)
-
+    """The :class:`TaskSpec` of a registered or built-in task; ConfigError naming ``task`` if unknown."""
+    if name not in _TASKS and name in BUILTIN_TASKS:
+        importlib.import_module(BUILTIN_TASKS[name])
     if name not in _TASKS:
-        raise ConfigError("task", f"expected one of {', '.join(repr(t) for t in sorted(_TASKS))}, "
+        raise ConfigError("task", f"expected one of {', '.join(repr(t) for t in known_tasks())}, "
                                   f"got {name!r}")
     return _TASKS[name]()
 
 
 def known_tasks() -> list[str]:
-    from dra_jax import tasks  # noqa: F401
-
-    return sorted(_TASKS)
+    return sorted(set(_TASKS) | set(BUILTIN_TASKS))
 
 
 # --------------------------------------------------------------------------- loading
