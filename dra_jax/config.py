@@ -196,6 +196,7 @@ _TASKS: dict[str, Callable[[], TaskSpec]] = {}
 # :func:`register_task` when its module is imported.
 BUILTIN_TASKS: dict[str, str] = {
     "gridworld": "dra_jax.experiments.gridworld",
+    "tabular": "dra_jax.experiments.tabular",
     "mountain_car": "dra_jax.experiments.mountain_car",
     "planning": "dra_jax.experiments.planning",
     "bandits": "dra_jax.experiments.bandits",

@@ -1,14 +1,18 @@
-"""Task ``gridworld``: the Fig. 1 maze (Sec. 3.1), optionally with the environment switch."""
+"""Task ``gridworld``: the Fig. 1 maze (Sec. 3.1), optionally with the environment switch.
+
+The maze is a :class:`dra_jax.envs.tabular.TabularTask` (:func:`dra_jax.envs.gridworld.GridTask`);
+runs and figures are those of the ``tabular`` task (:mod:`dra_jax.experiments.tabular`).
+"""
 from __future__ import annotations
 
 import functools
 
 import numpy as np
 
-from dra_jax import plots
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.gridworld import GridTask, Layout
-from dra_jax.runner import choice_entropy_maps, run_lane_task
+from dra_jax.experiments.tabular import run_table_task
+from dra_jax.figures import lane
 
 TASK_PARAMS = {
     "switch": Field(bool, False, "switch the maze (obstacle (0,7) removed, goal to (0,6))",
@@ -23,11 +27,11 @@ DRA_DEFAULTS = {"lam": 0.2, "sigma_base": 5.0, "sigma0": 3.0, "beta": 10.0, "gam
 
 
 @functools.lru_cache(maxsize=None)
-def _task(switch: bool) -> GridTask:
+def _task(switch: bool):
     return GridTask(Layout(), with_switch=switch)
 
 
-def make_task(tp: dict) -> GridTask:
+def make_task(tp: dict):
     return _task(bool(tp["switch"]))
 
 
@@ -41,16 +45,11 @@ def _check(cfg: dict) -> None:
 
 
 def run(cfg, runs, progress):
-    res = run_lane_task(cfg, runs, progress, make_task, task_run_params)
-    if "snap_q" in res.curves:
-        progress.message("choice entropy of the snapshots (1e5 samples per state)")
-        res.curves["choice_entropy"] = choice_entropy_maps(res.curves["snap_q"],
-                                                           res.curves["snap_sigma"], cfg["seed"])
-    if "allocation" in cfg["figures"]:
-        res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"],
-                                                                 cfg["seed"] + 1)
-    res.summary.update(plots.summarize_lane_sweep(cfg, res))
-    return res
+    return run_table_task(cfg, runs, progress, make_task, task_run_params)
+
+
+def plot(cfg, res, fig_dir):
+    return lane.plot_lane_figures(cfg, res, fig_dir, mazes=_task(True).maze)
 
 
 @register_task("gridworld")
@@ -58,6 +57,6 @@ def spec() -> TaskSpec:
     return TaskSpec(
         name="gridworld", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS,
         figures=("convergence", "choice_entropy", "baselines", "allocation"),
-        run=run, plot=plots.plot_lane_figures, psi_choices=("A", "Q", "R"), check=_check,
+        run=run, plot=plot, psi_choices=("A", "Q", "R"), check=_check,
         eval_defaults={"every": 100, "n_rollouts": 100},
     )

@@ -99,12 +99,18 @@ def summarize_lane_sweep(cfg: dict, res: Results) -> dict:
 # ------------------------------------------------------------------ figures
 
 
-def plot_lane_figures(cfg: dict, res: Results, fig_dir: Path) -> list[Path]:
+def plot_lane_figures(cfg: dict, res: Results, fig_dir: Path, mazes=None) -> list[Path]:
+    """The config's figures. ``mazes``: the text maze of each stage of a maze-built tabular
+    task (state maps are then drawn on the maze), else maps are drawn on the discretizer's
+    ``task_params.cells`` grid or as a strip of states."""
     fig_dir = Path(fig_dir)
     paths = []
     for name in cfg["figures"]:
         fn = _FIGURES[name]
-        paths.extend(fn(cfg, res, fig_dir))
+        if fn in (fig_choice_entropy, fig_allocation):
+            paths.extend(fn(cfg, res, fig_dir, mazes=mazes))
+        else:
+            paths.extend(fn(cfg, res, fig_dir))
     return paths
 
 
@@ -163,39 +169,45 @@ def fig_baselines(cfg, res, fig_dir):
     return [p]
 
 
-def _draw_maze(ax, values, layout, switched: bool, vmin=0.0, vmax=1.0, cmap="magma"):
-    """One grid-world heat map with obstacles (grey), start (S) and goal (G)."""
-    lay = layout.switched() if switched else layout
-    img = np.asarray(values, float).reshape(lay.rows, lay.cols).copy()
-    obst = np.zeros_like(img, bool)
-    for r, c in lay.obstacles:
-        obst[r, c] = True
-    img[obst] = np.nan
+def _draw_maze(ax, values, maze, vmin=0.0, vmax=1.0, cmap="magma"):
+    """One heat map over a text maze: obstacles (grey), start (S) and goal (G) marked."""
+    rows, cols = len(maze), len(maze[0])
+    img = np.asarray(values, float).reshape(rows, cols).copy()
+    for r in range(rows):
+        for c in range(cols):
+            if maze[r][c] == "#":
+                img[r, c] = np.nan
     im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax)
-    for r, c in lay.obstacles:
-        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="0.55"))
-    ax.text(lay.start[1], lay.start[0], "S", ha="center", va="center", color="c", fontsize=12,
-            fontweight="bold")
-    ax.text(lay.goal[1], lay.goal[0], "G", ha="center", va="center", color="lime", fontsize=12,
-            fontweight="bold")
+    for r in range(rows):
+        for c in range(cols):
+            ch = maze[r][c]
+            if ch == "#":
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="0.55"))
+            elif ch in "SG":
+                ax.text(c, r, ch, ha="center", va="center", color="c" if ch == "S" else "lime",
+                        fontsize=12, fontweight="bold")
     ax.set_xticks([])
     ax.set_yticks([])
     return im
 
 
-def _entropy_figure(cfg, maps, titles, switched_flags, path, suptitle):
-    from dra_jax.envs.gridworld import Layout
-
+def _entropy_figure(cfg, maps, titles, stages, path, suptitle, mazes=None):
     n = len(maps)
     ncol = min(n, 4)
     nrow = int(np.ceil(n / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.6 * nrow), squeeze=False)
     im = None
-    for ax, m, t, sw in zip(axes.flat, maps, titles, switched_flags):
-        if cfg["task"] == "gridworld":
-            im = _draw_maze(ax, m, Layout(), sw)
+    cells = cfg["task_params"].get("cells")
+    for ax, m, t, stage in zip(axes.flat, maps, titles, stages):
+        if mazes is not None:
+            im = _draw_maze(ax, m, mazes[min(stage, len(mazes) - 1)])
+        elif cells is not None and len(cells) == 2:
+            im = ax.imshow(np.asarray(m).reshape(cells).T, origin="lower", cmap="magma", vmin=0,
+                           vmax=1, aspect="auto")
         else:
-            im = ax.imshow(np.asarray(m).T, origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto")
+            im = ax.imshow(np.asarray(m).reshape(1, -1), cmap="magma", vmin=0, vmax=1, aspect="auto")
+            ax.set_yticks([])
+            ax.set_xlabel("state")
         ax.set_title(t, fontsize=9)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -205,7 +217,7 @@ def _entropy_figure(cfg, maps, titles, switched_flags, path, suptitle):
     plt.close(fig)
 
 
-def fig_choice_entropy(cfg, res, fig_dir):
+def fig_choice_entropy(cfg, res, fig_dir, mazes=None):
     """Fig. 1c: normalized choice entropy of each cell at the snapshot episodes (mean over
     seeds), from 1e5 hard-Thompson samples of the memories per state."""
     if "choice_entropy" not in res.curves:
@@ -217,31 +229,27 @@ def fig_choice_entropy(cfg, res, fig_dir):
     switch = cfg["task_params"].get("switch", False)
     for g, pt in enumerate(grid_points(cfg)):
         maps = [ent[g, :, j].mean(0) for j in range(len(snaps))]
-        if cfg["task"] == "mountain_car":
-            maps = [m.reshape(cfg["task_params"]["cells"]) for m in maps]
         # the snapshot after k episodes holds memories learned in episodes 1..k; episode j (1-based)
         # runs in the switched maze when j > switch_episode
         titles = [f"episode {e}" + (" (switched maze)" if switch and e > sw_ep else "") for e in snaps]
-        flags = [bool(switch and e > sw_ep) for e in snaps]
+        flags = [int(bool(switch and e > sw_ep)) for e in snaps]
         suffix = "" if len(grid_points(cfg)) == 1 else f"_{g}"
         p = fig_dir / f"choice_entropy{suffix}.png"
         _entropy_figure(cfg, maps, titles, flags, p,
                         f"{cfg['name']} {pt['label']}: normalized choice entropy "
-                        f"(dark = precise), mean over {cfg['n_seeds']} seeds")
+                        f"(dark = precise), mean over {cfg['n_seeds']} seeds", mazes)
         paths.append(p)
     return paths
 
 
-def fig_allocation(cfg, res, fig_dir):
+def fig_allocation(cfg, res, fig_dir, mazes=None):
     """Final allocation: choice-entropy map of the final memories, one panel per grid point."""
     ent = by_point(cfg, res.curves["final_choice_entropy"])
     pts = grid_points(cfg)
     maps = [ent[g].mean(0) for g in range(len(pts))]
-    if cfg["task"] == "mountain_car":
-        maps = [m.reshape(cfg["task_params"]["cells"]) for m in maps]
     p = fig_dir / "allocation.png"
-    _entropy_figure(cfg, maps, [pt["label"] for pt in pts], [False] * len(pts), p,
-                    f"{cfg['name']}: final choice entropy (mean over {cfg['n_seeds']} seeds)")
+    _entropy_figure(cfg, maps, [pt["label"] for pt in pts], [0] * len(pts), p,
+                    f"{cfg['name']}: final choice entropy (mean over {cfg['n_seeds']} seeds)", mazes)
     return [p]
 
 
