@@ -54,11 +54,11 @@ class Progress:
                      f"elapsed {el:6.1f}s  ETA {eta_s}{'  ' + extra if extra else ''}")
 
 
-def write_outputs(cfg: dict, results: Results, out: Path) -> list[Path]:
-    """Write summary.json, curves.npz and the config's figures into ``out``."""
+def build_outputs(cfg: dict, results: Results) -> tuple[dict, dict]:
+    """``(summary, arrays)``: the content of ``summary.json`` and ``curves.npz`` (per-run
+    arrays reshaped to the grid's axes, ``axis_<i>_<name>`` holding each axis's values)."""
     from dra_jax import __version__
 
-    spec = config_mod.task_spec(cfg["task"])
     axes = config_mod.grid_axes(cfg)
     shape = config_mod.grid_shape(cfg)
     runs = list(config_mod.iter_run_params(cfg))
@@ -89,13 +89,25 @@ def write_outputs(cfg: dict, results: Results, out: Path) -> list[Path]:
         arrays[k] = np.asarray(v)
     for i, (name, values) in enumerate(axes):
         arrays[f"axis_{i}_{name}"] = np.asarray(values)
+    return summary, arrays
+
+
+def write_outputs(cfg: dict, results: Results, out: Path) -> list[Path]:
+    """Write summary.json, curves.npz and the config's figures into ``out``."""
+    spec = config_mod.task_spec(cfg["task"])
+    summary, arrays = build_outputs(cfg, results)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    if spec.plot is not None and cfg["figures"]:
-        paths.extend(spec.plot(cfg, results, out / "figures"))
+    # results first: a figure that fails never loses them
     atomic_savez(out / "curves.npz", arrays)
     atomic_write_json(out / "summary.json", summary)
-    return [out / "summary.json", out / "curves.npz", *paths]
+    paths = [out / "summary.json", out / "curves.npz"]
+    if spec.plot is not None and cfg["figures"]:
+        try:
+            paths.extend(spec.plot(cfg, results, out / "figures"))
+        except Exception as e:  # noqa: BLE001  (reported; the results are on disk)
+            print(f"warning: figures of {cfg['name']} failed ({type(e).__name__}: {e}); "
+                  f"results are written in {out}", file=sys.stderr)
+    return paths
 
 
 def _choose_cpu_devices(args) -> None:

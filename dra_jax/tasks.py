@@ -99,6 +99,11 @@ def check_task(task, tparams: dict | None = None) -> None:
     except Exception as e:  # noqa: BLE001  (any failure is reported with its cause)
         raise TaskError(f"{name}: one jitted reset + step failed: {type(e).__name__}: {e}") from None
     r0, r1, rew, term, s0, s1 = out
+    if jax.tree.structure(s0) != jax.tree.structure(s1) or any(
+            np.shape(a) != np.shape(b) or a.dtype != b.dtype
+            for a, b in zip(jax.tree.leaves(s0), jax.tree.leaves(s1))):
+        raise TaskError(f"{name}.step must return a state of the same structure, shapes and "
+                        "dtypes as reset's (the engine carries it in a loop)")
     for label, v in (("row(reset(...))", r0), ("row(step(...)[0])", r1)):
         if np.shape(v) != () or not jnp.issubdtype(v.dtype, jnp.integer):
             raise TaskError(f"{name}.{label} must be an integer scalar, got {v.dtype} {np.shape(v)}")
@@ -108,11 +113,6 @@ def check_task(task, tparams: dict | None = None) -> None:
         raise TaskError(f"{name}.step reward must be a float scalar, got {rew.dtype} {np.shape(rew)}")
     if np.shape(term) != () or term.dtype != jnp.bool_:
         raise TaskError(f"{name}.step terminated must be a bool scalar, got {term.dtype} {np.shape(term)}")
-    if jax.tree.structure(s0) != jax.tree.structure(s1) or any(
-            np.shape(a) != np.shape(b) or a.dtype != b.dtype
-            for a, b in zip(jax.tree.leaves(s0), jax.tree.leaves(s1))):
-        raise TaskError(f"{name}.step must return a state of the same structure, shapes and "
-                        "dtypes as reset's (the engine carries it in a loop)")
     if hasattr(task, "q_star"):
         try:
             qs = np.asarray(task.q_star())

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import plots
+from dra_jax.figures import lane as plots
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.mountain_car import PAPER_START, MountainCarTask, cells_for, obs_bounds
 from dra_jax.results import Results, atomic_savefig
