@@ -11,7 +11,8 @@ import pytest
 from dra_jax import agent
 from dra_jax.config import ConfigError
 from dra_jax.envs import gridworld as gw
-from dra_jax.envs.tabular import TabularEnv, TabularTask
+from dra_jax.envs.tabular import TabularTask
+from dra_jax.envs.tabular_gymnax import TabularEnv
 
 MAZE = [".......#G",
         "..#....#.",

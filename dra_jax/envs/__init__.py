@@ -7,7 +7,7 @@
 :func:`make` returns ``(env, env.default_params)`` like ``gymnax.make``; :data:`registered_envs`
 lists the ids. The lane engine's task protocol is :class:`dra_jax.Task`; every
 :class:`~dra_jax.envs.tabular.TabularTask` also has a gymnax face,
-:class:`~dra_jax.envs.tabular.TabularEnv`.
+:class:`~dra_jax.envs.tabular_gymnax.TabularEnv`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import importlib
 
 # id -> (module, factory name, keyword arguments); modules are imported on first use
 _REGISTRY: dict[str, tuple[str, str, dict]] = {
-    "GridWorldDRA-v0": ("dra_jax.envs.gridworld", "GridWorld", {}),
+    "GridWorldDRA-v0": ("dra_jax.envs.tabular_gymnax", "GridWorld", {}),
     "PlanningHuys-v0": ("dra_jax.envs.planning", "PlanningEnv", {}),
     "GaussianBandit10-v0": ("dra_jax.envs.bandits", "Bandit", {"arms": 10, "kind": "gaussian"}),
     "BernoulliBandit10-v0": ("dra_jax.envs.bandits", "Bandit", {"arms": 10, "kind": "bernoulli"}),

@@ -11,7 +11,8 @@ The task is a :class:`dra_jax.envs.tabular.TabularTask` built from the maze's te
 * :func:`GridTask` for the lane engine (``dra_jax.agent``): the switched maze is the task's
   second stage, used from episode ``tparams["switch_episode"]`` on;
 * :class:`GridWorld`, the gymnax ``Environment`` face (:class:`TabularEnv`; ``EnvParams.stage``
-  selects the maze), also ``dra_jax.envs.make("GridWorldDRA-v0")``.
+  selects the maze; in :mod:`dra_jax.envs.tabular_gymnax`, loaded on first use), also
+  ``dra_jax.envs.make("GridWorldDRA-v0")``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dra_jax.config import ConfigError
-from dra_jax.envs.tabular import EnvParams, EnvState, TabularEnv, TabularTask, Tables  # noqa: F401
+from dra_jax.envs.tabular import TabularTask, Tables  # noqa: F401
 
 ROWS, COLS = 6, 9
 START = (2, 0)
@@ -103,11 +104,10 @@ def bfs_distance(layout: Layout) -> np.ndarray:
 # ------------------------------------------------------------------ gymnax environment
 
 
-class GridWorld(TabularEnv):
-    """The Fig. 1 maze as a gymnax environment (:class:`TabularEnv` of the grid-world with its
-    switch): observation = the flat cell index; ``EnvParams.stage`` 0 = original maze,
-    1 = switched maze (traced)."""
+def __getattr__(name):
+    """``GridWorld``, ``EnvState``, ``EnvParams``: the gymnax face, imported on first use."""
+    if name in ("GridWorld", "EnvState", "EnvParams", "TabularEnv"):
+        from dra_jax.envs import tabular_gymnax
 
-    def __init__(self, layout: Layout = Layout()):
-        super().__init__(GridTask(layout, with_switch=True), "GridWorld-DRA")
-        self.layout = layout
+        return getattr(tabular_gymnax, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,9 @@ Learned memories (those that pay the KL cost, ``learnable``): the actions of eve
 is reachable from a start and not terminal, in some stage. Obstacles, unreachable cells and
 goals are never read by the policy and carry no cost.
 
+The gymnax face of any tabular task is :class:`dra_jax.envs.tabular_gymnax.TabularEnv` (a
+module of its own: importing gymnax takes seconds, which the lane engine does not need).
+
 Bad tables raise :class:`dra_jax.config.ConfigError` naming the argument (or config key) and
 what is allowed, before anything is compiled.
 """
@@ -29,11 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
-from gymnax.environments import environment, spaces
 
 from dra_jax.config import ConfigError
 
@@ -353,79 +353,3 @@ class TabularTask:
                     dist[s] = dist[s2] + 1
                     dq.append(int(s))
         return dist
-
-
-# ------------------------------------------------------------------ the gymnax face
-
-
-@struct.dataclass
-class EnvState(environment.EnvState):
-    pos: jax.Array  # state index
-    time: int
-
-
-@struct.dataclass
-class EnvParams(environment.EnvParams):
-    stage: int = 0  # which stage's tables (traced; e.g. 1 = the grid-world's switched maze)
-    max_steps_in_episode: int = 500
-
-
-class TabularEnv(environment.Environment[EnvState, EnvParams]):
-    """Any :class:`TabularTask` as a gymnax ``Environment``: observation = the state index,
-    the stage chosen by the traced ``EnvParams.stage``; ``is_terminal`` includes gymnax's time
-    limit ``max_steps_in_episode`` (``is_terminated`` is the task's own termination)."""
-
-    def __init__(self, task: TabularTask, env_name: str | None = None):
-        super().__init__()
-        self.task = task
-        t = task.tables
-        self._next = jnp.asarray(t.next_state)
-        self._rew = jnp.asarray(t.reward)
-        self._term = jnp.asarray(t.terminal)
-        self._start_logits = jnp.log(jnp.asarray(t.start_probs, jnp.float32))
-        self._name = env_name or task.name
-
-    @property
-    def default_params(self) -> EnvParams:
-        return EnvParams()
-
-    def step_env(self, key, state: EnvState, action, params: EnvParams):
-        m = jnp.asarray(params.stage, jnp.int32)
-        pos = self._next[m, state.pos, action]
-        reward = self._rew[m, state.pos, action]
-        state = EnvState(pos=pos, time=state.time + 1)
-        done = self.is_terminal(state, params)
-        return (jax.lax.stop_gradient(self.get_obs(state)), jax.lax.stop_gradient(state), reward,
-                done, {"discount": self.discount(state, params)})
-
-    def reset_env(self, key, params: EnvParams):
-        pos = jax.random.categorical(key, self._start_logits).astype(jnp.int32)
-        state = EnvState(pos=pos, time=0)
-        return self.get_obs(state), state
-
-    def get_obs(self, state: EnvState, params=None, key=None):
-        return state.pos
-
-    def is_terminated(self, state: EnvState, params: EnvParams):
-        return self._term[jnp.asarray(params.stage, jnp.int32), state.pos]
-
-    def is_terminal(self, state: EnvState, params: EnvParams):
-        return jnp.logical_or(self.is_terminated(state, params), self.is_truncated(state, params))
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def num_actions(self) -> int:
-        return self.task.n_actions
-
-    def action_space(self, params=None):
-        return spaces.Discrete(self.task.n_actions)
-
-    def observation_space(self, params: EnvParams):
-        return spaces.Discrete(self.task.n_states)
-
-    def state_space(self, params: EnvParams):
-        return spaces.Dict({"pos": spaces.Discrete(self.task.n_states),
-                            "time": spaces.Discrete(params.max_steps_in_episode)})
