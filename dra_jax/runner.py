@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import agent, policy
+from dra_jax import agent
 from dra_jax.results import Results, atomic_savez
 
 
@@ -245,20 +245,12 @@ def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: fl
     return res
 
 
-@jax.jit
-def _entropy_maps(key, q, sigma):
-    """Normalized choice entropy (``policy.choice_entropy``) of a stack ``[..., S, A]``."""
-    flat_q = q.reshape((-1,) + q.shape[-2:])
-    flat_s = sigma.reshape((-1,) + sigma.shape[-2:])
-    keys = jax.random.split(key, flat_q.shape[0])
-    h = jax.lax.map(lambda a: policy.choice_entropy(a[0], a[1], a[2], 100_000), (keys, flat_q, flat_s))
-    return h.reshape(q.shape[:-1])
+def choice_entropy_maps(q: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Normalized entropy of the hard-Thompson choice for a stack of memory tables
+    ``[..., S, A]`` -> ``[..., S]``, exact by quadrature (:mod:`dra_jax.choice`)."""
+    from dra_jax import choice
 
-
-def choice_entropy_maps(q: np.ndarray, sigma: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Normalized choice entropy from 100 000 hard-Thompson samples per state, for a stack of
-    memory tables ``[..., S, A]`` -> ``[..., S]``."""
-    return np.asarray(_entropy_maps(jax.random.key(seed), jnp.asarray(q), jnp.asarray(sigma)))
+    return np.asarray(choice.choice_entropy(jnp.asarray(q), jnp.asarray(sigma)))
 
 
 def episodes_to_converge(curve: np.ndarray, episodes: np.ndarray, tol: float = 0.05,

@@ -106,12 +106,10 @@ def run_table_task(cfg, runs, progress, make_task, task_run_params):
     """The lane engine over the grid, plus the choice-entropy maps the figures draw."""
     res = run_lane_task(cfg, runs, progress, make_task, task_run_params)
     if "snap_q" in res.curves:
-        progress.message("choice entropy of the snapshots (1e5 samples per state)")
         res.curves["choice_entropy"] = choice_entropy_maps(res.curves["snap_q"],
-                                                           res.curves["snap_sigma"], cfg["seed"])
+                                                           res.curves["snap_sigma"])
     if "allocation" in cfg["figures"]:
-        res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"],
-                                                                 cfg["seed"] + 1)
+        res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"])
     res.summary.update(lane.summarize_lane_sweep(cfg, res))
     return res
 

@@ -219,7 +219,7 @@ def _entropy_figure(cfg, maps, titles, stages, path, suptitle, mazes=None):
 
 def fig_choice_entropy(cfg, res, fig_dir, mazes=None):
     """Fig. 1c: normalized choice entropy of each cell at the snapshot episodes (mean over
-    seeds), from 1e5 hard-Thompson samples of the memories per state."""
+    seeds), exact by quadrature (dra_jax.choice)."""
     if "choice_entropy" not in res.curves:
         return []
     ent = by_point(cfg, res.curves["choice_entropy"])  # [points, seeds, n_snap, S]
