@@ -93,7 +93,8 @@ class _TqdmProgress:
 
 
 def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,  # noqa: A002
-        progress: bool = True, max_batch: int | None = None) -> "Results":
+        progress: bool = True, max_batch: int | None = None,
+        compile_cache: bool = True) -> "Results":
     """Run a sweep from a config and return its :class:`Results`.
 
     ``config``: a TOML path, a dict of the TOML structure (``{"task": "gridworld", "dra":
@@ -101,8 +102,9 @@ def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,  # no
     ``--set`` syntax (``"dra.lam=0.1"``, ``"sweep.sigma0=[1.0, 3.0]"``). ``out``: a folder to
     write ``summary.json``, ``curves.npz`` and the figures to (nothing is written without it).
     ``progress``: a ``tqdm`` progress bar (a widget in a notebook). ``max_batch``: runs per
-    compiled batch (default: the config's). The numbers are those of ``python -m
-    dra_jax.sweep`` with the same config.
+    compiled batch (default: the config's). ``compile_cache``: use JAX's persistent
+    compilation cache (as the CLI does; a repeated config skips compilation). The numbers are
+    those of ``python -m dra_jax.sweep`` with the same config.
 
     Example::
 
@@ -112,9 +114,11 @@ def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,  # no
         ['seed', 'objective', 'expected_reward', 'cost']
     """
     from dra_jax.runner import ExecOptions
-    from dra_jax.sweep import build_outputs, write_outputs
+    from dra_jax.sweep import build_outputs, enable_compile_cache, write_outputs
 
     cfg = load_config(config, set)
+    if compile_cache:
+        enable_compile_cache()
     spec = config_mod.task_spec(cfg["task"])
     runs = list(config_mod.iter_run_params(cfg))
     total = sum(r["dra"]["episodes"] for r in runs)

@@ -110,6 +110,32 @@ def write_outputs(cfg: dict, results: Results, out: Path) -> list[Path]:
     return paths
 
 
+def compile_cache_dir() -> Path:
+    """Where the persistent compilation cache lives: ``$DRA_JAX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/dra_jax/jax-compile``, else ``~/.cache/dra_jax/jax-compile``."""
+    if os.environ.get("DRA_JAX_CACHE_DIR"):
+        return Path(os.environ["DRA_JAX_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dra_jax" / "jax-compile"
+
+
+def enable_compile_cache(path: str | Path | None = None) -> Path | None:
+    """Turn on JAX's persistent compilation cache (every program, however fast it compiled),
+    so a repeated config skips XLA compilation. Returns the folder, or None if it cannot be
+    created (then nothing is cached and nothing else changes)."""
+    import jax
+
+    path = Path(path) if path is not None else compile_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
 def _choose_cpu_devices(args) -> None:
     """Set the host device count in XLA_FLAGS before anything starts JAX (importing gymnax, which
     validating a config does, starts it): ``--cpu-devices``, or one device per core with at least
@@ -147,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="on CPU, split the batch over N host devices (default: one per core, "
                          "at most one per 4 runs); sets XLA_FLAGS before JAX starts, unless "
                          "XLA_FLAGS already sets a host device count")
+    ap.add_argument("--no-compile-cache", action="store_true",
+                    help="do not use JAX's persistent compilation cache (default: on, in "
+                         "$XDG_CACHE_HOME/dra_jax/jax-compile or ~/.cache/dra_jax/jax-compile)")
     ap.add_argument("--chunk-seconds", type=float, default=2.0, metavar="S",
                     help="target seconds between progress lines and checkpoints (default 2)")
     args = ap.parse_args(argv)
@@ -160,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: config error: --max-batch: expected an integer >= 0", file=sys.stderr)
         return 2
     _choose_cpu_devices(args)
+    if not args.no_compile_cache:
+        enable_compile_cache()
     try:
         cfg = config_mod.load(args.config, args.overrides)
     except ConfigError as e:
