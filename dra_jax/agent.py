@@ -489,7 +489,7 @@ def make_batched(task, st: AgentStatic, n_devices: int = 1):
     """Compiled, vmapped ``init``, ``advance`` and ``finish`` for a (task, static) pair.
 
     With ``n_devices > 1`` the batch axis is split over the first ``n_devices`` of
-    ``jax.devices()`` with ``shard_map`` (one mesh axis ``runs``; the batch must be a multiple
+    ``jax.local_devices()`` (this process's devices) with ``shard_map`` (one mesh axis ``runs``; the batch must be a multiple
     of ``n_devices``, see :func:`pad_batch`). Lanes never talk to each other, so each device
     runs its own loop and the results equal the single-device ones bit for bit.
 
@@ -503,7 +503,7 @@ def make_batched(task, st: AgentStatic, n_devices: int = 1):
         return jax.jit(init_v), jax.jit(adv_v), jax.jit(fin_v)
     from jax.sharding import Mesh, PartitionSpec as P
 
-    mesh = Mesh(np.asarray(jax.devices()[:n_devices]), ("runs",))
+    mesh = Mesh(np.asarray(jax.local_devices()[:n_devices]), ("runs",))
 
     def sharded(f, in_specs):
         return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=P("runs"),

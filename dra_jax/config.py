@@ -186,6 +186,7 @@ class TaskSpec:
     eval_defaults: dict[str, Any] = field(default_factory=dict)
     psi_choices: tuple[str, ...] = ("A", "Q", "R")
     check: Callable[[dict], None] | None = None  # cross-key checks; raise ConfigError
+    multi_process: bool = False  # its runner splits the runs over jax.distributed processes
 
 
 _TASKS: dict[str, Callable[[], TaskSpec]] = {}

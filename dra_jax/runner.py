@@ -40,7 +40,7 @@ class ExecOptions:
 
     ``out``: output folder (checkpoints go to ``out/checkpoint/``); ``resume``: continue from
     the checkpoints there; ``max_batch``: runs per compiled batch (0: from available memory);
-    ``n_devices``: devices the batch axis is split over (0: all of ``jax.devices()``);
+    ``n_devices``: devices the batch axis is split over (0: all of ``jax.local_devices()``);
     ``chunk_seconds``: target wall time between progress lines and checkpoints.
     """
 
@@ -141,7 +141,9 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
                             if not isinstance(v, list)))
         groups[(st, tkey)].append(i)
 
-    n_dev = opts.n_devices or len(jax.devices())
+    n_dev = opts.n_devices or len(jax.local_devices())
+    # several processes (jax.distributed): each trains its share of every group's runs
+    proc, n_proc = jax.process_index(), jax.process_count()
     n = len(runs)
     outs: list = [None] * n
     compile_s = run_s = 0.0
@@ -149,7 +151,10 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
     total_eps = float(sum(r["dra"]["episodes"] for r in runs))
     fingerprint = config_fingerprint(cfg)
     ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
-    for gi, ((st0, _), idx) in enumerate(groups.items()):
+    for gi, ((st0, _), idx_all) in enumerate(groups.items()):
+        idx = [i for i in idx_all if i % n_proc == proc]
+        if not idx:
+            continue
         # one program for the group; the R / ELBO accumulators only if some run needs them
         need_R = any(runs[i]["dra"]["psi"] == "R" for i in idx)
         need_entropy = any(runs[i]["dra"]["objective"] != "dra" for i in idx)
@@ -173,7 +178,8 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
             if compiled is None:
                 compiled = adv_b.lower(params, lane, jnp.int32(1)).compile()
                 compile_s += time.perf_counter() - t0
-            path = ckpt_dir / f"group{gi}_batch{bi}.npz" if ckpt_dir is not None else None
+            tag = f"_p{proc}" if n_proc > 1 else ""
+            path = ckpt_dir / f"group{gi}_batch{bi}{tag}.npz" if ckpt_dir is not None else None
             if opts.resume and path is not None and path.exists():
                 lane, _ = _load_checkpoint(path, meta, lane)
                 getattr(progress, "notice", progress.message)(f"resumed group {gi} batch {bi} from {path} "
@@ -199,12 +205,52 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
             out_np = jax.tree.map(np.asarray, out)
             for j, i in enumerate(bidx):
                 outs[i] = jax.tree.map(lambda x: x[j], out_np)
+    if n_proc > 1:
+        outs = _gather_runs(outs, _shares(groups, n_proc))
+        compile_s, run_s = _max_over_processes(compile_s, run_s)
     progress.update(total_eps, force=True)
-    if ckpt_dir is not None and ckpt_dir.exists():
+    if n_proc > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("dra_jax checkpoints done")
+    if ckpt_dir is not None and ckpt_dir.exists() and proc == 0:
         shutil.rmtree(ckpt_dir)  # finished: the results are written next
     res = collect(cfg, runs, outs, compile_s, run_s)
-    res.timing["devices_used"] = n_dev
+    res.timing["devices_used"] = n_dev * n_proc
+    res.timing["processes"] = n_proc
     return res
+
+
+def _shares(groups: dict, n_proc: int) -> list[list[int]]:
+    """The run indices each process trains (run ``i`` on process ``i % n_proc``), in the
+    order it trains them."""
+    return [[i for idx in groups.values() for i in idx if i % n_proc == p] for p in range(n_proc)]
+
+
+def _gather_runs(outs: list, shares: list[list[int]]) -> list:
+    """Every process's finished runs to every process (``process_allgather``); each process
+    passes its runs stacked and padded to the largest share (every process has at least one
+    run: the sweep command refuses fewer runs than processes)."""
+    from jax.experimental import multihost_utils
+
+    mine = shares[jax.process_index()]
+    width = max(len(s) for s in shares)
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[outs[i] for i in mine])
+    padded = jax.tree.map(lambda x: np.concatenate([x, np.zeros((width - len(x),) + x.shape[1:],
+                                                                 x.dtype)]), stacked)
+    allg = jax.tree.map(np.asarray, multihost_utils.process_allgather(padded))  # [P, width, ...]
+    full = list(outs)
+    for p, share in enumerate(shares):
+        for j, i in enumerate(share):
+            full[i] = jax.tree.map(lambda x: x[p, j], allg)
+    return full
+
+
+def _max_over_processes(*values: float) -> tuple[float, ...]:
+    from jax.experimental import multihost_utils
+
+    g = np.asarray(multihost_utils.process_allgather(np.asarray(values, np.float64)))
+    return tuple(float(v) for v in g.max(axis=0))
 
 
 def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: float) -> Results:
@@ -236,7 +282,7 @@ def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: fl
         timing={"compile_s": round(compile_s, 3), "run_s": round(run_s, 3),
                 "env_steps": int(sum(int(o.env_steps) for o in outs)),
                 "env_steps_per_s": round(sum(int(o.env_steps) for o in outs) / max(run_s, 1e-9)),
-                "devices": [str(d) for d in jax.devices()]},
+                "devices": [str(d) for d in jax.local_devices()]},
     )
     if st.snapshots:
         res.curves["snap_q"] = np.stack([o.snap_q for o in outs])

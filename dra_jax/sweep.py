@@ -136,6 +136,38 @@ def enable_compile_cache(path: str | Path | None = None) -> Path | None:
     return path
 
 
+def _check_distributed_args(args) -> str | None:
+    given = [a is not None for a in (args.coordinator, args.num_processes, args.process_id)]
+    if any(given) and not all(given):
+        return "--coordinator, --num-processes and --process-id go together"
+    if all(given):
+        if args.distributed:
+            return "--distributed reads the cluster's environment: drop --coordinator & co."
+        if args.num_processes < 1:
+            return "--num-processes: expected an integer >= 1"
+        if not 0 <= args.process_id < args.num_processes:
+            return f"--process-id: expected an integer in [0, {args.num_processes - 1}]"
+        if ":" not in args.coordinator:
+            return "--coordinator: expected HOST:PORT"
+    return None
+
+
+def _init_distributed(args) -> tuple[int, int]:
+    """``jax.distributed.initialize`` before anything starts a JAX backend, when asked;
+    returns ``(process count, this process's index)``."""
+    if args.coordinator is None and not args.distributed:
+        return 1, 0
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk
+    if args.distributed:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=args.coordinator,
+                                   num_processes=args.num_processes, process_id=args.process_id)
+    return jax.process_count(), jax.process_index()
+
+
 def _choose_cpu_devices(args) -> None:
     """Set the host device count in XLA_FLAGS before anything starts JAX (importing gymnax, which
     validating a config does, starts it): ``--cpu-devices``, or one device per core with at least
@@ -178,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                          "$XDG_CACHE_HOME/dra_jax/jax-compile or ~/.cache/dra_jax/jax-compile)")
     ap.add_argument("--chunk-seconds", type=float, default=2.0, metavar="S",
                     help="target seconds between progress lines and checkpoints (default 2)")
+    mh = ap.add_argument_group("several processes / hosts (jax.distributed)")
+    mh.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                    help="address of process 0's coordinator (with --num-processes, --process-id)")
+    mh.add_argument("--num-processes", type=int, default=None, metavar="N")
+    mh.add_argument("--process-id", type=int, default=None, metavar="K")
+    mh.add_argument("--distributed", action="store_true",
+                    help="initialize jax.distributed from the cluster's environment (SLURM, ...)")
     args = ap.parse_args(argv)
     if not args.chunk_seconds > 0:
         print("error: config error: --chunk-seconds: expected a number > 0", file=sys.stderr)
@@ -188,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_batch is not None and args.max_batch < 0:
         print("error: config error: --max-batch: expected an integer >= 0", file=sys.stderr)
         return 2
+    err = _check_distributed_args(args)
+    if err:
+        print(f"error: config error: {err}", file=sys.stderr)
+        return 2
     _choose_cpu_devices(args)
+    n_proc, proc = _init_distributed(args)
     if not args.no_compile_cache:
         enable_compile_cache()
     try:
@@ -205,13 +249,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = config_mod.task_spec(cfg["task"])
     runs = list(config_mod.iter_run_params(cfg))
+    if n_proc > 1 and not spec.multi_process:
+        print(f"error: config error: --num-processes: task {cfg['task']!r} runs in one process "
+              "(several processes split the lane tasks: "
+              + ", ".join(t for t in config_mod.known_tasks() if config_mod.task_spec(t).multi_process)
+              + ")", file=sys.stderr)
+        return 2
+    if n_proc > len(runs):
+        print(f"error: config error: --num-processes: {n_proc} processes for {len(runs)} runs; "
+              "use at most one process per run", file=sys.stderr)
+        return 2
     total = sum(r["dra"]["episodes"] for r in runs)
-    progress = Progress(total, "run-episodes", stream=open(os.devnull, "w") if args.quiet else None)
+    quiet = args.quiet or proc > 0  # process 0 reports for all
+    progress = Progress(total, "run-episodes", stream=open(os.devnull, "w") if quiet else None)
     progress.options = ExecOptions(out=out, resume=args.resume,
                                    max_batch=args.max_batch if args.max_batch is not None else cfg["max_batch"],
                                    chunk_seconds=args.chunk_seconds)
-    if not args.resume and (out / "checkpoint").is_dir():
+    if not args.resume and (out / "checkpoint").is_dir() and proc == 0:
         shutil.rmtree(out / "checkpoint")  # a fresh run never reuses old checkpoints
+    if n_proc > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("dra_jax start")  # after the removal above
     progress.message(f"{cfg['name']}: task {cfg['task']}, {len(runs)} runs, grid "
                      + " x ".join(f"{n}[{len(v)}]" for n, v in config_mod.grid_axes(cfg)))
     try:
@@ -223,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; continue with --resume (checkpoints in {out}/checkpoint)",
               file=sys.stderr)
         return 130
-    paths = write_outputs(cfg, results, out)
+    paths = write_outputs(cfg, results, out) if proc == 0 else []
     t = results.timing
     progress.message(f"done: compile {t.get('compile_s', float('nan')):.1f}s, run {t.get('run_s', float('nan')):.1f}s; "
                      f"wrote {', '.join(str(p) for p in paths)}")

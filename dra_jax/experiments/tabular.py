@@ -127,4 +127,4 @@ def plot(cfg, res, fig_dir):
 def spec() -> TaskSpec:
     return TaskSpec(name="tabular", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS,
                     figures=FIGURES, run=run, plot=plot, psi_choices=("A", "Q", "R"), check=_check,
-                    eval_defaults={"every": 50, "n_rollouts": 50})
+                    eval_defaults={"every": 50, "n_rollouts": 50}, multi_process=True)
