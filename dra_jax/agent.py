@@ -48,9 +48,12 @@ PSI_CODES = {"A": 0, "Q": 1, "R": 2}
 OBJECTIVE_CODES = {"dra": 0, "elbo_step": 1, "elbo": 2}
 # the lane's float sums (Lane.acc): return and gamma^t of the current rollout, evaluation
 # returns, the current rollout's sums of KL_t and H_t, their evaluation sums (and of H / T),
-# and the task-reward return when Psi = R runs on ELBO-augmented rewards
-(_F_RET, _F_DISC, _F_EVACC, _F_KLSUM, _F_HSUM, _F_EVKL, _F_EVH, _F_EVHT, _F_RETTASK) = range(9)
-N_ACC = 9
+# the task-reward return when Psi = R runs on ELBO-augmented rewards, and the undiscounted sum
+# of the task's rewards of the current rollout and of the evaluation rollouts
+(_F_RET, _F_DISC, _F_EVACC, _F_KLSUM, _F_HSUM, _F_EVKL, _F_EVH, _F_EVHT, _F_RETTASK, _F_UND,
+ _F_EVUND) = range(11)
+N_ACC = 11
+N_CURVES = 6  # columns of Lane.curves
 
 
 class AgentStatic(NamedTuple):
@@ -123,8 +126,9 @@ class Lane(NamedTuple):
     next_eval: jax.Array
     next_snap: jax.Array
     eval_trunc: jax.Array  # truncated evaluation rollouts of the current evaluation
-    curves: jax.Array  # [n_evals, 5]: objective, expected reward, cost, truncated fraction,
-    #                     entropy term (0 for objective dra)
+    curves: jax.Array  # [n_evals, 6]: objective, expected (discounted) return, cost, truncated
+    #                     fraction, entropy term (0 for objective dra), expected undiscounted
+    #                     sum of rewards
     snap_q: jax.Array  # [n_snap, S, A]
     snap_sigma: jax.Array
     truncations: jax.Array  # truncated acting + gradient rollouts
@@ -178,7 +182,7 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
         phase=jnp.int32(WAIT), sub=jnp.int32(0), k=jnp.int32(0), pending=jnp.int32(NONE),
         next_eval=jnp.int32(0), next_snap=jnp.int32(0),
         eval_trunc=jnp.int32(0),
-        curves=jnp.full((n_evals, 5), jnp.nan, jnp.float32),
+        curves=jnp.full((n_evals, N_CURVES), jnp.nan, jnp.float32),
         snap_q=jnp.zeros((n_snap, S, A), jnp.float32),
         snap_sigma=jnp.zeros((n_snap, S, A), jnp.float32),
         truncations=jnp.int32(0), env_steps=jnp.int32(0), block_idx=jnp.int32(0),
@@ -240,7 +244,8 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     cost = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVKL] / n_ro, cost_once)
     ent = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVH] / n_ro,
                     jnp.where(obj_code == 2, p["lam"] * c.acc[_F_EVHT] / n_ro, 0.0))
-    row = jnp.stack([expected - cost + ent, expected, cost, c.eval_trunc / n_ro, ent])
+    row = jnp.stack([expected - cost + ent, expected, cost, c.eval_trunc / n_ro, ent,
+                     c.acc[_F_EVUND] / n_ro])
     ie = jnp.minimum(c.next_eval, c.curves.shape[0] - 1)
     curves = jnp.where(do_rec, c.curves.at[ie].set(row), c.curves)
     next_eval = c.next_eval + do_rec.astype(jnp.int32)
@@ -268,7 +273,7 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     nxt = jnp.where(need_eval, EVAL, jnp.where(k < st.episodes, ACT, DONE))
     phase = jnp.where(nonfinite_at >= 0, DONE, jnp.where(waiting, nxt, c.phase))
     pending = jnp.where(waiting, NONE, c.pending)
-    eval_sums = np.isin(np.arange(N_ACC), [_F_EVACC, _F_EVKL, _F_EVH, _F_EVHT])
+    eval_sums = np.isin(np.arange(N_ACC), [_F_EVACC, _F_EVKL, _F_EVH, _F_EVHT, _F_EVUND])
     acc = jnp.where(do_rec & eval_sums, 0.0, c.acc)
     eval_trunc = jnp.where(do_rec, 0, c.eval_trunc)
     return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, X=X, k=k, curves=curves,
@@ -405,6 +410,7 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     ])
     # evaluation sums: the return of the task's rewards, and the ELBO terms of the rollout
     ret_task = jnp.where(p["psi"] == 2, floats[_F_RETTASK] + disc0 * r, ret)
+    und = floats[_F_UND] + r
     kl_sum = floats[_F_KLSUM] + kl_t
     h_sum = floats[_F_HSUM] + h_t
     t1f = t1.astype(jnp.float32)
@@ -418,6 +424,8 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
         floats[_F_EVH] + jnp.where(eval_end, h_sum, 0.0),
         floats[_F_EVHT] + jnp.where(eval_end, h_sum / t1f, 0.0),
         jnp.where(keep, floats[_F_RETTASK], jnp.where(end, 0.0, ret_task)),
+        jnp.where(keep, floats[_F_UND], jnp.where(end, 0.0, und)),
+        floats[_F_EVUND] + jnp.where(eval_end, und, 0.0),
     ])
     return _StepCarry(mem, E, R_traj, X, T_traj, env_state, ints, floats)
 
@@ -463,7 +471,7 @@ def advance(task, st: AgentStatic, p: dict, c: Lane, max_superblocks) -> Lane:
 class RunOutput(NamedTuple):
     q: jax.Array
     sigma: jax.Array
-    curves: jax.Array  # [n_evals, 4]
+    curves: jax.Array  # [n_evals, N_CURVES] (see Lane.curves)
     snap_q: jax.Array
     snap_sigma: jax.Array
     truncations: jax.Array

@@ -155,6 +155,10 @@ EVAL_FIELDS: dict[str, Field] = {
                         sweepable=False),
     "snapshots": Field(list, [], "episodes at which (q, sigma) is saved", item_kind=int, lo=0,
                        static=True, sweepable=False),
+    "plot_return": Field(str, "discounted", "the return in the plotted objective: the discounted "
+                         "return (F's term) or the undiscounted sum of rewards (the paper's "
+                         "figures); both are always recorded",
+                         choices=("discounted", "undiscounted"), sweepable=False),
 }
 
 

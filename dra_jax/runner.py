@@ -255,17 +255,23 @@ def _max_over_processes(*values: float) -> tuple[float, ...]:
 
 def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: float) -> Results:
     """Stack per-run outputs into curves and final records."""
-    curves = np.stack([o.curves for o in outs])  # [n, n_evals, 4] (ragged episodes -> equal here)
+    curves = np.stack([o.curves for o in outs])  # [n, n_evals, 6] (ragged episodes -> equal here)
+    st = agent_static(runs[0], cfg)
     finals, extra = [], []
     for o in outs:
         last = o.curves[-1]
         finals.append({"objective": float(last[0]), "expected_reward": float(last[1]),
-                       "cost": float(last[2])})
+                       "cost": float(last[2]),
+                       "expected_reward_undiscounted": float(last[5]),
+                       "objective_undiscounted": float(last[5] - last[2] + last[4])})
         bad = int(o.nonfinite_at)
+        trend = tail_trend(o.curves[:, 0], st.eval_episodes)
         extra.append({"truncated_rollouts": int(o.truncations), "env_steps": int(o.env_steps),
                       "final_eval_truncated_fraction": float(last[3]),
+                      "converged": trend["converged"],
+                      "tail_change_of_objective": trend["change"],
+                      "tail_noise_of_objective": trend["noise"],
                       "nonfinite_after_episodes": None if bad < 0 else bad})
-    st = agent_static(runs[0], cfg)
     nonfinite = [{"index": i, "after_episodes": e["nonfinite_after_episodes"]}
                  for i, e in enumerate(extra) if e["nonfinite_after_episodes"] is not None]
     res = Results(
@@ -273,12 +279,16 @@ def collect(cfg: dict, runs: list[dict], outs: list, compile_s: float, run_s: fl
         curves={"objective": curves[..., 0], "expected_reward": curves[..., 1],
                 "cost": curves[..., 2], "eval_truncated_fraction": curves[..., 3],
                 "entropy_term": curves[..., 4],
+                "expected_reward_undiscounted": curves[..., 5],
+                "objective_undiscounted": curves[..., 5] - curves[..., 2] + curves[..., 4],
                 "q": np.stack([o.q for o in outs]), "sigma": np.stack([o.sigma for o in outs]),
                 "truncated_rollouts": np.array([o.truncations for o in outs]),
                 "env_steps": np.array([o.env_steps for o in outs])},
         arrays={"eval_episodes": st.eval_episodes},
         run_extra=extra,
-        summary={"nonfinite_runs": nonfinite},
+        summary={"nonfinite_runs": nonfinite,
+                 "unconverged_runs": [i for i, e in enumerate(extra) if e["converged"] is False],
+                 "converged_definition": tail_trend.__doc__.split("\n\n")[0].replace("\n    ", " ")},
         timing={"compile_s": round(compile_s, 3), "run_s": round(run_s, 3),
                 "env_steps": int(sum(int(o.env_steps) for o in outs)),
                 "env_steps_per_s": round(sum(int(o.env_steps) for o in outs) / max(run_s, 1e-9)),
@@ -297,6 +307,37 @@ def choice_entropy_maps(q: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     from dra_jax import choice
 
     return np.asarray(choice.choice_entropy(jnp.asarray(q), jnp.asarray(sigma)))
+
+
+_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+         10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00}
+
+
+def _t975(df: int) -> float:
+    """97.5% quantile of Student's t (table; the next smaller tabulated df, 1.96 past 60)."""
+    return 1.96 if df > 60 else _T975[max(k for k in _T975 if k <= df)]
+
+
+def tail_trend(curve: np.ndarray, episodes: np.ndarray, tail: float = 0.1) -> dict:
+    """Has a learning curve converged? A least-squares line through its last ``tail`` fraction
+    of evaluations (at least 3): ``change`` = the line's rise over those episodes, ``noise`` =
+    its 95% confidence half-width (Student t, from the residuals); ``converged`` =
+    ``|change| <= noise``, i.e. no trend the evaluation noise cannot explain. Deterministic curves (no residual noise)
+    count as converged only if flat to float32 rounding."""
+    curve = np.asarray(curve, float)
+    n = max(3, int(round(tail * len(curve))))
+    if len(curve) < 3 or not np.all(np.isfinite(curve[-n:])):
+        return {"converged": None, "change": None, "noise": None, "tail_evaluations": min(n, len(curve))}
+    y, x = curve[-n:], np.asarray(episodes[-n:], float)
+    xc = x - x.mean()
+    slope = float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+    resid = y - y.mean() - slope * xc
+    se = float(np.sqrt((resid ** 2).sum() / (n - 2) / (xc * xc).sum()))
+    span = float(x[-1] - x[0])
+    change, noise = slope * span, _t975(n - 2) * se * span
+    tol = max(noise, 1e-5 * max(1.0, float(np.abs(y).max())))
+    return {"converged": bool(abs(change) <= tol), "change": change, "noise": noise,
+            "tail_evaluations": n}
 
 
 def episodes_to_converge(curve: np.ndarray, episodes: np.ndarray, tol: float = 0.05,

@@ -58,5 +58,6 @@ def spec() -> TaskSpec:
         name="gridworld", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS,
         figures=("convergence", "choice_entropy", "baselines", "allocation"),
         run=run, plot=plot, psi_choices=("A", "Q", "R"), check=_check,
-        eval_defaults={"every": 100, "n_rollouts": 100}, multi_process=True,
+        eval_defaults={"every": 100, "n_rollouts": 100, "plot_return": "undiscounted"},
+        multi_process=True,
     )

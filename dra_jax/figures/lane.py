@@ -5,6 +5,7 @@ is seed ``i`` of grid point ``g``.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -107,10 +108,15 @@ def plot_lane_figures(cfg: dict, res: Results, fig_dir: Path, mazes=None) -> lis
     paths = []
     for name in cfg["figures"]:
         fn = _FIGURES[name]
-        if fn in (fig_choice_entropy, fig_allocation):
-            paths.extend(fn(cfg, res, fig_dir, mazes=mazes))
-        else:
-            paths.extend(fn(cfg, res, fig_dir))
+        try:
+            if fn in (fig_choice_entropy, fig_allocation):
+                paths.extend(fn(cfg, res, fig_dir, mazes=mazes))
+            else:
+                paths.extend(fn(cfg, res, fig_dir))
+        except Exception as e:  # noqa: BLE001  (one figure that cannot be drawn is skipped)
+            plt.close("all")
+            warnings.warn(f"figure {name!r} of {cfg['name']} skipped: {type(e).__name__}: {e}",
+                          stacklevel=2)
     return paths
 
 
@@ -118,26 +124,57 @@ def _colors(n):
     return plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(n, 1)))
 
 
+def _plotted(cfg, res, name: str):
+    """``objective`` / ``expected_reward`` with the return ``eval.plot_return`` names."""
+    und = cfg["eval"].get("plot_return") == "undiscounted" and f"{name}_undiscounted" in res.curves
+    return by_point(cfg, res.curves[f"{name}_undiscounted" if und else name]), (
+        " (undiscounted return)" if und else "")
+
+
+def _plateau_ylim(ax, eps, curves_mean_sd):
+    """Limits that show the plateau: from the evaluations after the first 10% of training (the
+    first evaluations of an untrained agent, e.g. F ~ -400, would squash it to a line)."""
+    keep = np.asarray(eps) >= 0.1 * np.max(eps)
+    if keep.sum() < 2:
+        return
+    lo = min(float(np.nanmin((m - s)[keep])) for m, s in curves_mean_sd)
+    hi = max(float(np.nanmax((m + s)[keep])) for m, s in curves_mean_sd)
+    if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+        pad = 0.08 * (hi - lo)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def _unconverged_note(cfg, res, g) -> str:
+    """`` (k/n unconverged)`` for grid point g, from the runs' ``converged`` flags."""
+    if res.run_extra is None or "converged" not in res.run_extra[0]:
+        return ""
+    flags = [e["converged"] for e in res.run_extra][g * cfg["n_seeds"]:(g + 1) * cfg["n_seeds"]]
+    bad = sum(f is False for f in flags)
+    return f" ({bad}/{len(flags)} unconverged)" if bad else ""
+
+
 def fig_convergence(cfg, res, fig_dir):
     """Fig. 1b: objective (solid, left axis) and cost (dashed, right axis) against episodes, one
-    colour per grid point, mean and SD across seeds."""
+    colour per grid point, mean and SD across seeds; the y range shows the plateau (the first
+    10% of training may leave it); grid points with unconverged runs say how many."""
     eps = res.arrays["eval_episodes"]
-    obj = by_point(cfg, res.curves["objective"])
+    obj, which = _plotted(cfg, res, "objective")
     cost = by_point(cfg, res.curves["cost"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax2 = ax.twinx()
     for g, (pt, col) in enumerate(zip(grid_points(cfg), _colors(obj.shape[0]))):
         m, s = obj[g].mean(0), obj[g].std(0)
-        ax.plot(eps, m, "-", color=col, label=pt["label"])
+        ax.plot(eps, m, "-", color=col, label=pt["label"] + _unconverged_note(cfg, res, g))
         ax.fill_between(eps, m - s, m + s, color=col, alpha=0.2, lw=0)
         mc, sc = cost[g].mean(0), cost[g].std(0)
         ax2.plot(eps, mc, "--", color=col)
         ax2.fill_between(eps, mc - sc, mc + sc, color=col, alpha=0.1, lw=0)
+    _plateau_ylim(ax, eps, [(obj[g].mean(0), obj[g].std(0)) for g in range(obj.shape[0])])
     ax.set_xlabel("episodes")
-    ax.set_ylabel("objective F (solid)")
+    ax.set_ylabel(f"objective F{which} (solid)")
     ax2.set_ylabel("cost lam * KL (dashed)")
     ax.set_title(f"{cfg['name']}: convergence (mean +- SD over {cfg['n_seeds']} seeds)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     p = fig_dir / "convergence.png"
     atomic_savefig(fig, p, dpi=120)
@@ -148,16 +185,18 @@ def fig_convergence(cfg, res, fig_dir):
 def fig_baselines(cfg, res, fig_dir):
     """DRA vs the baselines (variants): objective and expected reward against episodes."""
     eps = res.arrays["eval_episodes"]
-    obj = by_point(cfg, res.curves["objective"])
-    rew = by_point(cfg, res.curves["expected_reward"])
+    obj, which = _plotted(cfg, res, "objective")
+    rew, _ = _plotted(cfg, res, "expected_reward")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for g, (pt, col) in enumerate(zip(grid_points(cfg), plt.get_cmap("tab10").colors)):
         for ax, a in zip(axes, (obj, rew)):
             m, s = a[g].mean(0), a[g].std(0)
-            ax.plot(eps, m, color=col, label=pt["label"])
+            ax.plot(eps, m, color=col, label=pt["label"] + _unconverged_note(cfg, res, g))
             ax.fill_between(eps, m - s, m + s, color=col, alpha=0.2, lw=0)
-    axes[0].set_ylabel("objective F = E[reward] - lam * KL")
-    axes[1].set_ylabel("expected reward")
+    for ax, a in zip(axes, (obj, rew)):
+        _plateau_ylim(ax, eps, [(a[g].mean(0), a[g].std(0)) for g in range(a.shape[0])])
+    axes[0].set_ylabel(f"objective F = E[reward] - lam * KL{which}")
+    axes[1].set_ylabel(f"expected reward{which}")
     for ax in axes:
         ax.set_xlabel("episodes")
         ax.legend(fontsize=8, loc="lower right")
