@@ -138,7 +138,7 @@ def _build(task_name: str, scale: int = 1):
 
 
 def _params(n: int, dra: dict, tp: dict):
-    from dra_jax import agent
+    from dra_jax import agent, batching
 
     return agent.stack_params([agent.make_run_params(dict(dra, sigma0=SIGMA0S[i % 4]), i // 4, tp)
                                for i in range(n)])
@@ -147,7 +147,7 @@ def _params(n: int, dra: dict, tp: dict):
 def _sharded_fns(task, st, local: bool):
     """``(init_b, adv_b, fin_b, source)`` over all devices, or ``(None, note)``.
 
-    Prefers the engine's own sharded entry point (same contract as ``agent.make_batched``);
+    Prefers the engine's own sharded entry point (same contract as ``batching.make_batched``);
     ``local`` = this script's ``shard_map`` of the engine's ``advance`` over a 1-D mesh."""
     import jax
 
@@ -155,7 +155,7 @@ def _sharded_fns(task, st, local: bool):
 
     if not local:
         # the engine's own: make_batched(task, st, n_devices) shard_maps the batch axis
-        return agent.make_batched(task, st, len(jax.devices())), "dra_jax.agent.make_batched(n_devices)"
+        return batching.make_batched(task, st, len(jax.devices())), "dra_jax.batching.make_batched(n_devices)"
     from jax.sharding import Mesh, PartitionSpec as P
 
     mesh = Mesh(np.array(jax.devices()), ("runs",))
@@ -206,9 +206,9 @@ def worker_throughput(cfg: dict) -> dict:
             return {"skipped": source}
         init_b, adv_b, fin_b = fns
     else:
-        init_b, adv_b, fin_b = agent.make_batched(task, st)
-        source = "dra_jax.agent.make_batched"
-    params, n = agent.pad_batch(_params(B, dra, tp), max(2, n_dev))
+        init_b, adv_b, fin_b = batching.make_batched(task, st)
+        source = "dra_jax.batching.make_batched"
+    params, n = batching.pad_batch(_params(B, dra, tp), max(2, n_dev))
     padded = int(jax.tree.leaves(params)[0].shape[0])
     t0 = time.perf_counter()
     lane0 = jax.block_until_ready(init_b(params))
@@ -265,12 +265,12 @@ def worker_episodes(cfg: dict) -> dict:
     from dra_jax import agent
 
     task, dra, tp, max_steps, _ = _build("gridworld")
-    params, n = agent.pad_batch(_params(int(cfg["batch"]), dra, tp), 2)
+    params, n = batching.pad_batch(_params(int(cfg["batch"]), dra, tp), 2)
     pts = []
     for E in cfg["episodes"]:
         st = agent.AgentStatic(episodes=int(E), n_traj=10, max_steps=max_steps, eval_every=100,
                                n_rollouts=100, q_init=cfg["q_init"])
-        init_b, adv_b, fin_b = agent.make_batched(task, st)
+        init_b, adv_b, fin_b = batching.make_batched(task, st)
         t0 = time.perf_counter()
         lane0 = jax.block_until_ready(init_b(params))
         adv = adv_b.lower(params, lane0, jnp.int32(1)).compile()
@@ -308,8 +308,8 @@ def worker_fig1b(cfg: dict) -> dict:
     R = int(cfg["runs"])
     st = agent.AgentStatic(episodes=int(cfg["episodes"]), n_traj=10, max_steps=max_steps,
                            eval_every=100, n_rollouts=100, q_init="zero")
-    params, n = agent.pad_batch(_params(R, dra, tp), 2)
-    init_b, adv_b, fin_b = agent.make_batched(task, st)
+    params, n = batching.pad_batch(_params(R, dra, tp), 2)
+    init_b, adv_b, fin_b = batching.make_batched(task, st)
     t0 = time.perf_counter()
     lane0 = jax.block_until_ready(init_b(params))
     adv = adv_b.lower(params, lane0, jnp.int32(1)).compile()
@@ -479,7 +479,7 @@ def main(argv=None) -> int:
             "sweep_params": "Fig. 1b / Table B.1 (alpha 0.1, beta 10, gamma 1, n_traj 10, psi A, "
                             "eval every 100 episodes x 100 rollouts); sigma0 cycles 1,3,4,5; "
                             "mountain car lam 0.1, max_steps 200; grid-world lam 0.2, max_steps 500",
-            "batch_1": "a batch of one run is padded to two lanes (agent.pad_batch): its rates "
+            "batch_1": "a batch of one run is padded to two lanes (batching.pad_batch): its rates "
                        "count the real run only",
         },
         "args": {k: v for k, v in vars(a).items() if k != "worker"},

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import agent
+from dra_jax import agent, batching
 from dra_jax.envs.gridworld import GridTask
 from dra_jax.reference import run_reference
 
@@ -41,7 +41,7 @@ def bench_jax(episodes: int, n_seeds: int, repeats: int) -> dict:
                            n_rollouts=100)
     params = agent.stack_params([agent.make_run_params(dict(DRA, sigma0=s0), seed)
                                  for s0 in SIGMA0S for seed in range(n_seeds)])
-    init_b, adv_b, fin_b = agent.make_batched(task, st)
+    init_b, adv_b, fin_b = batching.make_batched(task, st)
     t0 = time.perf_counter()
     lane0 = jax.block_until_ready(init_b(params))
     adv_c = adv_b.lower(params, lane0, jnp.int32(1)).compile()

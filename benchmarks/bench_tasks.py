@@ -3,7 +3,7 @@
     python benchmarks/bench_tasks.py [--batches 16,256] [--episodes 500] [--repeats 5]
                                      [--json PATH]
 
-Times ``agent.make_batched`` on the task that ``dra_jax.experiments.gridworld.make_task``
+Times ``make_batched`` on the task that ``dra_jax.experiments.gridworld.make_task``
 returns (Table B.1 parameters, sigma0 = 3, one device), so the same script measures any version
 of the code: run it on two checkouts back to back to compare a table-driven task with another.
 Compile time (lower + compile) is reported apart; run time is the median of ``--repeats``
@@ -21,6 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dra_jax import agent
+
+try:  # the batching module (older versions of the code kept it in agent)
+    from dra_jax.batching import make_batched
+except ImportError:
+    make_batched = agent.make_batched
 from dra_jax.experiments import gridworld
 
 DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,
@@ -34,7 +39,7 @@ def bench(batch: int, episodes: int, repeats: int, switch: bool) -> dict:
                            n_rollouts=100)
     tp = {"switch_episode": np.int32(episodes // 2)}
     params = agent.stack_params([agent.make_run_params(DRA, s, tp) for s in range(batch)])
-    init_b, adv_b, fin_b = agent.make_batched(task, st)
+    init_b, adv_b, fin_b = make_batched(task, st)
     t0 = time.perf_counter()
     lane = init_b(params)
     compiled = adv_b.lower(params, lane, jnp.int32(1)).compile()

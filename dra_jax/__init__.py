@@ -26,7 +26,7 @@ _LAZY = {
     "load": ("dra_jax.api", "load"),
     "load_config": ("dra_jax.api", "load_config"),
     "Results": ("dra_jax.api", "Results"),
-    "train": ("dra_jax.agent", "train_batch"),
+    "train": ("dra_jax.batching", "train_batch"),
     "AgentStatic": ("dra_jax.agent", "AgentStatic"),
     "RunOutput": ("dra_jax.agent", "RunOutput"),
     "make_run_params": ("dra_jax.agent", "make_run_params"),

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import agent
+from dra_jax import agent, batching
 from dra_jax.results import Results, atomic_savez
 
 
@@ -166,11 +166,11 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
         # one batch size for the whole group: a multiple of the devices, >= 2 runs per device
         per = min(len(idx), max(mb, 1))
         size = max(2 * n_dev, -(-per // n_dev) * n_dev)
-        init_b, adv_b, fin_b = agent.make_batched(task, st, n_dev)
+        init_b, adv_b, fin_b = batching.make_batched(task, st, n_dev)
         compiled = None
         for bi, start in enumerate(range(0, len(idx), per)):
             bidx = idx[start:start + per]
-            params, _ = agent.pad_batch(agent.stack_params(all_params[start:start + per]), size, size)
+            params, _ = batching.pad_batch(agent.stack_params(all_params[start:start + per]), size, size)
             meta = {"fingerprint": fingerprint, "group": gi, "batch": bi, "kind": "lanes",
                     "runs": [int(i) for i in bidx]}
             t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dra_jax import agent
+from dra_jax import agent, batching
 from dra_jax.envs.gridworld import GridTask
 
 TASK = GridTask()
@@ -13,7 +13,7 @@ DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_ba
 
 def _train(st, dras, seeds):
     params = agent.stack_params([agent.make_run_params(d, s, {}) for d, s in zip(dras, seeds)])
-    return agent.train_batch(TASK, st, params)
+    return batching.train_batch(TASK, st, params)
 
 
 def test_undiscounted_equals_discounted_when_gamma_is_1():

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import agent
+from dra_jax import agent, batching
 from dra_jax.config import ConfigError
 from dra_jax.envs import gridworld as gw
 from dra_jax.envs.tabular import TabularTask
@@ -104,7 +104,7 @@ class OldGridTask:
 def _train(task, st, dras, seeds, switch_episode=3000):
     params = agent.stack_params([agent.make_run_params(d, s, {"switch_episode": np.int32(switch_episode)})
                                  for d, s in zip(dras, seeds)])
-    return agent.train_batch(task, st, params)
+    return batching.train_batch(task, st, params)
 
 
 def test_text_maze_is_the_paper_grid_world():

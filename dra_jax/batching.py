@@ -1,0 +1,82 @@
+"""Batches of runs on the lane engine (:mod:`dra_jax.agent`): compiled, vmapped and sharded.
+
+:func:`make_batched` compiles ``init`` / ``advance`` / ``finish`` of Algorithm 1 for a batch of
+runs (one lane each), split over this process's devices with ``shard_map``; :func:`train_batch`
+runs a whole batch (public as ``dra_jax.train``); :func:`pad_batch` pads a batch so that a run's
+numbers never depend on its batch.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dra_jax.agent import DONE, AgentStatic, RunOutput, advance, finish, init
+
+
+@functools.lru_cache(maxsize=64)
+def make_batched(task, st: AgentStatic, n_devices: int = 1):
+    """Compiled, vmapped ``init``, ``advance`` and ``finish`` for a (task, static) pair.
+
+    With ``n_devices > 1`` the batch axis is split over the first ``n_devices`` of
+    ``jax.local_devices()`` (this process's devices) with ``shard_map`` (one mesh axis ``runs``; the batch must be a multiple
+    of ``n_devices``, see :func:`pad_batch`). Lanes never talk to each other, so each device
+    runs its own loop and the results equal the single-device ones bit for bit.
+
+    Cached, so a second sweep with other traced values (sigma0, lam, seeds, ...) reuses the
+    compiled program; only a new shape (batch size) compiles again.
+    """
+    init_v = jax.vmap(lambda p: init(task, st, p))
+    adv_v = jax.vmap(lambda p, c, n: advance(task, st, p, c, n), in_axes=(0, 0, None))
+    fin_v = jax.vmap(finish)
+    if n_devices == 1:
+        return jax.jit(init_v), jax.jit(adv_v), jax.jit(fin_v)
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.asarray(jax.local_devices()[:n_devices]), ("runs",))
+
+    def sharded(f, in_specs):
+        return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=P("runs"),
+                                     check_vma=False))
+
+    return (sharded(init_v, (P("runs"),)), sharded(adv_v, (P("runs"), P("runs"), P())),
+            sharded(fin_v, (P("runs"),)))
+
+
+def train_batch(task, st: AgentStatic, params: dict, chunk_superblocks: int | None = None,
+                on_chunk=None) -> RunOutput:
+    """Train a batch of runs (``params`` stacked, leading axis = runs) in chunks of blocks.
+
+    ``on_chunk(lane_batch)`` is called after every chunk (progress, checkpoints). Chunking does
+    not change any number.
+    """
+    init_b, adv_b, fin_b = make_batched(task, st)
+    params, n_runs = pad_batch(params, 2)
+    c = init_b(params)
+    n = jnp.int32(chunk_superblocks if chunk_superblocks else 2**31 - 2)
+    while True:
+        c = adv_b(params, c, n)
+        done = bool(jnp.all(c.phase == DONE))
+        if on_chunk is not None:
+            on_chunk(c)
+        if done:
+            break
+    return jax.tree.map(lambda x: x[:n_runs], fin_b(c))
+
+
+def pad_batch(params: dict, multiple: int = 2, minimum: int = 2) -> tuple[dict, int]:
+    """Pad a stacked batch (repeating its last run) to a multiple of ``multiple`` and at least
+    ``minimum`` runs; returns the padded batch and the true number of runs.
+
+    XLA compiles a batch of one run to scalar code whose exp/log round differently from the
+    vectorized code of larger batches; with every batch >= 2 a run gives the same bits
+    whatever else is in its batch (tests/test_agent.py checks this).
+    """
+    n = int(jax.tree.leaves(params)[0].shape[0])
+    size = max(minimum, -(-n // multiple) * multiple)
+    if size == n:
+        return params, n
+    idx = np.minimum(np.arange(size), n - 1)
+    return jax.tree.map(lambda x: np.asarray(x)[idx], params), n
