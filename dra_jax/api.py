@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+import dra_jax  # noqa: F401  (the docstring examples use the public names)
 from dra_jax import config as config_mod
 
 # leading dims of known per-run arrays (after the grid axes)
@@ -57,7 +58,18 @@ def _raw_config(config, overrides: Iterable[str]) -> dict:
 
 def load_config(config, set: Iterable[str] = ()) -> dict:  # noqa: A002  (the --set of the CLI)
     """Validate a config (path, raw dict or loaded config) with ``--set`` style overrides;
-    raises :class:`~dra_jax.config.ConfigError` naming the key."""
+    raises :class:`~dra_jax.config.ConfigError` naming the key.
+
+    Example::
+
+        >>> cfg = dra_jax.load_config({"task": "gridworld"}, set=["dra.lam=0.5"])
+        >>> cfg["dra"]["lam"], cfg["dra"]["sigma_base"]
+        (0.5, 5.0)
+        >>> dra_jax.load_config({"task": "gridworld", "dra": {"lam": -1}})
+        Traceback (most recent call last):
+        ...
+        dra_jax.config.ConfigError: config error: dra.lam: expected a number >= 0.0, got -1.0
+    """
     return config_mod.validate(_raw_config(config, set))
 
 
@@ -112,6 +124,8 @@ def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,  # no
         ...                    "dra": {"episodes": 50}, "n_seeds": 2}, progress=False)
         >>> list(res.to_dataframe().columns)[:4]
         ['seed', 'objective', 'expected_reward', 'cost']
+        >>> len(res.to_dataframe())
+        2
     """
     from dra_jax.runner import ExecOptions
     from dra_jax.sweep import build_outputs, enable_compile_cache, write_outputs
@@ -146,7 +160,18 @@ def _jsonable(o):
 
 
 def load(out_dir: str | Path) -> "Results":
-    """Read a sweep written by ``python -m dra_jax.sweep`` or ``run(..., out=...)`` back."""
+    """Read a sweep written by ``python -m dra_jax.sweep`` or ``run(..., out=...)`` back.
+
+    Example::
+
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> _ = dra_jax.run({"task": "tabular", "task_params": {"maze": "S..G"},
+        ...                  "dra": {"episodes": 20}, "eval": {"every": 10}, "figures": []},
+        ...                 out=out, progress=False)
+        >>> dra_jax.load(out).to_dataframe()[["seed", "objective"]].shape
+        (1, 2)
+    """
     out_dir = Path(out_dir)
     s, c = out_dir / "summary.json", out_dir / "curves.npz"
     for p in (s, c):
@@ -159,13 +184,23 @@ def load(out_dir: str | Path) -> "Results":
 
 
 class Results:
-    """The results of one sweep, labelled by its grid axes.
+    """The results of one sweep, labelled by its grid axes (from :func:`run` or :func:`load`).
 
     * ``config``: the resolved config; ``axes``: ``[(name, values), ...]`` in grid order
       (``variant``, the ``[sweep]`` keys, ``seed`` last); ``runs``: one record per run (as in
       ``summary.json``); ``summary``: all of ``summary.json``; ``timing``.
     * ``arrays``: everything of ``curves.npz``; per-run arrays have the grid's axes first.
     * :meth:`to_dataframe` (one row per run), :meth:`to_xarray` (dims named after the axes).
+
+    Example::
+
+        >>> res = dra_jax.run({"task": "tabular", "task_params": {"maze": "S..G"},
+        ...                    "dra": {"episodes": 20}, "eval": {"every": 10},
+        ...                    "sweep": {"lam": [0.1, 1.0]}, "n_seeds": 2}, progress=False)
+        >>> res.axes
+        [('lam', [0.1, 1.0]), ('seed', [0, 1])]
+        >>> res.to_xarray()["objective"].dims
+        ('lam', 'seed', 'episode')
     """
 
     def __init__(self, summary: dict, arrays: dict[str, np.ndarray]):

@@ -47,10 +47,29 @@ def make_batched(task, st: AgentStatic, n_devices: int = 1):
 
 def train_batch(task, st: AgentStatic, params: dict, chunk_superblocks: int | None = None,
                 on_chunk=None) -> RunOutput:
-    """Train a batch of runs (``params`` stacked, leading axis = runs) in chunks of blocks.
+    """Algorithm 1 for a batch of runs (``params`` stacked, leading axis = runs) in one
+    compiled, vmapped program, advanced in chunks of blocks (public as ``dra_jax.train``).
 
-    ``on_chunk(lane_batch)`` is called after every chunk (progress, checkpoints). Chunking does
-    not change any number.
+    ``task`` follows :class:`dra_jax.Task`; ``st`` is the :class:`~dra_jax.agent.AgentStatic`
+    (everything that shapes the program); ``params`` the traced per-run parameters
+    (:func:`~dra_jax.agent.make_run_params`, :func:`~dra_jax.agent.stack_params`). Returns a
+    :class:`~dra_jax.agent.RunOutput` of arrays with the runs first: ``q``, ``sigma`` ``[runs,
+    S, A]``, ``curves`` ``[runs, evaluations, 6]`` (objective, expected return, cost, truncated
+    fraction, entropy term, undiscounted return), counters. ``on_chunk(lane_batch)`` is called
+    after every chunk (progress, checkpoints). Chunking does not change any number.
+
+    Example::
+
+        >>> import dra_jax
+        >>> task = dra_jax.TabularTask.from_maze(["S..G"])
+        >>> static = dra_jax.AgentStatic(episodes=20, n_traj=2, eval_every=10, n_rollouts=4)
+        >>> dra = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2,
+        ...            sigma_base=5.0, sigma0=3.0, sigma_min=0.01, sigma_max=100.0, psi="A",
+        ...            allocation="flexible", learn_q=True, learn_sigma=True)
+        >>> params = dra_jax.stack_params([dra_jax.make_run_params(dra, seed) for seed in range(3)])
+        >>> out = dra_jax.train(task, static, params)
+        >>> out.sigma.shape, out.curves.shape
+        ((3, 4, 4), (3, 3, 6))
     """
     init_b, adv_b, fin_b = make_batched(task, st)
     params, n_runs = pad_batch(params, 2)

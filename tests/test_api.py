@@ -141,3 +141,45 @@ def test_examples_run(tmp_path, script, args, expect):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert expect in proc.stdout
+
+
+def test_docstring_examples_of_the_public_api_run():
+    """Every public name's docstring example runs and prints what it shows."""
+    import doctest
+
+    import dra_jax.api
+    import dra_jax.batching
+    import dra_jax.envs.tabular
+    import dra_jax.tasks
+
+    for mod in (dra_jax.api, dra_jax.batching, dra_jax.envs.tabular, dra_jax.tasks):
+        r = doctest.testmod(mod, extraglobs={"dra_jax": dra_jax}, optionflags=doctest.ELLIPSIS)
+        assert r.failed == 0 and r.attempted > 0, (mod.__name__, r)
+
+
+def test_envs_make_the_gymnax_way():
+    import jax
+
+    import dra_jax.envs
+
+    assert "GridWorldDRA-v0" in dra_jax.envs.registered_envs
+    for env_id in dra_jax.envs.registered_envs:
+        env, params = dra_jax.envs.make(env_id)
+        obs, state = env.reset(jax.random.key(0), params)
+        out = env.step(jax.random.key(1), state, 0, params)
+        assert len(out) >= 5 and np.shape(out[2]) == ()
+    with pytest.raises(ValueError, match="not a registered"):
+        dra_jax.envs.make("Nope-v0")
+
+
+def test_cli_bad_tabular_task_exits_2_naming_the_key(tmp_path):
+    maze = tmp_path / "m.txt"
+    maze.write_text("S.#\n..G\n.X.\n")
+    out = tmp_path / "o"
+    for extra, key in ((["--set", f"task_params.maze_file={maze}"], "task_params.maze_file"),
+                       (["--set", "task_params.npz=nope.npz"], "task_params.npz")):
+        p = subprocess.run([sys.executable, "-m", "dra_jax.sweep", "--config",
+                            str(ROOT / "configs/tabular_maze.toml"), "--set", "task_params.maze=''",
+                            *extra, "--out", str(out)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and key in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert not out.exists()
