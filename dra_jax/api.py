@@ -121,7 +121,8 @@ def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,  # no
     Example::
 
         >>> res = dra_jax.run({"task": "tabular", "task_params": {"maze": "S..G"},
-        ...                    "dra": {"episodes": 50}, "n_seeds": 2}, progress=False)
+        ...                    "dra": {"episodes": 20}, "eval": {"every": 10}, "n_seeds": 2},
+        ...                   progress=False)
         >>> list(res.to_dataframe().columns)[:4]
         ['seed', 'objective', 'expected_reward', 'cost']
         >>> len(res.to_dataframe())
