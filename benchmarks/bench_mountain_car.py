@@ -1,17 +1,22 @@
 """Throughput of DRA on mountain car: the config's sweep in the lane engine vs a plain-NumPy loop.
 
     python benchmarks/bench_mountain_car.py [--config configs/mountain_car.toml]
-        [--episodes N] [--numpy-episodes M] [--json OUT] [--from-summary results/.../summary.json]
+        [--episodes N] [--numpy-episodes M] [--repeats R] [--json OUT]
+        [--from-summary results/.../summary.json]
 
 * **JAX**: the config's whole grid (e.g. psi = R, Q, A x 5 seeds = 15 runs) through
   :func:`dra_jax.runner.run_lane_task`, i.e. one ``jit(vmap(...))`` program per static group;
   compile time (``lower().compile()``) is reported apart from run time, which ends with
   ``block_until_ready``. ``--episodes`` shortens the runs (default: the config's).
+  ``--repeats R`` runs the sweep R times (same numbers each time) and reports the median run
+  time and the median compile time (each call compiles its own program), with every repeat's
+  times listed.
 * **NumPy**: the same work for one run, written as a plain Python/NumPy loop (Algorithm 1:
   acting episode with expected SARSA, ``n_traj`` gradient rollouts with Psi in A | Q | R,
   sigma update, evaluations; the MountainCar-v0 equations of gymnax, ``x = -0.5`` start), timed
   on the first ``--numpy-episodes`` episodes of each grid point and extrapolated by env steps:
-  NumPy time of the sweep = JAX env steps / NumPy env steps per second.
+  NumPy time of the sweep = JAX env steps / NumPy env steps per second. ``--numpy-episodes 0``
+  skips it.
 
 Early episodes are the longest (200-step truncated rollouts), so rates per episode depend on
 how far training goes; env steps per second are the comparable number.
@@ -22,6 +27,7 @@ import argparse
 import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -132,7 +138,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs/mountain_car.toml"))
     ap.add_argument("--episodes", type=int, default=None, help="episodes per run (default: config's)")
-    ap.add_argument("--numpy-episodes", type=int, default=10, help="NumPy episodes timed per grid point")
+    ap.add_argument("--numpy-episodes", type=int, default=10,
+                    help="NumPy episodes timed per grid point (0: skip the NumPy loop)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run the JAX sweep this many times; medians are reported")
     ap.add_argument("--json", default=None, help="write the numbers to this JSON file")
     ap.add_argument("--from-summary", default=None, metavar="SUMMARY_JSON",
                     help="take the JAX timing from a finished sweep's summary.json (same config) "
@@ -148,17 +157,23 @@ def main(argv=None) -> int:
     runs = list(config_mod.iter_run_params(cfg))
     episodes = sum(r["dra"]["episodes"] for r in runs)
 
+    repeats = []
     if args.from_summary:
         t = json.loads(Path(args.from_summary).read_text())["timing"]
     else:
-        t = run_lane_task(cfg, runs, _Quiet(), make_task, task_run_params).timing
+        for _ in range(max(1, args.repeats)):
+            repeats.append(run_lane_task(cfg, runs, _Quiet(), make_task, task_run_params).timing)
+        t = dict(repeats[0])
+        t["run_s"] = float(np.median([r["run_s"] for r in repeats]))
+        t["compile_s"] = float(np.median([r["compile_s"] for r in repeats]))
+        assert len({r["env_steps"] for r in repeats}) == 1, "repeats gave different env steps"
     jax_rate = episodes / t["run_s"]
     jax_sps = t["env_steps"] / t["run_s"]
 
     # NumPy: the first episodes of one run per grid point (psi differs per point)
     np_steps = np_time = 0.0
     seen = set()
-    for r in runs:
+    for r in runs if args.numpy_episodes > 0 else []:
         key = json.dumps(r["point"] | {"seed": None}, sort_keys=True, default=str)
         if key in seen:
             continue
@@ -168,26 +183,32 @@ def main(argv=None) -> int:
                           seed=r["seed"])
         np_steps += s
         np_time += dt
-    np_sps = np_steps / np_time
+    np_sps = np_steps / np_time if np_time else float("nan")
     np_sweep_s = t["env_steps"] / np_sps
     out = {
         "config": args.config, "runs": len(runs), "episodes_per_run": runs[0]["dra"]["episodes"],
         "jax": {"compile_s": t["compile_s"], "run_s": t["run_s"], "env_steps": t["env_steps"],
                 "run_episodes_per_s": round(jax_rate, 1), "env_steps_per_s": round(jax_sps),
-                "devices": t["devices"]},
-        "numpy": {"timed_env_steps": int(np_steps), "timed_s": round(np_time, 3),
-                  "env_steps_per_s": round(np_sps),
-                  "extrapolated_sweep_s": round(np_sweep_s, 1)},
-        "speedup_env_steps_per_s": round(jax_sps / np_sps, 1),
+                "devices": t["devices"],
+                "repeats": [{"compile_s": r["compile_s"], "run_s": r["run_s"]} for r in repeats]},
+        "numpy": None if not np_time else {
+            "timed_env_steps": int(np_steps), "timed_s": round(np_time, 3),
+            "env_steps_per_s": round(np_sps), "extrapolated_sweep_s": round(np_sweep_s, 1)},
+        "speedup_env_steps_per_s": round(jax_sps / np_sps, 1) if np_time else None,
+        "load_average": list(os.getloadavg()),
     }
     buf = io.StringIO()
     print(f"mountain car sweep ({args.config}): {len(runs)} runs x {out['episodes_per_run']} "
           "episodes", file=buf)
-    print(f"  JAX  : compile {t['compile_s']:.1f} s, run {t['run_s']:.1f} s, "
-          f"{jax_rate:,.0f} run-episodes/s, {jax_sps / 1e6:.2f} M env steps/s", file=buf)
-    print(f"  NumPy: {np_sps / 1e3:.1f} k env steps/s ({int(np_steps):,} steps timed) -> "
-          f"~{np_sweep_s / 60:.1f} min for the same sweep", file=buf)
-    print(f"  speed-up (env steps/s): {out['speedup_env_steps_per_s']}x", file=buf)
+    med = f" (median of {len(repeats)})" if len(repeats) > 1 else ""
+    print(f"  JAX  : compile {t['compile_s']:.1f} s, run {t['run_s']:.2f} s{med}, "
+          f"{jax_rate:,.0f} run-episodes/s, {jax_sps / 1e6:.3f} M env steps/s", file=buf)
+    if len(repeats) > 1:
+        print("         run s per repeat: " + ", ".join(f"{r['run_s']:.2f}" for r in repeats), file=buf)
+    if np_time:
+        print(f"  NumPy: {np_sps / 1e3:.1f} k env steps/s ({int(np_steps):,} steps timed) -> "
+              f"~{np_sweep_s / 60:.1f} min for the same sweep", file=buf)
+        print(f"  speed-up (env steps/s): {out['speedup_env_steps_per_s']}x", file=buf)
     print(buf.getvalue(), end="")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -205,6 +205,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "mountain_car": "dra_jax.experiments.mountain_car",
     "planning": "dra_jax.experiments.planning",
     "bandits": "dra_jax.experiments.bandits",
+    "gymnax": "dra_jax.experiments.gymnax_task",
 }
 
 

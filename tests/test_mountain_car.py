@@ -1,5 +1,6 @@
 """Mountain car (Sec. 3.2): gymnax underneath, the discretizer, truncation vs termination, both
-gradients, the greedy rollout and the config checks."""
+gradients, the greedy rollout and the config checks. Mountain car is a DiscretizedTask; that it
+equals the special-purpose task it replaced, bit for bit, is in tests/test_discretized.py."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ from gymnax.environments.classic_control.mountain_car import EnvParams, EnvState
 
 from dra_jax import agent, config
 from dra_jax.config import ConfigError
+from dra_jax.envs.discretized import DiscretizedTask
 from dra_jax.envs.mountain_car import MountainCarTask, cells_for, obs_bounds
 from dra_jax.experiments import mountain_car as mc_exp
 
@@ -81,6 +83,18 @@ def test_reset_paper_start_and_random_start():
 
 
 # ------------------------------------------------------------------ discretizer
+
+
+def test_mountain_car_is_the_generic_task_with_the_papers_choices():
+    """DiscretizedTask("MountainCar-v0") with the observation space's bounds, scale (10, 100),
+    no key in its state (step_env draws nothing), and the paper's start."""
+    low, high = obs_bounds()
+    assert isinstance(TASK, DiscretizedTask) and TASK.env_id == "MountainCar-v0"
+    np.testing.assert_array_equal(TASK.obs_low, low)
+    np.testing.assert_array_equal(TASK.obs_high, high)
+    np.testing.assert_array_equal(TASK.obs_scale, np.float32([10, 100]))
+    assert not TASK.stochastic and TASK.n_actions == 3
+    assert not DiscretizedTask("MountainCar-v0", (19, 15)).stochastic  # detected, not assumed
 
 
 def test_discretizer_bounds_and_range():

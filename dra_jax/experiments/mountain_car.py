@@ -1,4 +1,5 @@
-"""Task ``mountain_car``: DRA on gymnax's MountainCar-v0 (Sec. 3.2, Fig. 2).
+"""Task ``mountain_car``: DRA on gymnax's MountainCar-v0 (Sec. 3.2, Fig. 2), an instance of
+:class:`dra_jax.envs.discretized.DiscretizedTask` (:func:`dra_jax.envs.mountain_car.MountainCarTask`).
 
 Config (``configs/mountain_car.toml``, ``configs/mountain_car_baselines.toml``):
 
@@ -30,7 +31,8 @@ import numpy as np
 
 from dra_jax.figures import lane as plots
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
-from dra_jax.envs.mountain_car import PAPER_START, MountainCarTask, cells_for, obs_bounds
+from dra_jax.envs.discretized import DiscretizedTask
+from dra_jax.envs.mountain_car import MountainCarTask, cells_for, paper_start_state
 from dra_jax.results import Results, atomic_savefig
 from dra_jax.runner import choice_entropy_maps, run_lane_task
 
@@ -58,11 +60,11 @@ FIGURES = ("fig2b", "fig2c", "fig2d", "convergence", "baselines", "allocation", 
 
 
 @functools.lru_cache(maxsize=None)
-def _task(cells: tuple, scale: tuple) -> MountainCarTask:
+def _task(cells: tuple, scale: tuple) -> DiscretizedTask:
     return MountainCarTask(cells=cells, scale=scale)
 
 
-def make_task(tp: dict) -> MountainCarTask:
+def make_task(tp: dict) -> DiscretizedTask:
     return _task(tuple(int(c) for c in tp["cells"]), tuple(float(s) for s in tp["scale"]))
 
 
@@ -92,11 +94,11 @@ def _check(cfg: dict) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _greedy_batch(task: MountainCarTask, max_steps: int):
-    return jax.jit(jax.vmap(lambda q: task.greedy_rollout(q, max_steps, PAPER_START)))
+def _greedy_batch(task: DiscretizedTask, max_steps: int):
+    return jax.jit(jax.vmap(lambda q: task.greedy_rollout(q, max_steps, paper_start_state())))
 
 
-def greedy_rollouts(task: MountainCarTask, q: np.ndarray, max_steps: int):
+def greedy_rollouts(task: DiscretizedTask, q: np.ndarray, max_steps: int):
     """Greedy rollouts of the means ``q [runs, S, A]`` from the paper's start, with gymnax.
     Returns numpy ``(path [runs, max_steps + 1, 2], reached [runs], steps [runs])``."""
     path, reached, steps = _greedy_batch(task, int(max_steps))(jnp.asarray(q, jnp.float32))
@@ -146,14 +148,8 @@ def run(cfg: dict, runs: list[dict], progress) -> Results:
 # ------------------------------------------------------------------ figures
 
 
-def _edges(task: MountainCarTask):
-    """Cell edges per dimension in observation units (cell i covers (i -+ 0.5) / scale + low)."""
-    low, _ = obs_bounds(task.params)
-    return tuple(low[d] + (np.arange(task.cells[d] + 1) - 0.5) / task.scale[d] for d in range(2))
-
-
 def _panel(ax, task, values, cmap, vmin, vmax):
-    ex, ev = _edges(task)
+    ex, ev = task.cell_edges()
     img = np.asarray(values, float).reshape(task.cells)
     im = ax.pcolormesh(ex, ev, img.T, cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
     ax.set_xlabel("position x")
