@@ -138,7 +138,7 @@ def _build(task_name: str, scale: int = 1):
 
 
 def _params(n: int, dra: dict, tp: dict):
-    from dra_jax import agent, batching
+    from dra_jax import agent, batching  # noqa: F401
 
     return agent.stack_params([agent.make_run_params(dict(dra, sigma0=SIGMA0S[i % 4]), i // 4, tp)
                                for i in range(n)])
@@ -151,7 +151,7 @@ def _sharded_fns(task, st, local: bool):
     ``local`` = this script's ``shard_map`` of the engine's ``advance`` over a 1-D mesh."""
     import jax
 
-    from dra_jax import agent
+    from dra_jax import agent, batching  # noqa: F401
 
     if not local:
         # the engine's own: make_batched(task, st, n_devices) shard_maps the batch axis
@@ -192,7 +192,7 @@ def worker_throughput(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax import agent
+    from dra_jax import agent, batching  # noqa: F401
 
     hwm_import = proc_status_kb("VmHWM")
     task, dra, tp, max_steps, q_init = _build(cfg["task"], cfg.get("scale", 1))
@@ -262,7 +262,7 @@ def worker_episodes(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax import agent
+    from dra_jax import agent, batching  # noqa: F401
 
     task, dra, tp, max_steps, _ = _build("gridworld")
     params, n = batching.pad_batch(_params(int(cfg["batch"]), dra, tp), 2)
@@ -302,7 +302,7 @@ def worker_fig1b(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax import agent
+    from dra_jax import agent, batching  # noqa: F401
 
     task, dra, tp, max_steps, _ = _build("gridworld")
     R = int(cfg["runs"])

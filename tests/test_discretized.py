@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gymnax.environments.classic_control.mountain_car import EnvParams, EnvState, MountainCar
 
-from dra_jax import agent, config, sweep
+from dra_jax import agent, batching, config, sweep
 from dra_jax.config import ConfigError
 from dra_jax.envs.discretized import DiscretizedTask
 from dra_jax.envs.mountain_car import MountainCarTask, paper_start_state
@@ -81,7 +81,7 @@ class _OldMountainCarTask:
 
 def _train(task, st, dras, seeds, tps):
     params = agent.stack_params([agent.make_run_params(d, s, tp) for d, s, tp in zip(dras, seeds, tps)])
-    return jax.tree.map(np.asarray, agent.train_batch(task, st, params))
+    return jax.tree.map(np.asarray, batching.train_batch(task, st, params))
 
 
 def test_mountain_car_equals_the_task_it_replaced_bit_for_bit():

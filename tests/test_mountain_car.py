@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnax.environments.classic_control.mountain_car import EnvParams, EnvState, MountainCar
 
-from dra_jax import agent, config
+from dra_jax import agent, batching, config
 from dra_jax.config import ConfigError
 from dra_jax.envs.discretized import DiscretizedTask
 from dra_jax.envs.mountain_car import MountainCarTask, cells_for, obs_bounds
@@ -130,7 +130,7 @@ def test_discretizer_bounds_and_range():
 
 def _train(st, dras, seeds):
     params = agent.stack_params([agent.make_run_params(d, s, TP) for d, s in zip(dras, seeds)])
-    return jax.tree.map(np.asarray, agent.train_batch(TASK, st, params))
+    return jax.tree.map(np.asarray, batching.train_batch(TASK, st, params))
 
 
 def test_truncated_step_bootstraps_as_a_terminal_step_would_not():

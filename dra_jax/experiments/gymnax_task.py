@@ -30,7 +30,7 @@ import functools
 import jax
 import numpy as np
 
-from dra_jax import plots
+from dra_jax.figures import lane as plots
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.discretized import DiscretizedTask, check_args, state_fields
 from dra_jax.runner import run_lane_task
@@ -131,5 +131,5 @@ def spec() -> TaskSpec:
     return TaskSpec(
         name="gymnax", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS, figures=FIGURES,
         run=run, plot=plots.plot_lane_figures, psi_choices=("A", "Q", "R"), check=_check,
-        eval_defaults={"every": 50, "n_rollouts": 50},
+        eval_defaults={"every": 50, "n_rollouts": 50}, multi_process=True,
     )

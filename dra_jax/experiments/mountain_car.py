@@ -23,17 +23,17 @@ per grid point, e.g. per gradient R / Q / A: mean and SD over seeds), and the sh
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax.figures import lane as plots
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.discretized import DiscretizedTask
 from dra_jax.envs.mountain_car import MountainCarTask, cells_for, paper_start_state
-from dra_jax.results import Results, atomic_savefig
+from dra_jax.figures import lane as plots
+from dra_jax.figures import mountain_car as mc_figures
+from dra_jax.results import Results
 from dra_jax.runner import choice_entropy_maps, run_lane_task
 
 
@@ -122,13 +122,10 @@ def run(cfg: dict, runs: list[dict], progress) -> Results:
         extra["greedy_reached_flag"] = bool(reached[i])
         extra["greedy_steps"] = int(steps[i]) if reached[i] else None
     if "snap_q" in res.curves:
-        progress.message("choice entropy of the snapshots (1e5 samples per state)")
         res.curves["choice_entropy"] = choice_entropy_maps(res.curves["snap_q"],
-                                                           res.curves["snap_sigma"], cfg["seed"])
+                                                           res.curves["snap_sigma"])
     if {"fig2c", "allocation"} & set(cfg["figures"]):
-        progress.message("choice entropy of the final memories (1e5 samples per state)")
-        res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"],
-                                                                 cfg["seed"] + 1)
+        res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"])
     res.summary.update(plots.summarize_lane_sweep(cfg, res))
     greedy = []
     for g, pt in enumerate(plots.grid_points(cfg)):
@@ -145,129 +142,16 @@ def run(cfg: dict, runs: list[dict], progress) -> Results:
     return res
 
 
-# ------------------------------------------------------------------ figures
+# ------------------------------------------------------------------ figures (dra_jax.figures.mountain_car)
 
 
-def _panel(ax, task, values, cmap, vmin, vmax):
-    ex, ev = task.cell_edges()
-    img = np.asarray(values, float).reshape(task.cells)
-    im = ax.pcolormesh(ex, ev, img.T, cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
-    ax.set_xlabel("position x")
-    ax.set_ylabel("velocity v")
-    ax.set_facecolor("0.8")
-    return im
+def _with_task(fn):
+    return lambda cfg, res, fig_dir: fn(cfg, res, fig_dir, make_task(cfg["task_params"]))
 
 
-def _path(ax, path, steps, reached, color="w"):
-    n = int(steps) + 1 if reached else len(path)
-    p = path[:n]
-    ax.plot(p[:, 0], p[:, 1], "-", color=color, lw=1.2)
-    ax.plot(p[0, 0], p[0, 1], "*", color="gold", ms=10, mec="k")
-    if reached and n >= 2:
-        ax.annotate("", xy=p[-1], xytext=p[-2],
-                    arrowprops=dict(arrowstyle="-|>", color=color, lw=1.2))
-    ax.axvline(0.5, color="m", lw=0.8, ls=":")  # the flag
-
-
-def _fig_grid(n):
-    import matplotlib.pyplot as plt
-
-    ncol = min(n, 3)
-    nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol + 1.0, 3.6 * nrow + 0.6), squeeze=False,
-                             layout="constrained")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    return fig, axes
-
-
-def fig2b(cfg, res, fig_dir):
-    """Fig. 2b: value function ``max_a q(s, a)`` of the first seed's run per grid point over
-    position x velocity (cells never updated, q still 0 everywhere, in grey), with that run's
-    greedy rollout from ``(-0.5, 0)`` drawn as a path."""
-    import matplotlib.pyplot as plt
-
-    task = make_task(cfg["task_params"])
-    q = plots.by_point(cfg, res.curves["q"])[:, 0]  # [points, S, A]
-    path = plots.by_point(cfg, res.curves["greedy_path"])
-    reached = plots.by_point(cfg, res.curves["greedy_reached"])
-    steps = plots.by_point(cfg, res.curves["greedy_steps"])
-    v = q.max(-1)
-    v = np.where(np.all(q == 0.0, axis=-1), np.nan, v)
-    vmin = float(np.nanmin(v)) if np.isfinite(v).any() else -1.0
-    pts = plots.grid_points(cfg)
-    fig, axes = _fig_grid(len(pts))
-    im = None
-    for g, (ax, pt) in enumerate(zip(axes.flat, pts)):
-        im = _panel(ax, task, v[g], "viridis", vmin, 0.0)
-        _path(ax, path[g, 0], steps[g, 0], reached[g, 0])
-        res_txt = f"flag in {steps[g, 0]} steps" if reached[g, 0] else "flag not reached"
-        ax.set_title(f"{pt['label']} (seed {cfg['seed']}): {res_txt}\n"
-                     f"{int(reached[g].sum())}/{reached.shape[1]} seeds reach the flag", fontsize=9)
-    fig.colorbar(im, ax=axes, shrink=0.85, label="max_a q(s, a)")
-    fig.suptitle(f"{cfg['name']}: value function and greedy rollout of the means")
-    p = Path(fig_dir) / "fig2b_value_function.png"
-    atomic_savefig(fig, p, dpi=120)
-    plt.close(fig)
-    return [p]
-
-
-def fig2c(cfg, res, fig_dir):
-    """Fig. 2c: normalized choice entropy per cell of the final memories (mean over seeds; dark
-    = precise), with the first seed's greedy path for orientation."""
-    import matplotlib.pyplot as plt
-
-    task = make_task(cfg["task_params"])
-    ent = plots.by_point(cfg, res.curves["final_choice_entropy"])  # [points, seeds, S]
-    path = plots.by_point(cfg, res.curves["greedy_path"])
-    reached = plots.by_point(cfg, res.curves["greedy_reached"])
-    steps = plots.by_point(cfg, res.curves["greedy_steps"])
-    pts = plots.grid_points(cfg)
-    fig, axes = _fig_grid(len(pts))
-    im = None
-    for g, (ax, pt) in enumerate(zip(axes.flat, pts)):
-        im = _panel(ax, task, ent[g].mean(0), "magma", 0.0, 1.0)
-        _path(ax, path[g, 0], steps[g, 0], reached[g, 0], color="c")
-        ax.set_title(pt["label"], fontsize=9)
-    fig.colorbar(im, ax=axes, shrink=0.85, label="normalized choice entropy")
-    fig.suptitle(f"{cfg['name']}: choice entropy of the final memories "
-                 f"(mean over {cfg['n_seeds']} seeds; path: seed {cfg['seed']})")
-    p = Path(fig_dir) / "fig2c_choice_entropy.png"
-    atomic_savefig(fig, p, dpi=120)
-    plt.close(fig)
-    return [p]
-
-
-def fig2d(cfg, res, fig_dir):
-    """Fig. 2d: final objective (last evaluation) per grid point, e.g. per gradient R / Q / A:
-    bars = mean over seeds, error bars = SD, dots = seeds."""
-    import matplotlib.pyplot as plt
-
-    obj = plots.by_point(cfg, res.curves["objective"])[:, :, -1]
-    pts = plots.grid_points(cfg)
-    labels = [pt["label"].replace("psi=", "") for pt in pts]
-    fig, ax = plt.subplots(figsize=(1.4 * len(pts) + 2.5, 4))
-    x = np.arange(len(pts))
-    cols = plt.get_cmap("tab10").colors
-    ax.bar(x, obj.mean(1), yerr=obj.std(1), capsize=6, color=[cols[i % 10] for i in range(len(pts))],
-           alpha=0.8)
-    for g in range(len(pts)):
-        ax.plot(np.full(obj.shape[1], x[g]) + np.linspace(-0.15, 0.15, obj.shape[1]), obj[g], "k.")
-    ax.set_xticks(x, labels)
-    ax.set_xlabel("gradient (Psi)" if list(cfg["sweep"]) == ["psi"] else "grid point")
-    ax.set_ylabel("final objective F")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_title(f"{cfg['name']}: final objective (mean +- SD over {cfg['n_seeds']} seeds)", fontsize=10)
-    fig.tight_layout()
-    p = Path(fig_dir) / "fig2d_objective.png"
-    atomic_savefig(fig, p, dpi=120)
-    plt.close(fig)
-    return [p]
-
-
-plots.register_figure("fig2b", fig2b)
-plots.register_figure("fig2c", fig2c)
-plots.register_figure("fig2d", fig2d)
+plots.register_figure("fig2b", _with_task(mc_figures.fig2b))
+plots.register_figure("fig2c", _with_task(mc_figures.fig2c))
+plots.register_figure("fig2d", mc_figures.fig2d)
 
 
 @register_task("mountain_car")
@@ -275,5 +159,5 @@ def spec() -> TaskSpec:
     return TaskSpec(
         name="mountain_car", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS, figures=FIGURES,
         run=run, plot=plots.plot_lane_figures, psi_choices=("A", "Q", "R"), check=_check,
-        eval_defaults={"every": 100, "n_rollouts": 100},
+        eval_defaults={"every": 100, "n_rollouts": 100}, multi_process=True,
     )
