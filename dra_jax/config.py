@@ -199,6 +199,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "mountain_car": "dra_jax.experiments.mountain_car",
     "planning": "dra_jax.experiments.planning",
     "bandits": "dra_jax.experiments.bandits",
+    "episodic": "dra_jax.experiments.episodic",
 }
 
 
