@@ -66,9 +66,9 @@ def riverswim(n: int = 6) -> tuple[Structure, MDP]:
     for s in range(n):
         for a in range(2):
             succ[s, a] = [max(s - 1, 0), s, min(s + 1, n - 1)]
-        P[s, 0] = [1.0, 0.0, 0.0] if s > 0 else [0.0, 1.0, 0.0]
+        P[s, 0] = [1.0, 0.0, 0.0]  # at the left bank candidate 0 is the bank itself
         if s == 0:
-            P[s, 1] = [0.0, 0.4, 0.6]
+            P[s, 1] = [0.4, 0.0, 0.6]
         elif s == n - 1:
             P[s, 1] = [0.4, 0.6, 0.0]
         else:

@@ -40,15 +40,15 @@ def _label(spec, parse_agent):
     return _NICE[name].split()[0] if v is None else f"{_NICE[name]}={v:g}"
 
 
-def _colors(plt, n, cmap):
-    return [plt.get_cmap(cmap)(x) for x in np.linspace(0.1, 0.9, max(n, 1))]
+def _colors(plt, n, cmap, lo=0.1, hi=0.9):
+    return [plt.get_cmap(cmap)(x) for x in np.linspace(lo, hi, max(n, 1))]
 
 
 def _spec_colors(plt, specs, parse_agent):
     cols = {}
-    for name, cmap in (("vepsrl", "plasma"), ("dra", "Greens")):
+    for name, cmap, lo in (("vepsrl", "plasma", 0.1), ("dra", "Greens", 0.5)):
         fam = [s for s in specs if parse_agent(s)[0] == name]
-        cols.update(zip(fam, _colors(plt, len(fam), cmap)))
+        cols.update(zip(fam, _colors(plt, len(fam), cmap, lo, 0.95)))
     for s in specs:
         cols.setdefault(s, "k")
     return cols
@@ -104,7 +104,7 @@ def _fig_regret_vs_rate(cfg, results, runs, parse_agent, plt):
                 if v is not None:
                     ax[0, p].annotate(f"{v:g}", (max(x, 1e-3), y), fontsize=6, xytext=(3, 3),
                                       textcoords="offset points")
-        ax[0, p].set(xscale="log", title=f"{env}: regret vs information",
+        ax[0, p].set(xscale="log", yscale="log", title=f"{env}: regret vs information",
                      xlabel="cumulative rate over the episodes (nats)",
                      ylabel="cumulative regret")
         ax[0, p].legend(fontsize=7)
