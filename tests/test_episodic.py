@@ -122,6 +122,18 @@ def test_lane_task_steps_follow_the_true_mdp():
     assert not np.any(np.asarray(term)) and np.all(np.asarray(row) == 6 + np.asarray(s1))
 
 
+def test_gymnax_face_ends_after_the_horizon():
+    st, m = envs.riverswim(6)
+    e = envs.EpisodicMDP(st)
+    params = envs.EnvParams(P=m.P, R=m.R, max_steps_in_episode=3)
+    obs, state = e.reset_env(jax.random.key(0), params)
+    dones = []
+    for t in range(3):
+        obs, state, r, done, _ = e.step_env(jax.random.key(t + 1), state, 1, params)
+        dones.append(bool(done))
+    assert int(obs) in range(6) and dones == [False, False, True]
+
+
 # --------------------------------------------------------------------------- distortion
 
 
@@ -229,6 +241,8 @@ def test_rate_falls_and_distortion_rises_as_beta_falls(riverswim_runs):
     mean_rate = v.rate.mean(axis=(1, 2))
     assert np.all(np.diff(mean_rate) > 0), mean_rate
     assert v.distortion[0].mean() > v.distortion[-2].mean()
+    # beta -> 0: one model for every z (rate ~ 0, the target is rarely z itself)
+    assert v.rate[0, :, 1:].mean() < 0.05 and v.moved[0].mean() > 0.8
 
 
 # --------------------------------------------------------------------------- configs
@@ -254,6 +268,7 @@ def _raw(**over):
     ({"task_params__pi_class": "every_stochastic"}, "task_params.pi_class"),
     ({"task_params__n_values": 99}, "task_params.n_values"),
     ({"dra__max_steps": 5}, "dra.max_steps"),
+    ({"sweep__episodes": [10, 20]}, "sweep.episodes"),
 ])
 def test_bad_configs_name_the_key(over, key):
     with pytest.raises(ConfigError) as e:

@@ -288,7 +288,7 @@ class EpisodicMDP(environment.Environment[EnvState, EnvParams]):
         u = jax.random.uniform(key, (2,))
         _, s2, r = step_true(MDP(params.P, params.R), self.st.succ, state.s, action, u[0], u[1])
         state = EnvState(s=s2, time=state.time + 1)
-        done = self.is_terminal(state, params)
+        done = self.is_terminated(state, params)
         return s2, state, r, done, {"discount": self.discount(state, params)}
 
     def reset_env(self, key, params: EnvParams):
@@ -298,7 +298,8 @@ class EpisodicMDP(environment.Environment[EnvState, EnvParams]):
     def get_obs(self, state: EnvState, params=None, key=None):
         return state.s
 
-    def is_terminal(self, state: EnvState, params: EnvParams):
+    def is_terminated(self, state: EnvState, params: EnvParams):
+        """The horizon ends a finite-horizon episode (a termination: nothing follows it)."""
         return state.time >= params.max_steps_in_episode
 
     @property

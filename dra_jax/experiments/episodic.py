@@ -111,6 +111,9 @@ DRA_DEFAULTS = {"episodes": 500, "lam": 0.1, "beta": 10.0, "sigma_base": 1.0, "s
 
 def _check(cfg: dict) -> None:
     d = cfg["dra"]
+    if "episodes" in cfg["sweep"]:
+        raise ConfigError("sweep.episodes", "every run of an episodic sweep has the same "
+                                            "episodes (curves share one episode axis)")
     if d["q_init"] != "zero":
         raise ConfigError("dra.q_init", f"the episodic task starts DRA's means at 'zero', got {d['q_init']!r}")
     if d["objective"] != "dra":
@@ -276,8 +279,6 @@ def run(cfg: dict, runs: list[dict], progress) -> Results:
     """The sweep's runner: one compiled batch per static group (agent family x env x sizes)."""
     n = len(runs)
     E = runs[0]["dra"]["episodes"]
-    if any(r["dra"]["episodes"] != E for r in runs):
-        raise ConfigError("dra.episodes", "every run of an episodic sweep needs the same episodes")
     groups: dict = {}
     for i, r in enumerate(runs):
         t = r["task_params"]
