@@ -21,9 +21,10 @@ def make_batched(task, st: AgentStatic, n_devices: int = 1):
     """Compiled, vmapped ``init``, ``advance`` and ``finish`` for a (task, static) pair.
 
     With ``n_devices > 1`` the batch axis is split over the first ``n_devices`` of
-    ``jax.local_devices()`` (this process's devices) with ``shard_map`` (one mesh axis ``runs``; the batch must be a multiple
-    of ``n_devices``, see :func:`pad_batch`). Lanes never talk to each other, so each device
-    runs its own loop and the results equal the single-device ones bit for bit.
+    ``jax.local_devices()`` (this process's devices) with ``shard_map`` (:func:`jit_over_runs`;
+    the batch must be a multiple of ``n_devices``, see :func:`pad_batch`). Lanes never talk to
+    each other, so each device runs its own loop and the results equal the single-device ones
+    bit for bit.
 
     Cached, so a second sweep with other traced values (sigma0, lam, seeds, ...) reuses the
     compiled program; only a new shape (batch size) compiles again.
@@ -31,18 +32,23 @@ def make_batched(task, st: AgentStatic, n_devices: int = 1):
     init_v = jax.vmap(lambda p: init(task, st, p))
     adv_v = jax.vmap(lambda p, c, n: advance(task, st, p, c, n), in_axes=(0, 0, None))
     fin_v = jax.vmap(finish)
+    return (jit_over_runs(init_v, n_devices), jit_over_runs(adv_v, n_devices, batched=(1, 1, 0)),
+            jit_over_runs(fin_v, n_devices))
+
+
+def jit_over_runs(f, n_devices: int = 1, batched: tuple[int, ...] = (1,)):
+    """``jit(f)`` for a function already vmapped over runs, its batch axis split over the first
+    ``n_devices`` of this process's devices with ``shard_map`` (mesh axis ``runs``) when
+    ``n_devices > 1``; ``batched[i]`` says whether argument i has the runs axis (else it is
+    replicated). Lanes never talk to each other, so the numbers equal one device's."""
     if n_devices == 1:
-        return jax.jit(init_v), jax.jit(adv_v), jax.jit(fin_v)
+        return jax.jit(f)
     from jax.sharding import Mesh, PartitionSpec as P
 
     mesh = Mesh(np.asarray(jax.local_devices()[:n_devices]), ("runs",))
-
-    def sharded(f, in_specs):
-        return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=P("runs"),
-                                     check_vma=False))
-
-    return (sharded(init_v, (P("runs"),)), sharded(adv_v, (P("runs"), P("runs"), P())),
-            sharded(fin_v, (P("runs"),)))
+    specs = tuple(P("runs") if b else P() for b in batched)
+    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=P("runs"),
+                                 check_vma=False))
 
 
 def train_batch(task, st: AgentStatic, params: dict, chunk_superblocks: int | None = None,

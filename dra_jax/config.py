@@ -206,6 +206,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "planning": "dra_jax.experiments.planning",
     "bandits": "dra_jax.experiments.bandits",
     "gymnax": "dra_jax.experiments.gymnax_task",
+    "episodic": "dra_jax.experiments.episodic",
 }
 
 
