@@ -293,10 +293,9 @@ def episode(st: PlanStatic, p: dict, ts: TrainState, key_train) -> TrainState:
     q, sigma = ts.q, ts.sigma
     res = planner.plan_batch(q, sigma, p["budget"], p["beta"], noise, grad=st.grad)
     # sigma ascent with Psi = max from the gradient trials 1..n_traj
-    g_reward = jnp.mean(res.best_reward[1:, None, None, None] * res.score[1:], axis=0)
     w = jnp.where(p["rate"], 1.0 / (p["a_dec"] * p["budget"] + p["t_nondec"]), 1.0)
-    g = jnp.where(mask, w * g_reward - p["lam"] * memory.kl_grad(sigma, p["sigma_base"]), 0.0)
-    g = jnp.where(p["equal"], jnp.where(mask, jnp.sum(g), 0.0), g)
+    g = planner.sigma_ascent(jax.tree.map(lambda x: x[1:], res), sigma, p["lam"],
+                             p["sigma_base"], mask, p["equal"], w)
     opt = _optimizer(st.optimizer, p["alpha_sigma"])
     updates, opt_state = opt.update(-g, ts.opt_state, sigma)  # optax minimizes
     sigma_new = jnp.clip(optax.apply_updates(sigma, updates), p["sigma_min"], p["sigma_max"])
