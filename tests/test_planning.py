@@ -217,11 +217,24 @@ def test_training_and_sweep_runner_small():
     runs = list(config_mod.iter_run_params(cfg))
     res = px.run(cfg, runs, None)
     assert len(res.finals) == 8
-    for f in res.finals:
-        assert np.isfinite([f["objective"], f["expected_reward"], f["cost"]]).all()
-        assert f["objective"] == pytest.approx(f["expected_reward"] - f["cost"], abs=1e-3)
     assert res.curves["curve_objective"].shape == (8, 3)
     sig = res.curves["sigma"]
+    full = env.best_paths(3)
+    for run, f, s in zip(runs, res.finals, sig):
+        # the cost from the final sigma (NumPy, float64), F = reward - cost (Eq. 1)
+        r = s.astype(np.float64) / 100.0
+        cost = np.sum(0.5 * (r * r - 1.0) - np.log(r))  # lam = 1, sigma_base = 100
+        assert f["cost"] == pytest.approx(cost, rel=1e-4)
+        assert f["objective"] == pytest.approx(f["expected_reward"] - cost, rel=1e-4, abs=1e-3)
+        if px.resolve_budget(cfg, run) == 24:
+            # the full budget finds every path: the final evaluation's expected reward is the
+            # mean of the best path's reward over its 32 start states, recomputed here from
+            # the evaluation's key (two chunks of 16 trials)
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(run["seed"]), 1),
+                                     px.FINAL_TAG)
+            s0 = np.concatenate([np.asarray(planner.trial_noise(jax.random.fold_in(key, i), 16,
+                                                                24).s0) for i in (0, 1)])
+            assert f["expected_reward"] == pytest.approx(full[s0].mean(), rel=1e-6)
     assert np.all((sig >= 0.01) & (sig <= 100.0))
     eq = np.asarray([r["dra"]["allocation"] == "equal" for r in runs])
     assert np.all(np.ptp(sig[eq].reshape(eq.sum(), -1), axis=1) < 1e-4)  # one shared sigma
