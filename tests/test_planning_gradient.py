@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from dra_jax import planner
+from dra_jax import planning_trainer as pt
 from dra_jax.envs import planning as env
 
 M = 3
@@ -185,8 +186,6 @@ def test_exact_reference_agrees_with_the_planner_by_monte_carlo():
 def test_trainer_steps_sigma_by_sigma_ascent_only(monkeypatch):
     """The trainer has no gradient formula of its own: with planner.sigma_ascent replaced by a
     known table G, one SGD episode moves sigma to clip(sigma0 + alpha_sigma * G)."""
-    from dra_jax.experiments import planning as px
-
     G = jnp.asarray(np.random.default_rng(3).normal(0, 5, (env.N_STATES, M, 2)), jnp.float32)
     calls = []
 
@@ -195,14 +194,14 @@ def test_trainer_steps_sigma_by_sigma_ascent_only(monkeypatch):
         return G
 
     monkeypatch.setattr(planner, "sigma_ascent", fake)
-    st = px.PlanStatic(moves=M, n_traj=4, episodes=1, every=1)
+    st = pt.PlanStatic(moves=M, n_traj=4, episodes=1, every=1)
     p = {k: np.float32(v) for k, v in dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0,
                                             lam=1.0, sigma_base=100.0, sigma0=50.0,
                                             sigma_min=0.01, sigma_max=100.0, a_dec=0.025,
                                             t_nondec=1.0).items()}
     p.update(budget=np.int32(6), learn_q=np.bool_(False), learn_sigma=np.bool_(True),
              equal=np.bool_(False), rate=np.bool_(False), seed=np.uint32(0))
-    ts = px.advance(st, p, px.init(st, p), 1)
+    ts = pt.advance(st, p, pt.init(st, p), 1)
     assert calls == [(4, env.N_STATES, M, 2)]  # called once, on the n_traj gradient trials
     np.testing.assert_allclose(ts.sigma, np.clip(50.0 + 0.1 * np.asarray(G), 0.01, 100.0),
                                rtol=1e-6)
