@@ -41,7 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dra_jax import gradients, policy
+from dra_jax import gradients, memory, policy
 from dra_jax.envs.planning import NEXT_STATE, REWARD, full_budget
 
 MASK = -1e30  # mean given to a move whose subtree is fully explored (probability exactly 0)
@@ -200,6 +200,22 @@ def trial_gradient(res: PlanResult) -> jax.Array:
     """Sec. 2.3 with ``Psi = max``: ``Psi * sum_t grad_sigma log pi(a_t|s_t)`` of one trial,
     ``Psi`` the best total reward among the trial's explored paths; ``[6, M, 2]``."""
     return res.best_reward * res.score
+
+
+def sigma_ascent(res: PlanResult, sigma: jax.Array, lam, sigma_base, mask, equal,
+                 weight=1.0) -> jax.Array:
+    """Ascent direction of F (Eq. 1; F-tilde, Eq. 8, with ``weight = 1 / (a_dec b + t_nondec)``)
+    for sigma from a batch of gradient trials ``res`` (leading axis = trials):
+
+        g = weight * mean_i trial_gradient(res_i) - lam * dKL/dsigma   (Eqs. 3, 5, 6)
+
+    zero on memories outside ``mask``; with ``equal`` (equal precision, one shared sigma) every
+    learned memory gets the sum of the per-memory gradients. The planning trainer's only
+    gradient formula (tests/test_planning_gradient.py checks it against exact derivatives).
+    """
+    g_reward = jnp.mean(jax.vmap(trial_gradient)(res), axis=0)
+    g = jnp.where(mask, weight * g_reward - lam * memory.kl_grad(sigma, sigma_base), 0.0)
+    return jnp.where(equal, jnp.where(mask, jnp.sum(g), 0.0), g)
 
 
 def expected_reward(key: jax.Array, q, sigma, budget, beta, n: int | jax.Array,

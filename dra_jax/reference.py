@@ -10,7 +10,20 @@ timing the reference without JAX).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+
+@functools.lru_cache(maxsize=1)
+def _jit_block_noise():
+    """The engine's :func:`dra_jax.agent.block_noise`, compiled (the same bits; run eagerly it
+    took 140 ms a superblock, most of a reference run's time)."""
+    import jax
+
+    from dra_jax.agent import block_noise
+
+    return jax.jit(block_noise, static_argnums=(2, 3))
 
 
 class NoiseStream:
@@ -30,13 +43,11 @@ class NoiseStream:
         if self.source == "jax":
             import jax
 
-            from dra_jax.agent import block_noise
-
             sj = j // self.nb
             if self._super is None or self._super[0] != sj:
                 rows = self.block * self.nb
-                self._super = (sj, np.asarray(block_noise(jax.random.key(np.uint32(self.seed)), sj,
-                                                          self.A, rows)))
+                self._super = (sj, np.asarray(_jit_block_noise()(
+                    jax.random.key(np.uint32(self.seed)), sj, self.A, rows)))
             i0 = (j % self.nb) * self.block
             return self._super[1][i0:i0 + self.block]
         normals = self._rng.standard_normal((self.block, 2 * self.A)).astype(np.float32)
@@ -67,14 +78,52 @@ def _sample(p, u):
     return min(int(np.sum(cdf <= u * cdf[-1])), len(p) - 1)
 
 
+def _kl(sigma, sb):
+    """KL(N(q, sigma^2) || N(q, sb^2)) per memory (Eq. 1's cost)."""
+    return 0.5 * ((sigma / sb) ** 2 - 1.0) - np.log(sigma / sb)
+
+
+def _entropy_and_grad(p, zeta, beta):
+    """``H = -sum_a p_a log p_a`` of ``p = softmax(beta (q + zeta sigma))`` and its sigma
+    gradient by the chain rule: ``dH/dx_a = -p_a (log p_a + H)``, ``dx_a/dsigma_a = beta zeta_a``."""
+    logp = np.log(np.maximum(p, np.finfo(p.dtype).tiny))
+    h = -np.sum(p * logp)
+    return h, -beta * zeta * p * (logp + h)
+
+
+class _Adam:
+    """Adam (Kingma & Ba 2015) ascent on sigma: ``m, v`` moment estimates with bias correction,
+    step ``lr * m_hat / (sqrt(v_hat) + eps)`` (b1 0.9, b2 0.999, eps 1e-8, as optax's defaults)."""
+
+    def __init__(self, shape, dtype, lr, b1=0.9, b2=0.999, eps=1e-8):
+        self.m, self.v = np.zeros(shape, dtype), np.zeros(shape, dtype)
+        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
+
+    def step(self, grad):
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        m_hat = self.m / (1 - self.b1 ** self.t)
+        v_hat = self.v / (1 - self.b2 ** self.t)
+        return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
 def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_steps: int,
                   eval_every: int, n_rollouts: int, seed: int, learnable: np.ndarray,
                   block: int = 16, noise_source: str = "jax", dtype=np.float32,
-                  noise_blocks: int = 8):
+                  noise_blocks: int = 8, optimizer: str = "sgd"):
     """Algorithm 1 on a tabular task given as ``{"next": [S, A], "reward": [S, A],
-    "terminal": [S], "start": int}``. Returns ``q, sigma, curves [n_evals, 3], env_steps``.
+    "terminal": [S], "start": int}``. Returns ``q, sigma, curves [n_evals, 5], env_steps``;
+    the curve columns are those of the engine: objective, expected reward, cost, truncated
+    fraction, entropy term.
 
-    Supports Psi in A, Q, R, flexible and equal allocation, SGD on sigma, q initialized to 0.
+    Supports Psi in A, Q, R, flexible and equal allocation, q initialized to 0, optimizer
+    ``sgd`` or ``adam`` on sigma, and the objectives (``dra["objective"]``) of Acerbi et al.
+    (2022): ``dra`` (Eq. 1), ``elbo_step`` (Eq. 8: the KL of the visited state's memories and
+    the action entropy at every step; Psi = R sees them in the reward,
+    ``r~ = r + lam (H_t - KL_t)``, and each step adds their pathwise gradient
+    ``lam (dH_t/dsigma - dKL_t/dsigma)``) and ``elbo`` (Eq. 10: Eq. 1 plus
+    ``(lam / T) sum_t H_t``, its pathwise gradient per trajectory).
     """
     nxt, rew, term, start = (task_tables["next"], task_tables["reward"], task_tables["terminal"],
                              int(task_tables["start"]))
@@ -84,8 +133,15 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     aq, asg, lam = f(dra["alpha_q"]), f(dra["alpha_sigma"]), f(dra["lam"])
     sb, smin, smax = f(dra["sigma_base"]), f(dra["sigma_min"]), f(dra["sigma_max"])
     psi, equal = dra["psi"], dra["allocation"] == "equal"
+    objective = dra.get("objective", "dra")
+    if objective not in ("dra", "elbo_step", "elbo"):
+        raise ValueError(f"unknown objective {objective!r}")
     q = np.zeros((S, A), dtype)
     sigma = np.full((S, A), f(dra["sigma0"]), dtype)
+    if optimizer == "adam":
+        adam = _Adam((S, A), dtype, asg)
+    elif optimizer != "sgd":
+        raise ValueError(f"unknown optimizer {optimizer!r}")
     noise = NoiseStream(seed, A, block, noise_source, noise_blocks)
     eval_eps = list(range(0, episodes + 1, eval_every))
     if eval_eps[-1] != episodes:
@@ -95,10 +151,13 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
 
     def rollout(mode):
         """One rollout from the start state; mode 'act' learns q, 'grad' returns the score
-        terms, 'eval' only returns the return."""
+        terms, 'eval' only the sums. Returns (return of the rewards Psi = R sees, task return,
+        sum_t KL_t, sum_t H_t, T, truncated, score terms, pathwise ELBO gradient)."""
         nonlocal q, steps
-        s, t, ret, disc = start, 0, dtype(0), dtype(1)
+        s, t, ret, ret_task, disc = start, 0, dtype(0), dtype(0), dtype(1)
+        kl_sum, h_sum = dtype(0), dtype(0)
         terms = []  # (s, score, psi_QA, S_t, disc)
+        path = np.zeros((S, A), dtype)  # sum_t of dH_t/dsigma (elbo) or the Eq. 8 step terms
         while True:
             row = noise.next()
             zeta, zeta2, u = row[:A], row[A:2 * A], row[2 * A]
@@ -112,26 +171,45 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
                 p2 = _softmax(beta * (q[s2] + zeta2 * sigma[s2]))
                 target = r + gamma * (0.0 if done else 1.0) * np.dot(p2, q[s2])
                 q[s, a] += aq * (target - q[s, a])
+            if objective == "dra":  # (skipped: keeps the plain reference's speed for benchmarks)
+                h = kl_t = dtype(0)
+            else:
+                h, dh = _entropy_and_grad(p, zeta, beta)
+                kl_t = np.sum(_kl(sigma[s], sb))
+            r_eff = r + lam * (h - kl_t) if objective == "elbo_step" else r
             if mode == "grad":
                 onehot = np.eye(A, dtype=dtype)[a]
                 score = beta * zeta * (onehot - p)
                 psi_t = q[s, a] if psi == "Q" else q[s, a] - q[s].mean()
                 terms.append((s, score, psi_t, ret, disc))
-            ret = ret + disc * r
+                if objective == "elbo_step":
+                    path[s] += lam * (dh - (sigma[s] / sb ** 2 - 1.0 / sigma[s]))
+                elif objective == "elbo":
+                    path[s] += dh
+            ret = ret + disc * (r_eff if psi == "R" else r)
+            ret_task = ret_task + disc * r
+            kl_sum, h_sum = kl_sum + kl_t, h_sum + h
             disc = disc * gamma
             if done or trunc:
-                return ret, terms
+                return ret, ret_task, kl_sum, h_sum, t, trunc, terms, path
             s = s2
 
     def evaluate(k):
-        total = 0.0
+        total = n_trunc = 0.0
+        kl_tot = h_tot = ht_tot = 0.0
         for _ in range(n_rollouts):
-            total += rollout("eval")[0]
+            _, ret_task, kl_sum, h_sum, t, trunc, _, _ = rollout("eval")
+            total += ret_task
+            n_trunc += trunc
+            kl_tot, h_tot, ht_tot = kl_tot + kl_sum, h_tot + h_sum, ht_tot + h_sum / t
         noise.skip_block()  # the engine records at the end of the block
-        mask = learnable
-        kl = 0.5 * ((sigma / sb) ** 2 - 1.0) - np.log(sigma / sb)
-        cost = float(lam * np.sum(np.where(mask, kl, 0.0)))
-        curves.append((total / n_rollouts - cost, total / n_rollouts, cost))
+        if objective == "elbo_step":
+            cost, ent = lam * kl_tot / n_rollouts, lam * h_tot / n_rollouts
+        else:
+            cost = float(lam * np.sum(np.where(learnable, _kl(sigma, sb), 0.0)))
+            ent = lam * ht_tot / n_rollouts if objective == "elbo" else 0.0
+        expected = total / n_rollouts
+        curves.append((expected - cost + ent, expected, cost, n_trunc / n_rollouts, ent))
 
     for k in range(episodes + 1):
         if k in eval_eps:
@@ -141,18 +219,21 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
         rollout("act")
         G = np.zeros((S, A), dtype)
         for _ in range(n_traj):
-            R, terms = rollout("grad")
+            R, _, _, _, T, _, terms, path = rollout("grad")
             for s, score, psi_t, s_before, disc in terms:
                 if psi == "R":
                     w = (R - s_before) / disc  # reward-to-go from t (Eq. 4)
                 else:
                     w = psi_t
                 G[s] += w * score
+            G += path * (lam / T if objective == "elbo" else 1.0)
         noise.skip_block()  # the engine updates sigma at the end of the block
-        grad = G / n_traj - lam * (sigma / sb ** 2 - 1.0 / sigma)
+        kl_once = 0.0 if objective == "elbo_step" else lam  # Eq. 8 pays it per access (above)
+        grad = G / n_traj - kl_once * (sigma / sb ** 2 - 1.0 / sigma)
         grad = np.where(learnable, grad, 0.0)
         if equal:
             grad = np.where(learnable, grad.sum(), 0.0)
         if dra["learn_sigma"]:
-            sigma = np.clip(sigma + asg * grad, smin, smax).astype(dtype)
+            step = adam.step(grad) if optimizer == "adam" else asg * grad
+            sigma = np.clip(sigma + step, smin, smax).astype(dtype)
     return q, sigma, np.asarray(curves), steps

@@ -19,32 +19,46 @@ def _train(st, dras, seeds):
     return jax.tree.map(np.asarray, agent.train_batch(TASK, st, params))
 
 
-@pytest.mark.parametrize("psi,allocation,gamma", [("A", "flexible", 1.0), ("R", "flexible", 0.95),
-                                                  ("Q", "equal", 1.0)])
-def test_engine_matches_numpy_reference(psi, allocation, gamma):
-    """Same random numbers -> same q, sigma and learning curve as a plain NumPy Algorithm 1.
-    max_steps is small so that truncated rollouts (which bootstrap) occur.
+@pytest.mark.parametrize("psi,allocation,gamma,objective,optimizer,alpha_sigma", [
+    ("A", "flexible", 1.0, "dra", "sgd", 0.1), ("R", "flexible", 0.95, "dra", "sgd", 0.1),
+    ("Q", "equal", 1.0, "dra", "adam", 0.1), ("R", "flexible", 0.95, "elbo_step", "sgd", 0.02),
+    ("A", "flexible", 1.0, "elbo", "adam", 0.1), ("R", "equal", 1.0, "elbo", "sgd", 0.1)])
+def test_engine_matches_numpy_reference(psi, allocation, gamma, objective, optimizer,
+                                        alpha_sigma):
+    """Same random numbers -> same q, sigma and learning curve (all five columns) as a plain
+    NumPy Algorithm 1, for the objectives of Eq. 1, Eq. 8 and Eq. 10 and for SGD and Adam.
+    max_steps is small so that truncated rollouts (which bootstrap) occur. The reference writes
+    the entropy gradient by the chain rule, the engine takes it by autodiff.
 
     The reference computes in float64, the engine in float32: the tolerances are float32
     accumulation over 6 episodes (the R-gradient sums returns of ~-40 over ~40 steps; the engine
     is within 2e-4 of float64 there, a float32 NumPy reference 5e-4). A wrong Psi, a missing
-    bootstrap or a misplaced update changes sigma and q by 1e-2 to 1."""
+    bootstrap, a misplaced update or a flipped ELBO term changes sigma and q by 1e-2 to 1.
+    (elbo_step with Psi = R steps sigma with alpha_sigma = 0.02: at 0.1 its per-access KL
+    gradient drives some sigma to sigma_min = 0.01 within 3 episodes, where d(1/sigma)/dsigma =
+    1e4 amplifies the float32 rounding to 1e-2 by episode 6; at 0.02 sigma stays in [1.2, 4.4]
+    and the two agree to 3e-5.)"""
     st = agent.AgentStatic(episodes=6, n_traj=3, max_steps=40, eval_every=2, n_rollouts=3,
-                           need_R=psi == "R", block=16)
-    dra = dict(DRA, psi=psi, allocation=allocation, gamma=gamma)
+                           need_R=psi == "R", need_entropy=objective != "dra",
+                           optimizer=optimizer, block=16)
+    dra = dict(DRA, psi=psi, allocation=allocation, gamma=gamma, objective=objective,
+               alpha_sigma=alpha_sigma)
     out = _train(st, [dra], [7])
     t = TASK.tables
     tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0], "start": t.start}
     q, sigma, curves, steps = run_reference(tables, dra, st.episodes, st.n_traj, st.max_steps,
                                             st.eval_every, st.n_rollouts, seed=7,
                                             learnable=TASK.learnable, block=st.block,
-                                            noise_blocks=st.noise_blocks, dtype=np.float64)
+                                            noise_blocks=st.noise_blocks, dtype=np.float64,
+                                            optimizer=optimizer)
     assert int(out.env_steps[0]) == steps
     assert int(out.truncations[0]) > 0 or psi != "A"  # truncations happen in this set-up
     np.testing.assert_allclose(out.q[0], q, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out.sigma[0], sigma, rtol=1e-4, atol=3e-4)
-    np.testing.assert_allclose(out.curves[0][:, :3], curves, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(out.curves[0], curves, rtol=1e-4, atol=1e-3)
     assert not np.allclose(sigma, 3.0)  # sigma actually moved
+    if objective != "dra":
+        assert np.all(curves[:, 4] > 0.0)  # the entropy term is there to be compared
 
 
 def test_vmapped_batch_equals_loop_over_runs():
@@ -105,15 +119,25 @@ def test_analytic_and_autodiff_training_give_the_same_sigma(psi, episodes):
     assert np.abs(an.sigma - 1.0).max() > 0.1 or np.abs(an.sigma - 3.0).max() > 0.1
 
 
-def test_equal_precision_keeps_one_shared_sigma_and_lambda0_pins():
-    st = agent.AgentStatic(episodes=20, n_traj=4, max_steps=200, eval_every=10, n_rollouts=3)
-    out = _train(st, [dict(DRA, allocation="equal"),
-                      dict(DRA, lam=0.0, sigma0=0.01, learn_sigma=False)], [0, 1])
+def test_equal_precision_shares_sigma_and_lambda0_learns_sigma_at_no_cost():
+    """Equal precision keeps one shared sigma. With lam = 0 and sigma learning, the cost
+    vanishes and sigma follows the reward gradient alone: the NumPy reference's numbers."""
+    st = agent.AgentStatic(episodes=20, n_traj=4, max_steps=60, eval_every=10, n_rollouts=3)
+    free = dict(DRA, lam=0.0, sigma0=0.5)
+    out = _train(st, [dict(DRA, allocation="equal"), free], [0, 1])
     learned = TASK.learnable
     shared = out.sigma[0][learned]
     assert np.ptp(shared) == 0.0 and shared[0] != 3.0
-    np.testing.assert_array_equal(out.sigma[1], np.float32(0.01))
     assert np.all(out.curves[1][:, 2] == 0.0)  # lam = 0: no cost
+    t = TASK.tables
+    tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0], "start": t.start}
+    _, sigma, curves, _ = run_reference(tables, free, st.episodes, st.n_traj, st.max_steps,
+                                        st.eval_every, st.n_rollouts, seed=1, learnable=learned,
+                                        block=st.block, noise_blocks=st.noise_blocks,
+                                        dtype=np.float64)
+    np.testing.assert_allclose(out.sigma[1], sigma, rtol=1e-4, atol=3e-4)
+    np.testing.assert_allclose(out.curves[1], curves, rtol=1e-4, atol=1e-3)
+    assert np.abs(out.sigma[1] - 0.5).max() > 0.1  # sigma learned
 
 
 def test_truncation_bootstraps_and_is_counted():

@@ -256,3 +256,99 @@ def test_bad_values_are_rejected_naming_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         config.load(path, [override])
     assert e.value.key == key
+
+
+# --------------------------------------------------------------------------- BLASTS end to end
+
+
+def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep):
+    """BLASTS (the review's Algorithm 2) on a Gaussian bandit in plain NumPy (float64), fed the
+    random numbers the JAX agent draws (same keys, same calls): the bandit's means, the posterior
+    samples' normals, the sample index, the Gumbel noise of the categorical draw, the reward
+    noise. Everything else (posterior, distortion, Blahut-Arimoto, the draw) is computed here.
+    Returns per step the action and the posterior (mean, precision) after it."""
+    k_env, k_steps = jax.random.split(key)
+    means = ep.prior_mean + ep.prior_sd * np.asarray(jax.random.normal(k_env, (arms,)), np.float64)
+    m = np.full(arms, ep.prior_mean, np.float64)
+    tau = np.full(arms, 1.0 / ep.prior_sd ** 2)
+    actions, beliefs = [], []
+    for t in range(steps):
+        k_act, k_rew, _, _ = jax.random.split(jax.random.fold_in(k_steps, t), 4)
+        k_th, k_pick = jax.random.split(k_act)
+        theta = m + np.asarray(jax.random.normal(k_th, (z_samples, arms)), np.float64) / np.sqrt(tau)
+        d = (theta.max(axis=1, keepdims=True) - theta) ** 2
+        kernel = np.exp(-ba_beta * (d - d.min(axis=1, keepdims=True)))
+        q = np.full(arms, 1.0 / arms)
+        for _ in range(max_iter):  # Blahut-Arimoto from the uniform marginal
+            delta = q * kernel
+            delta /= delta.sum(axis=1, keepdims=True)
+            q_new = delta.mean(axis=0)
+            done = np.abs(q_new - q).max() < tol
+            q = q_new
+            if done:
+                break
+        kz, ka = jax.random.split(k_pick)
+        zi = int(jax.random.randint(kz, (), 0, z_samples))
+        gumbel = np.asarray(jax.random.gumbel(ka, (arms,)), np.float64)
+        with np.errstate(divide="ignore"):
+            a = int(np.argmax(np.log(delta[zi]) + gumbel))
+        r = means[a] + ep.noise_sd * float(jax.random.normal(k_rew, ()))
+        tau_new = tau[a] + 1.0 / ep.noise_sd ** 2
+        m[a] = (tau[a] * m[a] + r / ep.noise_sd ** 2) / tau_new
+        tau[a] = tau_new
+        actions.append(a)
+        beliefs.append((m.copy(), tau.copy()))
+    return means, np.asarray(actions), beliefs
+
+
+def test_blasts_agent_equals_a_numpy_blasts_step_by_step():
+    """50 steps of the JAX BLASTS agent on a 3-arm Gaussian bandit: the same actions and
+    posteriors as the NumPy agent, and make_run's whole-run regret curve and pull counts."""
+    arms, steps, z, cap = 3, 50, 64, 100
+    ep = envs.EnvParams(noise_sd=0.7)
+    hp = ba.make_hyper(ba_beta=3.0, ba_tol=1e-4)
+    key = jax.random.key(21)
+    means, acts, beliefs = _numpy_blasts(key, arms, steps, 3.0, 1e-4, cap, z, ep)
+    st = ba.Static("blasts", "gaussian", arms, steps, record_every=1, z_samples=z,
+                   ba_max_iter=cap, ba_loop="while")
+    env = envs.Bandit(arms, "gaussian")
+    k_env, k_steps = jax.random.split(key)
+    means_j = env.reset_env(k_env, ep)[1].means
+    np.testing.assert_allclose(means_j, means, rtol=1e-6)
+    belief = envs.prior_belief("gaussian", arms, ep)
+    carry = ba.Carry(belief, envs.posterior_mean("gaussian", belief), jnp.ones(arms),
+                     jnp.zeros(arms), 0.0, 0.0, 0.0, 0.0, jnp.int32(0), jnp.int32(0))
+    step = jax.jit(lambda c, k: ba._step(st, env, ep, hp, means_j, c, k))
+    for t in range(steps):
+        carry, out = step(carry, jax.random.fold_in(k_steps, t))
+        a = int(np.argmin(np.abs(means - float(out.reward))))
+        assert a == acts[t], t
+        np.testing.assert_allclose(carry.belief.a, beliefs[t][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carry.belief.b, beliefs[t][1], rtol=1e-6)
+    assert len(set(acts.tolist())) == arms  # it explored every arm
+    run = jax.jit(ba.make_run(st))(key, hp, ep)
+    np.testing.assert_array_equal(np.asarray(run.counts), np.bincount(acts, minlength=arms))
+    regret = np.cumsum(means.max() - means[acts])
+    np.testing.assert_allclose(run.cum_regret, regret, rtol=1e-5, atol=1e-5)
+
+
+def test_blasts_at_large_beta_has_the_regret_of_thompson_sampling():
+    """As beta -> inf the BA channel plays the argmax of one uniformly chosen posterior sample:
+    Thompson sampling. Over 300 bandits (the same for both agents, different random streams),
+    BLASTS at beta = 1e6 and TS differ in mean total regret by less than 3 SE of the paired
+    difference, and that SE is under 5% of TS's regret (a 15% difference would show)."""
+    n, arms, steps = 300, 3, 100
+    keys = jax.random.split(jax.random.key(31), n)
+    ep = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), envs.EnvParams())
+    total = {}
+    for agent in ("ts", "blasts"):
+        st = ba.Static(agent, "gaussian", arms, steps, record_every=steps, z_samples=32,
+                       ba_loop="while", track_rate=False)
+        hp = jax.vmap(lambda b: ba.make_hyper(ba_beta=b))(jnp.full(n, 1e6))
+        total[agent] = np.asarray(jax.jit(jax.vmap(ba.make_run(st)))(keys, hp, ep).total_regret,
+                                  np.float64)
+    d = total["blasts"] - total["ts"]
+    se = d.std() / np.sqrt(n)
+    assert abs(d.mean()) < 3 * se, (d.mean(), se)
+    assert se < 0.05 * total["ts"].mean(), (se, total["ts"].mean())
+    assert np.mean(d != 0) > 0.5  # different random streams: not the same runs

@@ -69,3 +69,45 @@ def test_gymnax_environment_agrees_with_the_lane_task():
     # jit + vmap over actions
     f = jax.jit(jax.vmap(lambda a: env.step_env(key, st, a, params)[1].pos))
     np.testing.assert_array_equal(f(jnp.arange(4)), [idx(0, 5), idx(1, 5), idx(0, 4), idx(0, 6)])
+
+
+# the maze of DESIGN.md, written out independently of dra_jax.envs.gridworld
+ROWS, COLS = 6, 9
+OBSTACLES = {(1, 2), (2, 2), (3, 2), (0, 7), (1, 7), (2, 7), (4, 5)}
+MOVES = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
+
+
+def _design_step(cell, a, switched):
+    obstacles = OBSTACLES - {(0, 7)} if switched else OBSTACLES
+    goal = (0, 6) if switched else (0, 8)
+    r, c = cell[0] + MOVES[a][0], cell[1] + MOVES[a][1]
+    nxt = (r, c) if 0 <= r < ROWS and 0 <= c < COLS and (r, c) not in obstacles else cell
+    return nxt, (10.0 if nxt == goal else -1.0), nxt == goal
+
+
+def test_every_cell_action_wall_obstacle_and_goal_of_both_mazes():
+    """All 54 x 4 moves of the original and the switched maze against the design's rules (a
+    move off the grid or into an obstacle stays; +10 and termination on the goal, else -1),
+    and the start, goal and learned memories."""
+    cells = [(r, c) for r in range(ROWS) for c in range(COLS)]
+    pos = jnp.asarray([idx(*cell) for cell in cells for _ in range(4)], jnp.int32)
+    acts = jnp.asarray([a for _ in cells for a in range(4)], jnp.int32)
+    for switched in (False, True):
+        episode = 3000 if switched else 0
+        s2, r, term = jax.vmap(lambda p, a: T.step(p, a, {"switch_episode": jnp.int32(3000)},
+                                                   jnp.int32(episode)))(pos, acts)
+        obstacles = OBSTACLES - {(0, 7)} if switched else OBSTACLES
+        checked = 0
+        for i, (cell, a) in enumerate(zip([cl for cl in cells for _ in range(4)], np.asarray(acts))):
+            if cell in obstacles or cell == ((0, 6) if switched else (0, 8)):
+                continue  # never occupied / terminal: never stepped from
+            nxt, rew, done = _design_step(cell, int(a), switched)
+            assert (int(s2[i]), float(r[i]), bool(term[i])) == (idx(*nxt), rew, done), (cell, a, switched)
+            checked += 1
+        assert checked == 4 * (ROWS * COLS - len(obstacles) - 1)
+    assert int(T.reset(jnp.float32(0.5), {}, jnp.int32(0))) == idx(2, 0)
+    # learned memories: every cell that is free in some maze and not the goal of both
+    learn = T.learnable
+    for cell in cells:
+        expect = cell not in (OBSTACLES - {(0, 7)})
+        assert bool(learn[idx(*cell)].all()) == expect and bool(learn[idx(*cell)].any()) == expect, cell

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from dra_jax import config as config_mod
-from dra_jax import planner
+from dra_jax import memory, planner
+from dra_jax import planning_trainer as pt
 from dra_jax.config import ConfigError
 from dra_jax.envs import planning as env
 from dra_jax.experiments import planning as px
@@ -199,13 +200,13 @@ def _cfg(**over):
 
 
 def test_vmapped_population_equals_each_candidate_alone():
-    st = px.PlanStatic(moves=3)
+    st = pt.PlanStatic(moves=3)
     p = {"beta": jnp.float32(10.0), "lam": jnp.float32(1.0), "sigma_base": jnp.float32(100.0)}
     sig = jax.random.uniform(jax.random.key(1), (5, 6, 3, 2), minval=0.5, maxval=100.0)
     budgets = jnp.asarray([3, 6, 12, 24, 7], jnp.int32)
     key = jax.random.key(2)
-    pop = jax.jit(lambda s, b: px.population_objective(st, p, s, b, key, 64))(sig, budgets)
-    one = jax.jit(lambda s, b: px.objective_estimate(st, p, s, b, key, 64))
+    pop = jax.jit(lambda s, b: pt.population_objective(st, p, s, b, key, 64))(sig, budgets)
+    one = jax.jit(lambda s, b: pt.objective_estimate(st, p, s, b, key, 64))
     alone = np.asarray([one(sig[i], budgets[i]) for i in range(5)])
     np.testing.assert_allclose(np.asarray(pop), alone, rtol=1e-6)
     assert len(set(np.round(alone, 3))) == 5
@@ -217,11 +218,24 @@ def test_training_and_sweep_runner_small():
     runs = list(config_mod.iter_run_params(cfg))
     res = px.run(cfg, runs, None)
     assert len(res.finals) == 8
-    for f in res.finals:
-        assert np.isfinite([f["objective"], f["expected_reward"], f["cost"]]).all()
-        assert f["objective"] == pytest.approx(f["expected_reward"] - f["cost"], abs=1e-3)
     assert res.curves["curve_objective"].shape == (8, 3)
     sig = res.curves["sigma"]
+    full = env.best_paths(3)
+    for run, f, s in zip(runs, res.finals, sig):
+        # the cost from the final sigma (NumPy, float64), F = reward - cost (Eq. 1)
+        r = s.astype(np.float64) / 100.0
+        cost = np.sum(0.5 * (r * r - 1.0) - np.log(r))  # lam = 1, sigma_base = 100
+        assert f["cost"] == pytest.approx(cost, rel=1e-4)
+        assert f["objective"] == pytest.approx(f["expected_reward"] - cost, rel=1e-4, abs=1e-3)
+        if px.resolve_budget(cfg, run) == 24:
+            # the full budget finds every path: the final evaluation's expected reward is the
+            # mean of the best path's reward over its 32 start states, recomputed here from
+            # the evaluation's key (two chunks of 16 trials)
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(run["seed"]), 1),
+                                     pt.FINAL_TAG)
+            s0 = np.concatenate([np.asarray(planner.trial_noise(jax.random.fold_in(key, i), 16,
+                                                                24).s0) for i in (0, 1)])
+            assert f["expected_reward"] == pytest.approx(full[s0].mean(), rel=1e-6)
     assert np.all((sig >= 0.01) & (sig <= 100.0))
     eq = np.asarray([r["dra"]["allocation"] == "equal" for r in runs])
     assert np.all(np.ptp(sig[eq].reshape(eq.sum(), -1), axis=1) < 1e-4)  # one shared sigma
@@ -229,7 +243,7 @@ def test_training_and_sweep_runner_small():
     assert res.arrays["cma_objective"].shape == (2, 2)
     # the group-batched runner equals a whole run by `train` of one run alone
     st = px._static_of(cfg, runs[1])
-    final, curve, _ = jax.jit(lambda p: px.train(st, p))(px.make_params(cfg, runs[1]))
+    final, curve, _ = jax.jit(lambda p: pt.train(st, p))(px.make_params(cfg, runs[1]))
     np.testing.assert_allclose(np.asarray(curve)[:, 2], res.curves["curve_objective"][1],
                                rtol=1e-5)
     assert float(final[2]) == pytest.approx(res.finals[1]["objective"], rel=1e-5)
@@ -242,7 +256,7 @@ def test_pinned_last_move_stays_at_one_and_is_free():
     sig = res.curves["sigma"]
     assert np.all(sig[:, :, 0, :] == 1.0) and np.all(sig[:, :, 1:, :] != 1.0)
     # the cost counts the 24 learned memories only
-    kl = float(px.memory.kl_cost(jnp.asarray(sig[0, :, 1:, :]), 100.0))
+    kl = float(memory.kl_cost(jnp.asarray(sig[0, :, 1:, :]), 100.0))
     assert res.finals[0]["cost"] == pytest.approx(kl, rel=1e-4)
 
 
@@ -307,14 +321,14 @@ def test_budget_sweep_is_traced_one_compile(monkeypatch):
     runs = list(config_mod.iter_run_params(cfg))
     assert len({px._static_of(cfg, r) for r in runs}) == 1
     lowered = []
-    real = px._advance_batch
+    real = pt._advance_batch
 
     class Counting:
         def lower(self, *a, **k):
             lowered.append(a[0])
             return real.lower(*a, **k)
 
-    monkeypatch.setattr(px, "_advance_batch", Counting())
+    monkeypatch.setattr(pt, "_advance_batch", Counting())
     res = px.run(cfg, runs, None)
     assert len(lowered) == 1 and len(res.finals) == len(runs)
     # while n_traj is static: two values make two groups (two programs)
