@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import agent
+from dra_jax import agent, batching
 from dra_jax.envs.gridworld import GridTask
 from dra_jax.reference import run_reference
 
@@ -16,7 +16,7 @@ DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_ba
 
 def _train(st, dras, seeds):
     params = agent.stack_params([agent.make_run_params(d, s) for d, s in zip(dras, seeds)])
-    return jax.tree.map(np.asarray, agent.train_batch(TASK, st, params))
+    return jax.tree.map(np.asarray, batching.train_batch(TASK, st, params))
 
 
 @pytest.mark.parametrize("psi,allocation,gamma,objective,optimizer,alpha_sigma", [
@@ -68,7 +68,7 @@ def test_vmapped_batch_equals_loop_over_runs():
     batch = _train(st, dras, seeds)
     for i in range(3):
         single = _train(st, [dras[i]], [seeds[i]])
-        # bit for bit: train_batch pads a one-run batch to two (agent.pad_batch)
+        # bit for bit: train_batch pads a one-run batch to two (batching.pad_batch)
         for name in ("q", "sigma", "curves", "env_steps", "truncations"):
             np.testing.assert_array_equal(getattr(batch, name)[i], getattr(single, name)[0])
     # a plain jit(vmap(train)) of the unchunked train() agrees too
@@ -81,23 +81,23 @@ def test_vmapped_batch_equals_loop_over_runs():
 def test_chunking_does_not_change_numbers():
     st = agent.AgentStatic(episodes=15, n_traj=3, max_steps=200, eval_every=5, n_rollouts=4)
     params = agent.stack_params([agent.make_run_params(dict(DRA, sigma0=s), 3) for s in (1.0, 4.0)])
-    whole = agent.train_batch(TASK, st, params)
-    chunked = agent.train_batch(TASK, st, params, chunk_superblocks=3)
+    whole = batching.train_batch(TASK, st, params)
+    chunked = batching.train_batch(TASK, st, params, chunk_superblocks=3)
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_other_traced_values_do_not_recompile():
     st = agent.AgentStatic(episodes=5, n_traj=2, max_steps=100, eval_every=5, n_rollouts=2)
-    init_b, adv_b, fin_b = agent.make_batched(TASK, st)
+    init_b, adv_b, fin_b = batching.make_batched(TASK, st)
     p1 = agent.stack_params([agent.make_run_params(dict(DRA, sigma0=s), i) for i, s in enumerate((1.0, 3.0))])
     p2 = agent.stack_params([agent.make_run_params(dict(DRA, sigma0=s, lam=0.05, psi="Q"), i + 9)
                              for i, s in enumerate((4.0, 5.0))])
-    agent.train_batch(TASK, st, p1)
+    batching.train_batch(TASK, st, p1)
     sizes = (init_b._cache_size(), adv_b._cache_size(), fin_b._cache_size())
-    agent.train_batch(TASK, st, p2)
+    batching.train_batch(TASK, st, p2)
     assert (init_b._cache_size(), adv_b._cache_size(), fin_b._cache_size()) == sizes
-    assert agent.make_batched(TASK, st) == (init_b, adv_b, fin_b)
+    assert batching.make_batched(TASK, st) == (init_b, adv_b, fin_b)
 
 
 @pytest.mark.parametrize("psi,episodes", [("A", 30), ("R", 2)])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import agent, policy
+from dra_jax import agent, batching, policy
 from dra_jax.envs.gridworld import GridTask
 
 TASK = GridTask()
@@ -39,7 +39,7 @@ def test_entropy_gradient_matches_finite_difference():
 
 def _train(st, dras, seeds):
     params = agent.stack_params([agent.make_run_params(d, s) for d, s in zip(dras, seeds)])
-    return jax.tree.map(np.asarray, agent.train_batch(TASK, st, params))
+    return jax.tree.map(np.asarray, batching.train_batch(TASK, st, params))
 
 
 def test_elbo_with_lambda_zero_equals_dra_with_lambda_zero():
@@ -135,7 +135,7 @@ def test_mean_sigma_gradient_matches_the_exact_objective():
     params = [agent.make_run_params(dict(base, objective=obj, psi=psi), 1000 * c + i,
                                     {"loop": loop})
               for c, (loop, obj, psi) in enumerate(CASES) for i in range(runs)]
-    out = jax.tree.map(np.asarray, agent.train_batch(OneState(), st, agent.stack_params(params)))
+    out = jax.tree.map(np.asarray, batching.train_batch(OneState(), st, agent.stack_params(params)))
     assert np.all(out.truncations == 0)
     g = (out.sigma[:, 0, :].astype(np.float64) - sigma0).reshape(len(CASES), runs, 3)
     ev = out.curves[:, 0, :].astype(np.float64).reshape(len(CASES), runs, 5)

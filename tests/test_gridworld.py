@@ -62,7 +62,7 @@ def test_gymnax_environment_agrees_with_the_lane_task():
             break
         state, pos = state2, s2
     # the switched maze through the traced parameter
-    p1 = params.replace(maze=1)
+    p1 = params.replace(stage=1)
     _, st, _ = (None, gw.EnvState(pos=jnp.int32(idx(0, 5)), time=0), None)
     _, st2, r, done, _ = env.step_env(key, st, RIGHT, p1)
     assert (int(st2.pos), float(r), bool(done)) == (idx(0, 6), 10.0, True)
