@@ -113,7 +113,7 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
                   block: int = 16, noise_source: str = "jax", dtype=np.float32,
                   noise_blocks: int = 8, optimizer: str = "sgd"):
     """Algorithm 1 on a tabular task given as ``{"next": [S, A], "reward": [S, A],
-    "terminal": [S], "start": int}``. Returns ``q, sigma, curves [n_evals, 5], env_steps``;
+    "terminal": [S], "start": int}``. Returns ``q, sigma, curves [n_evals, 6], env_steps``;
     the curve columns are those of the engine: objective, expected reward, cost, truncated
     fraction, entropy term.
 
@@ -152,10 +152,11 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     def rollout(mode):
         """One rollout from the start state; mode 'act' learns q, 'grad' returns the score
         terms, 'eval' only the sums. Returns (return of the rewards Psi = R sees, task return,
-        sum_t KL_t, sum_t H_t, T, truncated, score terms, pathwise ELBO gradient)."""
+        sum_t KL_t, sum_t H_t, T, truncated, score terms, pathwise ELBO gradient, undiscounted
+        sum of the task's rewards)."""
         nonlocal q, steps
         s, t, ret, ret_task, disc = start, 0, dtype(0), dtype(0), dtype(1)
-        kl_sum, h_sum = dtype(0), dtype(0)
+        kl_sum, h_sum, und = dtype(0), dtype(0), dtype(0)
         terms = []  # (s, score, psi_QA, S_t, disc)
         path = np.zeros((S, A), dtype)  # sum_t of dH_t/dsigma (elbo) or the Eq. 8 step terms
         while True:
@@ -188,18 +189,20 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
                     path[s] += dh
             ret = ret + disc * (r_eff if psi == "R" else r)
             ret_task = ret_task + disc * r
+            und = und + r
             kl_sum, h_sum = kl_sum + kl_t, h_sum + h
             disc = disc * gamma
             if done or trunc:
-                return ret, ret_task, kl_sum, h_sum, t, trunc, terms, path
+                return ret, ret_task, kl_sum, h_sum, t, trunc, terms, path, und
             s = s2
 
     def evaluate(k):
-        total = n_trunc = 0.0
+        total = n_trunc = total_und = 0.0
         kl_tot = h_tot = ht_tot = 0.0
         for _ in range(n_rollouts):
-            _, ret_task, kl_sum, h_sum, t, trunc, _, _ = rollout("eval")
+            _, ret_task, kl_sum, h_sum, t, trunc, _, _, und = rollout("eval")
             total += ret_task
+            total_und += und
             n_trunc += trunc
             kl_tot, h_tot, ht_tot = kl_tot + kl_sum, h_tot + h_sum, ht_tot + h_sum / t
         noise.skip_block()  # the engine records at the end of the block
@@ -209,7 +212,8 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
             cost = float(lam * np.sum(np.where(learnable, _kl(sigma, sb), 0.0)))
             ent = lam * ht_tot / n_rollouts if objective == "elbo" else 0.0
         expected = total / n_rollouts
-        curves.append((expected - cost + ent, expected, cost, n_trunc / n_rollouts, ent))
+        curves.append((expected - cost + ent, expected, cost, n_trunc / n_rollouts, ent,
+                       total_und / n_rollouts))
 
     for k in range(episodes + 1):
         if k in eval_eps:
@@ -219,7 +223,7 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
         rollout("act")
         G = np.zeros((S, A), dtype)
         for _ in range(n_traj):
-            R, _, _, _, T, _, terms, path = rollout("grad")
+            R, _, _, _, T, _, terms, path, _ = rollout("grad")
             for s, score, psi_t, s_before, disc in terms:
                 if psi == "R":
                     w = (R - s_before) / disc  # reward-to-go from t (Eq. 4)

@@ -138,7 +138,7 @@ def test_mean_sigma_gradient_matches_the_exact_objective():
     out = jax.tree.map(np.asarray, batching.train_batch(OneState(), st, agent.stack_params(params)))
     assert np.all(out.truncations == 0)
     g = (out.sigma[:, 0, :].astype(np.float64) - sigma0).reshape(len(CASES), runs, 3)
-    ev = out.curves[:, 0, :].astype(np.float64).reshape(len(CASES), runs, 5)
+    ev = out.curves[:, 0, :].astype(np.float64).reshape(len(CASES), runs, agent.N_CURVES)
     s0 = np.full(3, sigma0)
     h = 1e-4
     for c, (loop, obj, psi) in enumerate(CASES):
