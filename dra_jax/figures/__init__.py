@@ -1,0 +1,1 @@
+"""Figures, one module per task family: drawn from results, never by the runners."""
