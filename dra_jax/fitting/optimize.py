@@ -60,21 +60,37 @@ class Transform:
         return th
 
 
-def _keys(subjects, tag: int):
-    return jnp.stack([jax.random.fold_in(jax.random.key(subject_seed(s)), tag) for s in subjects])
+def _keys(subjects, tags: np.ndarray):
+    """Particle-noise keys ``[N, C]``: ``fold_in(key(subject seed), tags[c])``."""
+    base = jnp.stack([jax.random.key(subject_seed(s)) for s in subjects])
+    tags = jnp.asarray(tags, jnp.uint32)
+    return jax.vmap(lambda k: jax.vmap(lambda t: jax.random.fold_in(k, t))(tags))(base)
 
 
 def _n_particles(cfg, kind):
     return cfg["fit"]["n_particles"] if models.STOCHASTIC[kind] else 1
 
 
-def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tag: int, n_reps: int = 1):
-    """Log-likelihoods ``[N, C, R]`` of ``theta [N, C, 6]`` (one compiled call)."""
+def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None = None):
+    """Log-likelihoods ``[N, C]`` of ``theta [N, C, 6]`` with candidate c's particle noise from
+    ``tags[c]`` (one tag for all: common random numbers). Candidates are evaluated ``width`` at a
+    time (padding the last call), so every call of a fit has the same shape and compiles once."""
     st = static_for(cfg, kind)
     tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
-    ll, _ = particle.loglik(st, _n_particles(cfg, kind), n_reps, cfg["fit"]["ess_threshold"],
-                           jnp.asarray(theta, jnp.float32), tr, _keys(ds.subjects, tag))
-    return np.asarray(ll, np.float64)
+    n, c = theta.shape[:2]
+    tags = np.broadcast_to(np.asarray(tags), (c,))
+    width = width or c
+    out = []
+    for c0 in range(0, c, width):
+        th, tg = theta[:, c0:c0 + width], tags[c0:c0 + width]
+        pad = width - th.shape[1]
+        if pad:
+            th = np.concatenate([th, np.repeat(th[:, -1:], pad, 1)], 1)
+            tg = np.concatenate([tg, np.repeat(tg[-1:], pad)])
+        ll, _ = particle.loglik(st, _n_particles(cfg, kind), cfg["fit"]["ess_threshold"],
+                               jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg))
+        out.append(np.asarray(ll, np.float64)[:, :width - pad])
+    return np.concatenate(out, 1)
 
 
 def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
@@ -85,8 +101,8 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
     n, d = len(ds.subjects), len(tf.free)
     t0 = time.perf_counter()
     finalists = [[] for _ in range(n)]
+    popsize = f["popsize"] or 4 + int(3 * np.log(max(d, 1)))
     if d > 0:
-        popsize = f["popsize"] or 4 + int(3 * np.log(d))
         for run in range(f["restarts"]):
             es, states = [], []
             for i, s in enumerate(ds.subjects):
@@ -107,7 +123,7 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
                         e.mean[None], popsize, 0))
                     states[i] = np.random.get_state()
                 ys = np.stack(ys)  # [N, popsize, d]
-                ll = evaluate(cfg, kind, ds, tf.theta(ys), tag=run * 10_000 + gen)[..., 0]
+                ll = evaluate(cfg, kind, ds, tf.theta(ys), run * 10_000 + gen, popsize)
                 for i, e in enumerate(es):
                     if not e.stop():
                         with warnings.catch_warnings():
@@ -118,12 +134,12 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
             for i, e in enumerate(es):
                 finalists[i] += [np.asarray(e.result.xbest, float), np.asarray(e.mean, float)]
         cand = np.stack([np.stack(c) for c in finalists])  # [N, 2 * restarts, d]
-        ll = evaluate(cfg, kind, ds, tf.theta(cand), tag=_FINALISTS)[..., 0]
+        ll = evaluate(cfg, kind, ds, tf.theta(cand), _FINALISTS, popsize)
         best_y = cand[np.arange(n), np.argmax(ll, axis=1)]
     else:
         best_y = np.zeros((n, 0))
-    reps = evaluate(cfg, kind, ds, tf.theta(best_y[:, None, :]), tag=_WINNER,
-                    n_reps=f["n_reps"])[:, 0, :]  # [N, R]
+    reps = evaluate(cfg, kind, ds, tf.theta(np.repeat(best_y[:, None, :], f["n_reps"], 1)),
+                    _WINNER + np.arange(f["n_reps"]), popsize)  # [N, R] independent replicates
     elapsed = time.perf_counter() - t0
     out = []
     for i, s in enumerate(ds.subjects):

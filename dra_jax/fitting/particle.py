@@ -17,8 +17,8 @@ data. The filter (Gordon et al. 1993; Findling et al. 2019 for noisy learners):
 With a deterministic latent state every particle is the same and one particle gives the exact
 likelihood.
 
-Layout: one ``jit`` of ``vmap`` (subjects) of ``vmap`` (candidates) of ``vmap`` (replicates) of
-a ``lax.scan`` over trials whose carry holds the P particles. Noise of trial t comes from
+Layout: one ``jit`` of ``vmap`` (subjects) of ``vmap`` (candidates or replicates) of a
+``lax.scan`` over trials whose carry holds the P particles. Noise of trial t comes from
 ``fold_in(key, t)`` with the subject's own key, so a subject's numbers do not depend on its
 batch-mates or on how many trials they have (common random numbers across candidates).
 """
@@ -101,18 +101,13 @@ def filter_one(st: models.Static, n_particles: int, ess_threshold: float, theta:
     return ll, n_res
 
 
-@partial(jax.jit, static_argnames=("st", "n_particles", "n_reps", "ess_threshold"))
-def loglik(st: models.Static, n_particles: int, n_reps: int, ess_threshold: float,
-           theta: jax.Array, trials: Trials, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Log-likelihood estimates ``[N, C, R]`` (and resampling counts) for N subjects x C
-    candidate parameter vectors ``theta [N, C, len(PARAMS)]`` x R independent replicates, in one
-    compiled call. ``keys [N]``: one key per subject (replicate r uses ``fold_in(key, r)``; all
-    candidates share it: common random numbers)."""
+@partial(jax.jit, static_argnames=("st", "n_particles", "ess_threshold"))
+def loglik(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
+           trials: Trials, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Log-likelihood estimates ``[N, C]`` (and resampling counts) of N subjects x C candidate
+    parameter vectors ``theta [N, C, len(PARAMS)]`` in one compiled call. ``keys [N, C]``: the
+    particle noise of each candidate -- the same key for a subject's candidates gives common
+    random numbers; the same theta under different keys gives independent replicates."""
     one = partial(filter_one, st, n_particles, ess_threshold)
-
-    def subject(th_c, tr, key):
-        rep_keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(n_reps))
-        per_rep = jax.vmap(one, in_axes=(None, None, 0))
-        return jax.vmap(per_rep, in_axes=(0, None, None))(th_c, tr, rep_keys)
-
-    return jax.vmap(subject)(theta, trials, keys)
+    per_c = jax.vmap(one, in_axes=(0, None, 0))
+    return jax.vmap(per_c)(theta, trials, keys)
