@@ -108,7 +108,7 @@ def action_probs(st: Static, theta: jax.Array, lat: Latent, s: jax.Array) -> jax
         return jax.nn.softmax(beta * q_row)
     nodes, weights = zeta_nodes(st)
     p = policy.probs(q_row[None], lat.sigma[s][None], jnp.asarray(nodes), beta)  # [K, A]
-    return jnp.einsum("k,ka->a", jnp.asarray(weights), p)
+    return jnp.sum(jnp.asarray(weights)[:, None] * p, axis=0)  # (no tiny dot: slow on CPU)
 
 
 def sample_zeta_action(st: Static, theta, lat: Latent, s, z, u) -> jax.Array:
@@ -142,8 +142,8 @@ def _sigma_grad(st: Static, theta, lat: Latent, block: jax.Array, noise) -> jax.
     q_sa = jnp.take_along_axis(q_rows, a[:, None], axis=1)[:, 0]
     psi = q_sa - jnp.mean(q_rows, axis=1) if st.psi == "A" else q_sa
     score = jax.vmap(gradients.score_analytic, in_axes=(0, 0, None, 0))(p, zeta, beta, a)
-    g = jnp.einsum("n,ns,na->sa", psi / n, jax.nn.one_hot(s, st.n_states, dtype=jnp.float32),
-                   score)
+    onehot = jax.nn.one_hot(s, st.n_states, dtype=jnp.float32)  # [n, S]
+    g = jnp.sum((psi / n)[:, None, None] * onehot[:, :, None] * score[:, None, :], axis=0)
     learn = block[:, None] > 0
     g = jnp.where(learn, g - lam * memory.kl_grad(lat.sigma, sigma_base), 0.0)
     if st.kind == "dra_equal":
