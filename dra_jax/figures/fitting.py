@@ -33,8 +33,7 @@ def ppc(ppc_: dict, path: Path) -> Path:
     ax.legend(fontsize=8)
     ax = axes[1]
     cmap = plt.get_cmap("viridis")
-    best = min(ppc_["models"], key=lambda m: np.nanmean(
-        (np.array(ppc_["models"][m]) - np.array(ppc_["data"])) ** 2)) if ppc_["models"] else None
+    best = ppc_.get("best") or (next(iter(ppc_["models"])) if ppc_["models"] else None)
     for i, k in enumerate(sizes):
         c = cmap(i / max(len(sizes) - 1, 1))
         d = ppc_["curves"]["data"][str(k)]
@@ -44,7 +43,7 @@ def ppc(ppc_: dict, path: Path) -> Path:
             ax.plot(np.arange(1, len(m) + 1), m, "-", color=c)
     ax.set_xlabel("presentation of the stimulus")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"learning curves: data (dots) vs {best} (lines)")
+    ax.set_title(f"learning curves: data (dots) vs {best} (lines; best total AIC)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)

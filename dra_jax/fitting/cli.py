@@ -173,8 +173,6 @@ def main(argv=None) -> int:
         partial = out / "fits.partial.csv"
         if args.resume and partial.is_file():
             done = pd.read_csv(partial, dtype={"subject": str})
-        elif (out / "fits.csv").exists() and not args.resume:
-            pass  # overwritten atomically at the end
     except (ConfigError, data_mod.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -190,6 +188,7 @@ def main(argv=None) -> int:
         from dra_jax.fitting import ppc
 
         res.extra["ppc"] = ppc.run(cfg, res.extra["dataset"], res.fits, seed=cfg["seed"])
+        res.extra["ppc"]["best"] = min(res.totals, key=lambda m: res.totals[m]["aic"])
     write_results(res, out)
     if partial.exists():
         partial.unlink()

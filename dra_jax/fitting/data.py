@@ -25,7 +25,8 @@ class DataError(ValueError):
 
     def __init__(self, column: str, row: int | None, message: str):
         self.column, self.row = column, row
-        where = f"column {column!r}" + (f", row {row} (CSV line {row + 2})" if row is not None else "")
+        where = (f"column {column!r}" if not column.startswith("-") else column) + \
+            (f", row {row} (CSV line {row + 2})" if row is not None else "")
         super().__init__(f"data error: {where}: {message}")
 
 
