@@ -20,8 +20,12 @@ Every model reads one parameter vector ``theta`` in the order of :data:`PARAMS`
 * ``qlearn``: the softmax Q-learner ``P(a|s) = softmax(beta * q[s])``, delta rule on the means.
 
 The soft Thompson choice probability ``E_zeta[softmax(beta * (q + zeta * sigma))][a]`` is taken
-over a fixed set of zeta nodes (tensor Gauss-Hermite quadrature, or scrambled-Sobol quasi-random
-normals), so it is a smooth function of the parameters.
+over a fixed set of zeta nodes (scrambled-Sobol quasi-random normals, or tensor Gauss-Hermite
+quadrature), so it is a smooth function of the parameters. Measured on 20 DRA subjects x 300
+trials (beta 2-40): the summed log-likelihood at the true parameters is -5174.3 / -5163.7 /
+-5162.4 / -5161.0 with 64 / 128 / 256 / 4096 Sobol points, but -5210.8 / -5209.2 / -5204.3 with
+Gauss-Hermite orders 3 / 6 / 8 (27 / 216 / 512 nodes): near-argmax softmaxes are far from
+polynomials, and the tensor rule underestimates small choice probabilities.
 """
 from __future__ import annotations
 
@@ -57,8 +61,8 @@ class Static(NamedTuple):
     optimizer: str = "sgd"  # sgd | adam
     sigma_min: float = 0.01
     sigma_max: float = 100.0
-    zeta: str = "quadrature"  # quadrature | qmc
-    n_zeta: int = 4  # Gauss-Hermite order per action (quadrature) or number of points (qmc)
+    zeta: str = "qmc"  # qmc | quadrature
+    n_zeta: int = 128  # number of points (qmc) or Gauss-Hermite order per action (quadrature)
 
 
 class Latent(NamedTuple):

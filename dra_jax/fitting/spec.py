@@ -45,9 +45,10 @@ FIT_FIELDS = {
     "n_traj": Field(int, 10, "DRA gradient rollouts per trial", lo=1),
     "psi": Field(str, "A", "Psi of the rollouts' policy gradient", choices=("A", "Q")),
     "optimizer": Field(str, "sgd", "optax optimizer of sigma", choices=("sgd", "adam")),
-    "zeta": Field(str, "quadrature", "zeta marginalization: tensor Gauss-Hermite or "
-                                     "scrambled-Sobol normals", choices=("quadrature", "qmc")),
-    "n_zeta": Field(int, 3, "Gauss-Hermite order per action, or number of qmc points", lo=1,
+    "zeta": Field(str, "qmc", "zeta marginalization: scrambled-Sobol normals or tensor "
+                              "Gauss-Hermite (biased when beta * sigma is large)",
+                  choices=("qmc", "quadrature")),
+    "n_zeta": Field(int, 128, "number of qmc points, or Gauss-Hermite order per action", lo=1,
                     hi=4096),
     "sigma_min": _pos(default=0.01, doc="lower clip of sigma"),
     "sigma_max": _pos(default=100.0, doc="upper clip of sigma"),
