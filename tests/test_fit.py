@@ -9,6 +9,7 @@ from dra_jax.envs import stimulus_response as sr
 from dra_jax.fitting import data, models, particle, reference, simulate
 
 THETA = np.array([0.1, 20.0, 0.5, 0.05, 1.0, 0.3])  # lam, beta, alpha_q, alpha_sigma, sigma_base, sigma0
+ZETA = {"zeta": "qmc", "n_zeta": 16}  # few zeta points: these tests are about the filter
 
 
 def _dataset(kind="dra", n=3, seed=0, set_sizes=(2, 4, 6), reps=6):
@@ -16,8 +17,8 @@ def _dataset(kind="dra", n=3, seed=0, set_sizes=(2, 4, 6), reps=6):
     return simulate.synthetic_dataset(st, np.tile(THETA, (n, 1)), seed, set_sizes, reps)
 
 
-def _jax_ll(kind, ds, theta, n_particles, tags=(0,), ess=0.5, **st_kw):
-    st = models.Static(kind, 6, 3, **st_kw)
+def _jax_ll(kind, ds, theta, n_particles, tags=(0,), ess=0.5):
+    st = models.Static(kind, 6, 3, **ZETA)
     n, c = len(ds.subjects), len(tags)
     th = jnp.asarray(np.broadcast_to(theta, (n, c, 6)), jnp.float32)
     keys = jax.vmap(lambda i: jax.vmap(lambda t: jax.random.fold_in(jax.random.key(i), t))(
@@ -27,8 +28,8 @@ def _jax_ll(kind, ds, theta, n_particles, tags=(0,), ess=0.5, **st_kw):
     return np.asarray(ll, np.float64), np.asarray(n_res)
 
 
-def _ref_ll(kind, ds, i, theta, n_particles, rng, resample=True, **st_kw):
-    st = models.Static(kind, 6, 3, **st_kw)
+def _ref_ll(kind, ds, i, theta, n_particles, rng, resample=True):
+    st = models.Static(kind, 6, 3, **ZETA)
     tr = ds.trials
     return reference.loglik(st, theta, tr.s[i], tr.a[i], tr.r[i], tr.new_block[i] & tr.valid[i],
                             tr.block[i], n_particles, rng, resample=resample)

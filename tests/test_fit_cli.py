@@ -109,7 +109,7 @@ def test_a_subjects_fit_does_not_depend_on_its_batch_mates(tmp_path):
     subjects of different lengths, gets the same estimates and log-likelihood."""
     cfg = spec.validate({"task": "stimulus_response", "figures": [],
                          "fit": {"restarts": 1, "generations": 3, "n_particles": 8, "n_reps": 2,
-                                 "n_traj": 4},
+                                 "n_traj": 4, "n_zeta": 16},
                          "models": {"dra": {"free": ["lam", "beta"], "lam": 0.1, "beta": 10.0}}})
     st = models.Static("dra", 6, 3)
     theta = np.tile([0.1, 10.0, 0.4, 0.05, 1.0, 0.3], (3, 1))
