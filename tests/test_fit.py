@@ -61,7 +61,7 @@ def test_particle_filter_is_unbiased_on_a_tiny_problem():
     mean_i prod_t P(a_t | z_i,t) over 40000 independent latent paths of the NumPy reference (no
     resampling), within 4 combined standard errors; and the latent randomness matters: the
     likelihood differs from that of the same agent with its sigma frozen (alpha_sigma = 0) by
-    many standard errors (measured: 0.7 and 10 SE)."""
+    many standard errors (measured: 0.63 and 66 SE)."""
     theta = np.array([0.05, 10.0, 0.6, 0.5, 1.0, 0.5])
     design = sr.make_design(np.random.default_rng(3), (2,), 4)
     a = design.correct.copy()
@@ -71,7 +71,7 @@ def test_particle_filter_is_unbiased_on_a_tiny_problem():
     ds = data.load(df, 6, 3)
     n_rep = 3000
     ll, n_res = _jax_ll("dra", ds, theta, 4, tags=np.arange(n_rep), ess=0.99)
-    assert n_res.mean() > 1  # the filter does resample (measured: 1.6 times a replicate)
+    assert n_res.mean() > 1  # the filter does resample (measured: 1.17 times a replicate)
     lik = np.exp(ll[0])
     pf_mean, pf_se = lik.mean(), lik.std(ddof=1) / np.sqrt(n_rep)
     batches = [np.exp(_ref_ll("dra", ds, 0, theta, 4000, np.random.default_rng(100 + b),
