@@ -13,7 +13,9 @@ The public API (everything else is internal and may change):
   :class:`AgentStatic`, :func:`make_run_params`, :func:`stack_params`;
 * tasks: the :class:`Task` protocol and :func:`check_task`, :class:`TabularTask` (arrays,
   ``.npz``, text mazes), :class:`DiscretizedTask` (any gymnax Box/Discrete environment),
-  :mod:`dra_jax.envs` (``dra_jax.envs.make("GridWorldDRA-v0")``, the gymnax way).
+  :mod:`dra_jax.envs` (``dra_jax.envs.make("GridWorldDRA-v0")``, the gymnax way);
+* fitting agents to choice data: :func:`fit` (particle-filter likelihoods, CMA-ES;
+  ``python -m dra_jax.fit``) -> :class:`FitResults`.
 
 Heavy modules (JAX programs, gymnax, matplotlib) load on first use of a name.
 """
@@ -35,6 +37,9 @@ _LAZY = {
     "TaskError": ("dra_jax.tasks", "TaskError"),
     "check_task": ("dra_jax.tasks", "check_task"),
     "TabularTask": ("dra_jax.envs.tabular", "TabularTask"),
+    "DiscretizedTask": ("dra_jax.envs.discretized", "DiscretizedTask"),
+    "fit": ("dra_jax.fitting", "fit"),
+    "FitResults": ("dra_jax.fitting.cli", "FitResults"),
 }
 
 __all__ = ["ConfigError", "__version__", *_LAZY]

@@ -1,0 +1,11 @@
+"""Fitting capacity-limited agents to choice data: particle-filter likelihoods (particle.py),
+models (models.py), data (data.py), CMA-ES (optimize.py), recovery and posterior predictive
+checks (recovery.py, ppc.py), the command (cli.py)."""
+
+
+def fit(data, config, **kw):
+    """``fit(data, config) -> FitResults``: every model of ``config`` (a TOML path or dict) fitted
+    to ``data`` (a CSV path or a pandas DataFrame); see :func:`dra_jax.fitting.cli.fit`."""
+    from dra_jax.fitting.cli import fit as _fit
+
+    return _fit(data, config, **kw)

@@ -1,0 +1,202 @@
+"""The fit command and its Python entry point.
+
+    python -m dra_jax.fit --config configs/fit_stimulus_response.toml --data FILE.csv
+                          [--out DIR] [--set section.key=value ...] [--subjects ID,ID] [--resume]
+
+Writes, each atomically and results before figures: ``fits.csv`` (one row per subject x model:
+``subject, model, loglik, loglik_se, n_trials, n_missed, aic, bic`` and one column per free
+parameter), ``summary.json`` (config, data summary, per-model totals, timing) and
+``figures/*.png``. Subjects are fitted in batches of ``fit.max_batch``; after every batch the
+finished (subject, model) rows go to ``fits.partial.csv``, which ``--resume`` continues from.
+A config without ``--data`` but with a ``[recovery]`` section simulates its subjects
+(:mod:`dra_jax.fitting.recovery`). Bad config or data: exit status 2, nothing written.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dra_jax.config import ConfigError
+from dra_jax.fitting import data as data_mod
+from dra_jax.fitting import optimize, spec
+from dra_jax.results import atomic_write_bytes, atomic_write_json
+
+BASE_COLS = ["subject", "model", "loglik", "loglik_se", "n_trials", "n_missed", "aic", "bic"]
+
+
+@dataclass
+class FitResults:
+    """What a fit returns: ``fits`` (DataFrame, one row per subject x model), per-model
+    ``totals``, the validated ``config``, a ``data_summary`` and ``timing``."""
+
+    fits: pd.DataFrame
+    totals: dict
+    config: dict
+    data_summary: dict
+    timing: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def best(self, criterion: str = "bic") -> pd.DataFrame:
+        """Each subject's winning model by ``criterion`` (aic | bic)."""
+        return self.fits.loc[self.fits.groupby("subject")[criterion].idxmin()]
+
+
+def _order_cols(df: pd.DataFrame) -> pd.DataFrame:
+    rest = [c for c in df.columns if c not in BASE_COLS]
+    return df[BASE_COLS + rest]
+
+
+def _data_summary(ds) -> dict:
+    df = ds.df
+    out = {"n_subjects": len(ds.subjects), "n_rows": int(len(df)),
+           "n_trials": int(ds.n_trials.sum()), "n_missed": int(ds.n_missed.sum()),
+           "n_blocks": int(df.groupby(["subject", "block"]).ngroups),
+           "covariates": [c for c in df.columns if c not in data_mod.REQUIRED]}
+    obs = df[df["action"] >= 0]
+    out["mean_reward"] = float(obs["reward"].mean()) if len(obs) else float("nan")
+    return out
+
+
+def fit(data, config, progress=None, done: pd.DataFrame | None = None, on_batch=None) -> FitResults:
+    """Fit every model of ``config`` (a validated dict, a raw dict or a TOML path) to ``data``
+    (a CSV path, a DataFrame or a :class:`~dra_jax.fitting.data.Dataset`)."""
+    cfg = _config(config)
+    f = cfg["fit"]
+    ds = data if isinstance(data, data_mod.Dataset) else data_mod.load(data, f["n_states"], f["n_actions"])
+    rows = [] if done is None else done.to_dict("records")
+    have = {(str(r["subject"]), r["model"]) for r in rows}
+    batch = f["max_batch"] or len(ds.subjects)
+    t0 = time.perf_counter()
+    work = [(m, [s for s in ds.subjects if (s, m) not in have]) for m in cfg["models"]]
+    total = sum(len(s) for _, s in work)
+    n_done = 0
+    for m, subs in work:
+        for b0 in range(0, len(subs), batch):
+            chunk = subs[b0:b0 + batch]
+            sub = ds if len(chunk) == len(ds.subjects) else ds.subset(chunk)
+
+            def prog(name, frac, _n=n_done, _k=len(chunk)):
+                if progress is not None:
+                    progress(_n + frac * _k, total, name)
+
+            rows += optimize.fit_model(cfg, m, sub, prog)
+            n_done += len(chunk)
+            if on_batch is not None:
+                on_batch(_order_cols(pd.DataFrame(rows)))
+    fits = _order_cols(pd.DataFrame(rows))
+    order = {s: i for i, s in enumerate(ds.subjects)}
+    morder = {m: i for i, m in enumerate(cfg["models"])}
+    fits = fits.assign(_s=fits["subject"].map(order), _m=fits["model"].map(morder))
+    fits = fits.sort_values(["_m", "_s"]).drop(columns=["_s", "_m"]).reset_index(drop=True)
+    timing = {"fit_s": time.perf_counter() - t0, "subject_models_fitted": total}
+    return FitResults(fits, optimize.model_totals(fits.to_dict("records")), cfg,
+                      _data_summary(ds), timing, {"dataset": ds})
+
+
+def _config(config) -> dict:
+    if isinstance(config, (str, Path)):
+        return spec.load(config)
+    if isinstance(config, dict) and "fit" in config and isinstance(config.get("models"), dict) \
+            and all("values" in m for m in config["models"].values()):
+        return config
+    return spec.validate(dict(config))
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_results(res: FitResults, out: Path) -> None:
+    """fits.csv and summary.json (before any figure)."""
+    _write_csv(out / "fits.csv", res.fits)
+    cfg = {k: v for k, v in res.config.items()}
+    summary = {"config": cfg, "data": res.data_summary, "totals": res.totals, "timing": res.timing}
+    summary.update({k: v for k, v in res.extra.items() if k != "dataset"
+                    and not isinstance(v, (pd.DataFrame, np.ndarray))})
+    atomic_write_json(out / "summary.json", summary)
+
+
+class _Progress:
+    def __init__(self, quiet: bool):
+        self.quiet, self.t0, self.last = quiet, time.perf_counter(), -1e9
+
+    def __call__(self, done, total, model):
+        now = time.perf_counter()
+        if self.quiet or (now - self.last < 2.0 and done < total):
+            return
+        self.last = now
+        el = now - self.t0
+        eta = el * (total - done) / done if done > 0 else float("nan")
+        print(f"[dra_jax.fit {el:7.1f}s] {done:.1f}/{total} subject-models ({model})  "
+              f"ETA {eta:7.1f}s", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dra_jax.fit", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data", default=None, help="long-format CSV (subject, block, trial, state, "
+                                                 "action, reward); omit for a [recovery] config")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--set", action="append", default=[], dest="overrides")
+    ap.add_argument("--subjects", default=None, help="comma-separated subject ids")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = spec.load(args.config, args.overrides)
+        if args.out:
+            cfg["out"] = args.out
+        out = Path(cfg["out"])
+        f = cfg["fit"]
+        if args.data is None:
+            if "recovery" not in cfg:
+                raise ConfigError("--data", "required (the config has no [recovery] section)")
+            ds = None
+        else:
+            ds = data_mod.load(args.data, f["n_states"], f["n_actions"])
+            if args.subjects:
+                want = [s.strip() for s in args.subjects.split(",") if s.strip()]
+                unknown = [s for s in want if s not in ds.subjects]
+                if unknown:
+                    raise ConfigError("--subjects", f"not in the data: {', '.join(unknown)}")
+                ds = ds.subset(want)
+        done = None
+        partial = out / "fits.partial.csv"
+        if args.resume and partial.is_file():
+            done = pd.read_csv(partial, dtype={"subject": str})
+    except (ConfigError, data_mod.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    prog = _Progress(args.quiet)
+    if ds is None:
+        from dra_jax.fitting import recovery
+
+        res = recovery.run(cfg, progress=prog)
+    else:
+        res = fit(ds, cfg, progress=prog, done=done,
+                  on_batch=lambda df: _write_csv(partial, df))
+    if "ppc" in cfg["figures"]:
+        from dra_jax.fitting import ppc
+
+        res.extra["ppc"] = ppc.run(cfg, res.extra["dataset"], res.fits, seed=cfg["seed"])
+        res.extra["ppc"]["best"] = min(res.totals, key=lambda m: res.totals[m]["aic"])
+    write_results(res, out)
+    if partial.exists():
+        partial.unlink()
+    from dra_jax.figures import fitting as figs
+
+    for path in figs.draw(res, out / "figures"):
+        if not args.quiet:
+            print(f"wrote {path}", file=sys.stderr)
+    if not args.quiet:
+        print(res.fits.to_string(max_rows=40), file=sys.stderr)
+    return 0

@@ -1,0 +1,168 @@
+"""The fit config: TOML -> validated dict (every key checked, naming it, before anything runs).
+
+    task = "stimulus_response"      seed, out, description, figures
+    [fit]        particle filter and CMA-ES settings (FIT_FIELDS)
+    [models.NAME] kind = dra | dra_equal | lam0 | qlearn; free = [parameter names];
+                 any parameter name = its fixed value (and the search's start)
+    [bounds]     parameter = [lo, hi] (the search box; free parameters are mapped to R by a
+                 logistic transform)
+    [recovery]   (optional) simulate subjects instead of reading --data
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+from dra_jax.config import ConfigError, Field, load_raw
+from dra_jax.fitting.models import KINDS, PARAMS, USES
+
+TASKS = ("stimulus_response",)
+FIGURES = ("ppc", "recovery_scatter", "confusion")
+
+
+def _pos(kind=float, **kw):
+    return Field(kind, lo=0, lo_open=True, **kw)
+
+
+TOP_FIELDS = {
+    "seed": Field(int, 0, "seed of the search and of the simulations", lo=0, hi=2**31 - 1),
+    "out": Field(str, "", "output folder (default results/<config name>)"),
+    "description": Field(str, "", "free text"),
+    "figures": Field(list, ["ppc"], "figures to draw", item_kind=str, choices=FIGURES),
+}
+
+FIT_FIELDS = {
+    "n_particles": Field(int, 256, "particles per subject x candidate (stochastic models)", lo=1),
+    "n_reps": Field(int, 8, "independent replicates of the winner's re-evaluation (SE)", lo=2),
+    "ess_threshold": Field(float, 0.5, "resample when ESS < ess_threshold * n_particles",
+                           lo=0.0, hi=1.0),
+    "restarts": Field(int, 2, "CMA-ES runs per subject (the first from the start values, "
+                              "then from random points of the box)", lo=1),
+    "generations": Field(int, 40, "CMA-ES generations per run", lo=1),
+    "popsize": Field(int, 0, "CMA-ES population (0: cma's default 4 + 3 ln d)", lo=0),
+    "step": _pos(default=1.0, doc="CMA-ES initial step in the transformed (logit) space"),
+    "max_batch": Field(int, 0, "subjects per compiled call (0: all)", lo=0),
+    "n_traj": Field(int, 10, "DRA gradient rollouts per trial", lo=1),
+    "psi": Field(str, "A", "Psi of the rollouts' policy gradient", choices=("A", "Q")),
+    "optimizer": Field(str, "sgd", "optax optimizer of sigma", choices=("sgd", "adam")),
+    "zeta": Field(str, "qmc", "zeta marginalization: scrambled-Sobol normals or tensor "
+                              "Gauss-Hermite (biased when beta * sigma is large)",
+                  choices=("qmc", "quadrature")),
+    "n_zeta": Field(int, 128, "number of qmc points, or Gauss-Hermite order per action", lo=1,
+                    hi=4096),
+    "sigma_min": _pos(default=0.01, doc="lower clip of sigma"),
+    "sigma_max": _pos(default=100.0, doc="upper clip of sigma"),
+    "n_states": Field(int, 6, "largest number of stimuli in a block", lo=1, hi=64),
+    "n_actions": Field(int, 3, "actions", lo=2, hi=16),
+}
+
+DEFAULTS = {"lam": 0.1, "beta": 10.0, "alpha_q": 0.3, "alpha_sigma": 0.1, "sigma_base": 1.0,
+            "sigma0": 0.5}
+BOUNDS = {"lam": [0.0, 2.0], "beta": [0.5, 50.0], "alpha_q": [0.01, 1.0],
+          "alpha_sigma": [0.0, 1.0], "sigma_base": [0.05, 5.0], "sigma0": [0.01, 5.0]}
+
+RECOVERY_FIELDS = {
+    "n_subjects": Field(int, 20, "simulated subjects per generating model", lo=1),
+    "set_sizes": Field(list, [2, 3, 4, 5, 6], "one block per entry", item_kind=int, lo=1, hi=6),
+    "reps": Field(int, 13, "presentations of each stimulus in a block", lo=1),
+    "generating": Field(list, [], "models (names of [models]) that generate data; empty: all",
+                        item_kind=str),
+}
+
+
+def _check_model(name: str, raw) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"models.{name}", "expected a table")
+    for key in raw:
+        if key not in ("kind", "free", *PARAMS):
+            raise ConfigError(f"models.{name}.{key}", "unknown key; allowed: kind, free, "
+                              + ", ".join(PARAMS))
+    kind = Field(str, name if name in KINDS else None, choices=KINDS).validate(
+        f"models.{name}.kind", raw.get("kind", name if name in KINDS else None))
+    free = Field(list, [], item_kind=str, choices=PARAMS).validate(
+        f"models.{name}.free", raw.get("free", []))
+    for p in free:
+        if p not in USES[kind]:
+            raise ConfigError(f"models.{name}.free", f"{p!r} is not a parameter of kind {kind!r} "
+                              f"(it uses {', '.join(USES[kind])})")
+    if len(set(free)) != len(free):
+        raise ConfigError(f"models.{name}.free", f"repeats a parameter: {free}")
+    values = dict(DEFAULTS)
+    for p in PARAMS:
+        if p in raw:
+            values[p] = Field(float, lo=0.0).validate(f"models.{name}.{p}", raw[p])
+    if values["beta"] <= 0 or values["sigma_base"] <= 0 or values["sigma0"] <= 0:
+        bad = [p for p in ("beta", "sigma_base", "sigma0") if values[p] <= 0][0]
+        raise ConfigError(f"models.{name}.{bad}", f"expected a number > 0, got {values[bad]}")
+    return {"kind": kind, "free": free, "values": values}
+
+
+def validate(raw: dict) -> dict:
+    """Check a raw fit config and fill in defaults; raises ConfigError naming the key."""
+    raw = dict(raw)
+    name = raw.pop("_name", "fit")
+    allowed = {"task", "fit", "models", "bounds", "recovery", *TOP_FIELDS}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(key, f"unknown top-level key; allowed: {', '.join(sorted(allowed))}")
+    task = Field(str, choices=TASKS).validate("task", raw.get("task", ""))
+    cfg = {"task": task, "name": name}
+    for key, f in TOP_FIELDS.items():
+        cfg[key] = f.validate(key, raw[key]) if key in raw else copy.deepcopy(f.default)
+    cfg["out"] = cfg["out"] or f"results/{name}"
+    sec = raw.get("fit", {})
+    if not isinstance(sec, dict):
+        raise ConfigError("fit", "expected a table")
+    for key in sec:
+        if key not in FIT_FIELDS:
+            raise ConfigError(f"fit.{key}", f"unknown key; allowed: {', '.join(sorted(FIT_FIELDS))}")
+    cfg["fit"] = {k: f.validate(f"fit.{k}", sec[k]) if k in sec else f.default
+                  for k, f in FIT_FIELDS.items()}
+    if cfg["fit"]["sigma_min"] > cfg["fit"]["sigma_max"]:
+        raise ConfigError("fit.sigma_min", "must be <= fit.sigma_max")
+    mods = raw.get("models", {k: {} for k in KINDS})
+    if not isinstance(mods, dict) or not mods:
+        raise ConfigError("models", "expected at least one table [models.NAME]")
+    cfg["models"] = {n: _check_model(n, m) for n, m in mods.items()}
+    bounds = raw.get("bounds", {})
+    if not isinstance(bounds, dict):
+        raise ConfigError("bounds", "expected a table")
+    cfg["bounds"] = copy.deepcopy(BOUNDS)
+    for p, v in bounds.items():
+        if p not in PARAMS:
+            raise ConfigError(f"bounds.{p}", f"unknown parameter; allowed: {', '.join(PARAMS)}")
+        v = Field(list, item_kind=float).validate(f"bounds.{p}", v)
+        if len(v) != 2 or not v[0] < v[1] or v[0] < 0 or not all(map(math.isfinite, v)):
+            raise ConfigError(f"bounds.{p}", f"expected [lo, hi] with 0 <= lo < hi, got {v}")
+        cfg["bounds"][p] = v
+    for n, m in cfg["models"].items():
+        for p in m["free"]:
+            lo, hi = cfg["bounds"][p]
+            if not lo < m["values"][p] < hi:
+                raise ConfigError(f"models.{n}.{p}", f"start value {m['values'][p]} must lie "
+                                  f"strictly inside bounds.{p} = [{lo}, {hi}]")
+    if "recovery" in raw:
+        rec = raw["recovery"]
+        if not isinstance(rec, dict):
+            raise ConfigError("recovery", "expected a table")
+        for key in rec:
+            if key not in RECOVERY_FIELDS:
+                raise ConfigError(f"recovery.{key}",
+                                  f"unknown key; allowed: {', '.join(sorted(RECOVERY_FIELDS))}")
+        r = {k: f.validate(f"recovery.{k}", rec[k]) if k in rec else copy.deepcopy(f.default)
+             for k, f in RECOVERY_FIELDS.items()}
+        for g in r["generating"]:
+            if g not in cfg["models"]:
+                raise ConfigError("recovery.generating", f"{g!r} is not a model of [models]")
+        if max(r["set_sizes"]) > cfg["fit"]["n_states"]:
+            raise ConfigError("recovery.set_sizes", f"a set size exceeds fit.n_states")
+        r["generating"] = r["generating"] or list(cfg["models"])
+        cfg["recovery"] = r
+    for fig in cfg["figures"]:
+        if fig in ("recovery_scatter", "confusion") and "recovery" not in cfg:
+            raise ConfigError("figures", f"{fig!r} needs a [recovery] section")
+    return cfg
+
+
+def load(path, overrides=()) -> dict:
+    return validate(load_raw(path, overrides))
