@@ -40,7 +40,7 @@ def test_blahut_arimoto_binary_closed_form(loop, space):
     the optimal channel is a binary symmetric one with crossover eps = 1 / (1 + exp(beta D)),
     output marginal q_A = (pi - eps) / (1 - 2 eps), rate H(pi) - H(eps), distortion eps D
     (valid while eps < min(pi, 1 - pi)). BA from the uniform marginal must get there."""
-    pi, dist, beta = 2 / 3, 1.0, 2.0
+    pi, dist, beta = 2 / 3, 0.49, 2.0  # D = 0.7^2: a distortion that is not squared shows
     theta = _binary_source(2, 3, dist)
     d = ba.regret_distortion(theta)
     np.testing.assert_allclose(d, [[0, dist], [0, dist], [dist, 0]], atol=1e-6)
@@ -266,12 +266,13 @@ def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep):
     random numbers the JAX agent draws (same keys, same calls): the bandit's means, the posterior
     samples' normals, the sample index, the Gumbel noise of the categorical draw, the reward
     noise. Everything else (posterior, distortion, Blahut-Arimoto, the draw) is computed here.
-    Returns per step the action and the posterior (mean, precision) after it."""
+    Returns per step the action, the posterior (mean, precision) after it and the channel's
+    rate I(Z; A) (nats)."""
     k_env, k_steps = jax.random.split(key)
     means = ep.prior_mean + ep.prior_sd * np.asarray(jax.random.normal(k_env, (arms,)), np.float64)
     m = np.full(arms, ep.prior_mean, np.float64)
     tau = np.full(arms, 1.0 / ep.prior_sd ** 2)
-    actions, beliefs = [], []
+    actions, beliefs, rates = [], [], []
     for t in range(steps):
         k_act, k_rew, _, _ = jax.random.split(jax.random.fold_in(k_steps, t), 4)
         k_th, k_pick = jax.random.split(k_act)
@@ -287,6 +288,8 @@ def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep):
             q = q_new
             if done:
                 break
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rates.append(np.nansum(np.where(delta > 0, delta * np.log(delta / q), 0.0)) / z_samples)
         kz, ka = jax.random.split(k_pick)
         zi = int(jax.random.randint(kz, (), 0, z_samples))
         gumbel = np.asarray(jax.random.gumbel(ka, (arms,)), np.float64)
@@ -298,17 +301,18 @@ def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep):
         tau[a] = tau_new
         actions.append(a)
         beliefs.append((m.copy(), tau.copy()))
-    return means, np.asarray(actions), beliefs
+    return means, np.asarray(actions), beliefs, np.asarray(rates)
 
 
 def test_blasts_agent_equals_a_numpy_blasts_step_by_step():
-    """50 steps of the JAX BLASTS agent on a 3-arm Gaussian bandit: the same actions and
-    posteriors as the NumPy agent, and make_run's whole-run regret curve and pull counts."""
+    """50 steps of the JAX BLASTS agent on a 3-arm Gaussian bandit: the same actions, channel
+    rates and posteriors as the NumPy agent, and make_run's whole-run regret curve and pull
+    counts."""
     arms, steps, z, cap = 3, 50, 64, 100
     ep = envs.EnvParams(noise_sd=0.7)
     hp = ba.make_hyper(ba_beta=3.0, ba_tol=1e-4)
     key = jax.random.key(21)
-    means, acts, beliefs = _numpy_blasts(key, arms, steps, 3.0, 1e-4, cap, z, ep)
+    means, acts, beliefs, rates = _numpy_blasts(key, arms, steps, 3.0, 1e-4, cap, z, ep)
     st = ba.Static("blasts", "gaussian", arms, steps, record_every=1, z_samples=z,
                    ba_max_iter=cap, ba_loop="while")
     env = envs.Bandit(arms, "gaussian")
@@ -323,6 +327,7 @@ def test_blasts_agent_equals_a_numpy_blasts_step_by_step():
         carry, out = step(carry, jax.random.fold_in(k_steps, t))
         a = int(np.argmin(np.abs(means - float(out.reward))))
         assert a == acts[t], t
+        assert float(out.rate) == pytest.approx(rates[t], rel=1e-3, abs=1e-4), t  # the channel
         np.testing.assert_allclose(carry.belief.a, beliefs[t][0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(carry.belief.b, beliefs[t][1], rtol=1e-6)
     assert len(set(acts.tolist())) == arms  # it explored every arm

@@ -212,6 +212,9 @@ def test_vmapped_population_equals_each_candidate_alone():
     assert len(set(np.round(alone, 3))) == 5
 
 
+_noise_s0 = jax.jit(lambda k: planner.trial_noise(k, 16, 24).s0)
+
+
 def test_training_and_sweep_runner_small():
     cfg = _cfg(cma={"enabled": True, "generations": 2, "popsize": 4, "n_eval_trials": 8,
                     "restarts": 2})
@@ -233,8 +236,7 @@ def test_training_and_sweep_runner_small():
             # the evaluation's key (two chunks of 16 trials)
             key = jax.random.fold_in(jax.random.fold_in(jax.random.key(run["seed"]), 1),
                                      pt.FINAL_TAG)
-            s0 = np.concatenate([np.asarray(planner.trial_noise(jax.random.fold_in(key, i), 16,
-                                                                24).s0) for i in (0, 1)])
+            s0 = np.concatenate([np.asarray(_noise_s0(jax.random.fold_in(key, i))) for i in (0, 1)])
             assert f["expected_reward"] == pytest.approx(full[s0].mean(), rel=1e-6)
     assert np.all((sig >= 0.01) & (sig <= 100.0))
     eq = np.asarray([r["dra"]["allocation"] == "equal" for r in runs])
