@@ -26,8 +26,10 @@ N_NODES = 48  # Gauss-Legendre nodes per piece (48 vs 192 nodes: < 2e-4 on hard 
 
 @functools.lru_cache(maxsize=None)
 def _legendre(n: int):
+    # numpy, not jnp: a jnp array made while tracing would be a tracer, cached and leaked
+    # into the next trace (two configs run in one process, as ``python -m dra_jax.paper``)
     x, w = np.polynomial.legendre.leggauss(n)
-    return jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
+    return x.astype(np.float32), w.astype(np.float32)
 
 
 def choice_probs(q: jax.Array, sigma: jax.Array, n_nodes: int = N_NODES) -> jax.Array:
