@@ -110,7 +110,7 @@ def _intermediate_beats_ts(row, res):
 
 
 def dominance(res):
-    """``{kind: (dominated, compared, worst excess)}``: satisficing-TS points whose distortion is
+    """``{kind: (dominated, compared, worst excess, not compared)}``: satisficing-TS points whose distortion is
     >= BLASTS's curve (linear in rate between BLASTS points) at the same rate."""
     rate = np.asarray(res.arrays["rate"]).ravel()
     dist = np.asarray(res.arrays["distortion"]).ravel()
@@ -129,9 +129,9 @@ def dominance(res):
                 continue  # below BLASTS's smallest rate: no BLASTS point to compare with
             bd = np.interp(r, b[:, 0], b[:, 1])
             n_cmp += 1
-            n_dom += bd <= d + 0.01 * scale
+            n_dom += int(bd <= d + 0.01 * scale)
             worst = max(worst, (bd - d) / scale)
-        out[kind] = (n_dom, n_cmp, worst)
+        out[kind] = (n_dom, n_cmp, worst, len(st) - n_cmp)
     return out
 
 
@@ -140,15 +140,17 @@ def _rd_dominates(row, res):
     if not dom:
         row.value = "no BLASTS / satisficing-TS runs"
         return row
-    row.value = "; ".join(f"{k}: {d}/{c} STS points on or above BLASTS's curve" for k, (d, c, _) in dom.items())
+    row.value = "; ".join(f"{k}: {d}/{c} STS points on or above BLASTS's curve"
+                          + (f" ({x} below BLASTS's smallest rate, not compared)" if x else "")
+                          for k, (d, c, _, x) in dom.items())
     row.spread = ("one set of prior samples (no seeds); worst excess of BLASTS's distortion: "
-                  + ", ".join(f"{k} {_fmt(w)} of max distortion" for k, (_, _, w) in dom.items()))
-    frac = [d / c for d, c, _ in dom.values() if c]
+                  + ", ".join(f"{k} {_fmt(w)} of max distortion" for k, (_, _, w, _) in dom.items()))
+    frac = [d / c for d, c, _, _ in dom.values() if c]
     row.verdict = REPRO if frac and all(f == 1 for f in frac) else (PARTLY if frac and np.mean(frac) >= 0.5 else NOT)
     row.rule = ("at each satisficing-TS point's rate, BLASTS's distortion (linear between its "
                 "points) <= the STS distortion + 1% of the largest; reproduces: every STS point "
                 "on both bandits; partly: at least half")
-    row.numbers = {k: {"dominated": d, "compared": c} for k, (d, c, _) in dom.items()}
+    row.numbers = {k: {"dominated": d, "compared": c} for k, (d, c, _, _) in dom.items()}
     return row
 
 

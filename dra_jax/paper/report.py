@@ -103,6 +103,12 @@ def timing_section(out: Path, names, session_wall_s=None) -> list[str]:
     return lines + [""]
 
 
+def _plain(o):
+    """numpy scalars and arrays as JSON numbers and lists."""
+    return o.item() if hasattr(o, "item") and getattr(o, "ndim", 1) == 0 else (
+        o.tolist() if hasattr(o, "tolist") else str(o))
+
+
 def write_report(out, quick: bool, names, session_wall_s=None) -> Path:
     """Write ``OUT/report.md`` from the outputs in OUT; return its path."""
     from dra_jax.results import atomic_write_bytes
@@ -119,5 +125,5 @@ def write_report(out, quick: bool, names, session_wall_s=None) -> Path:
     path = out / "report.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     json_rows = [{k: v for k, v in r.__dict__.items()} for r in rows]
-    atomic_write_bytes(out / "claims.json", json.dumps(json_rows, indent=1, default=str).encode())
+    atomic_write_bytes(out / "claims.json", json.dumps(json_rows, indent=1, default=_plain).encode())
     return path
