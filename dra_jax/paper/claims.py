@@ -398,5 +398,10 @@ def compute_claims(out: Path) -> list[Row]:
             fn(row, *res)
         except (KeyError, ValueError, IndexError, ZeroDivisionError) as e:
             row.value, row.verdict = f"not computable from this run ({type(e).__name__}: {e})", MISSING
+        for name, r in zip(sources, res):
+            bad = r.summary.get("unconverged_runs") or []
+            if bad:
+                row.spread += f"; {len(bad)} of {len(r.runs)} runs of {name} flagged unconverged"
+                row.numbers["unconverged_runs"] = row.numbers.get("unconverged_runs", 0) + len(bad)
         rows.append(row)
     return rows
