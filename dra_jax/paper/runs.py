@@ -38,7 +38,7 @@ RUNS: tuple[PaperRun, ...] = (
              "Grid-world: the environment switches",
              "The obstacle and goal move after switch_episode; normalized choice entropy of "
              "every cell at four snapshots.",
-             _LANE_QUICK + ("n_seeds=1", "dra.episodes=400", "task_params.switch_episode=200",
+             ("n_seeds=1", "eval.n_rollouts=10", "dra.episodes=400", "task_params.switch_episode=200",
                             "eval.every=50", "eval.snapshots=[100,200,250,400]")),
     PaperRun("gridworld_baselines", "DRA Sec. 3.1 (2x, 1.5x)",
              "Grid-world: DRA against equal precision and lambda = 0",
@@ -47,8 +47,8 @@ RUNS: tuple[PaperRun, ...] = (
              _LANE_QUICK + ("dra.episodes=300", "eval.every=30")),
     PaperRun("gridworld_elbo", "Acerbi et al. 2022 (ELBO readings)",
              "Grid-world: DRA as variational inference",
-             "The paper's objective beside the two ELBO readings of the review.",
-             _LANE_QUICK + ("n_seeds=1", "dra.episodes=200", "eval.every=50")),
+             "The paper's objective beside the two ELBO readings of Acerbi, Patel & Pouget (2022).",
+             ("n_seeds=1", "eval.n_rollouts=10", "dra.episodes=200", "eval.every=50")),
     PaperRun("mountain_car", "DRA Fig. 2b-d",
              "Mountain car: the three gradients",
              "DRA on gymnax's MountainCar-v0 with the REINFORCE (R), q-value (Q) and advantage "
