@@ -382,8 +382,11 @@ DRA_CLAIMS = [
 ]
 
 
-def compute_claims(out: Path) -> list[Row]:
-    """Every row of the claims table, from the outputs in ``out``."""
+def compute_claims(out: Path, quick: bool | None = None) -> list[Row]:
+    """Every row of the claims table, from the outputs in ``out``; with ``quick`` given, a row
+    whose inputs come from the other mode (a folder reused across modes) says so."""
+    from dra_jax.paper.__main__ import marker_of
+
     outs = Outputs(out)
     rows = []
     for key, fig, claim, paper, sources, fn in DRA_CLAIMS + BANDIT_CLAIMS:
@@ -399,6 +402,9 @@ def compute_claims(out: Path) -> list[Row]:
         except (KeyError, ValueError, IndexError, ZeroDivisionError) as e:
             row.value, row.verdict = f"not computable from this run ({type(e).__name__}: {e})", MISSING
         for name, r in zip(sources, res):
+            mode = (marker_of(Path(out), name) or {}).get("quick")
+            if quick is not None and mode is not None and mode != quick:
+                row.spread += f"; {name} is from a {'--quick' if mode else 'full'} run"
             bad = r.summary.get("unconverged_runs") or []
             if bad:
                 row.spread += f"; {len(bad)} of {len(r.runs)} runs of {name} flagged unconverged"

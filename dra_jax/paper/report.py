@@ -114,7 +114,7 @@ def write_report(out, quick: bool, names, session_wall_s=None) -> Path:
     from dra_jax.results import atomic_write_bytes
 
     out = Path(out)
-    rows = compute_claims(out)
+    rows = compute_claims(out, quick)
     mode = ("**quick** (few seeds, episodes and grid points: a smoke run; its numbers are not "
             "expected to reproduce the papers)" if quick else "full (the configs as shipped)")
     lines = ["# The DRA paper, reproduced by dra_jax", "",
