@@ -25,9 +25,11 @@ MARKER = "paper_run.json"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m dra_jax.paper", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dra_jax.paper",
+                                description="Run every figure's config of the DRA paper and write "
+                                            "OUT/report.md (claims table, figures, timing).")
     p.add_argument("--quick", action="store_true",
-                   help="few seeds, episodes and grid points (a smoke run of about a minute; "
+                   help="few seeds, episodes and grid points (a smoke run, mostly compilation; "
                         "its numbers are not expected to reproduce the paper)")
     p.add_argument("--out", default="results/paper", help="output folder (default results/paper)")
     p.add_argument("--only", default=None,
