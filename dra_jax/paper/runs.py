@@ -2,8 +2,9 @@
 
 Each entry names the shipped config (``configs/<name>.toml``) it runs and the figures of the
 paper it stands for. The full run uses the configs as shipped; ``--quick`` applies ``quick``
-(few seeds, episodes, grid points) so the whole paper runs in about a minute on a laptop CPU:
-a smoke test of the pipeline whose numbers are *not* expected to reproduce the paper.
+(few seeds, episodes, grid points): a smoke test of the pipeline whose numbers are *not*
+expected to reproduce the paper. Its time is mostly compilation (one program per config, per
+n_traj, per bandit agent); measured in report.md's timing.
 """
 from __future__ import annotations
 
