@@ -224,7 +224,7 @@ def _cma_vs_gradient(row: Row, res) -> Row:
                 continue
             f = col["objective"][sel]
             gap = float(f.mean() - fc)
-            tol = max(2 * np.hypot(f.std() / np.sqrt(f.size), sc / np.sqrt(cma.get("restarts", 5) or 5)),
+            tol = max(2 * np.hypot(f.std() / np.sqrt(f.size), sc / np.sqrt(res.config["cma"]["restarts"])),
                       0.02 * abs(fc))
             ok_all &= abs(gap) <= tol
             if abs(gap) >= abs(worst):
@@ -337,7 +337,8 @@ def _ftilde_optimum(row: Row, res) -> Row:
     ft = [col["objective_tilde"][(col["budget"] == b) & (col["n_traj"] == n) & (col["allocation"] == "flexible")] for b in bs]
     means = np.asarray([f.mean() for f in ft])
     k = int(np.argmax(means))
-    row.value = f"argmax F-tilde at b={bs[k]} ({_fmt(100 * bs[k] / max(bs), 3)}% of the largest budget), F-tilde {_fmt(means[k])}"
+    pct = col["budget_pct"][col["budget"] == bs[k]][0]
+    row.value = f"argmax F-tilde at b={bs[k]} ({_fmt(pct, 3)}% of the full search), F-tilde {_fmt(means[k])}"
     row.spread = "SD over seeds: " + ", ".join(f"b={b}: {_fmt(f.std())}" for b, f in zip(bs, ft))
     interior = 0 < k < len(bs) - 1
     se = lambda f: f.std() / np.sqrt(f.size)  # noqa: E731
