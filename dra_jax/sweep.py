@@ -191,6 +191,19 @@ def _choose_cpu_devices(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; called in-process (tests, scripts), it leaves ``XLA_FLAGS`` as it found it
+    (the host device count it sets is read once, when JAX starts)."""
+    saved = os.environ.get("XLA_FLAGS")
+    try:
+        return _main(argv)
+    finally:
+        if saved is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = saved
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dra_jax.sweep", description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="TOML config (see configs/)")
     ap.add_argument("--out", default=None, help="output folder (default: the config's `out`)")

@@ -29,3 +29,18 @@ def test_normalized_entropy_limits():
     # a hand value: p = (0.5, 0.5, 0) -> H / log A = log 2 / log 3
     p = np.array([0.5, 0.5, 0.0], np.float32)
     np.testing.assert_allclose(np.asarray(choice.normalized_entropy(p)), np.log(2) / np.log(3), rtol=1e-6)
+
+
+def test_nodes_cached_inside_a_trace_do_not_leak_into_the_next():
+    """The quadrature nodes are cached: the first call made while tracing must not cache a
+    tracer (a second jit, e.g. the next config of ``python -m dra_jax.paper``, used it)."""
+    import jax
+    import jax.numpy as jnp
+
+    from dra_jax import choice
+
+    choice._legendre.cache_clear()
+    q, s = jnp.zeros((2, 3)), jnp.ones((2, 3))
+    a = jax.jit(lambda q, s: choice.choice_probs(q, s) * 1.0)(q, s)
+    b = jax.jit(lambda q, s: choice.choice_probs(q, s) * 2.0)(q, s)
+    assert jnp.allclose(2 * a, b) and jnp.allclose(a, 1 / 3, atol=1e-5)

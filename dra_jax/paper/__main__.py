@@ -1,0 +1,119 @@
+"""``python -m dra_jax.paper [--quick] [--out DIR] [--only NAME,...] [--resume]``: the whole paper.
+
+Runs every figure's config of the paper (:data:`dra_jax.paper.runs.RUNS`) one after another
+through :func:`dra_jax.run`, each into ``OUT/<name>`` (``summary.json``, ``curves.npz``,
+``figures/``), then writes ``OUT/report.md``: a section per figure, the claims table computed
+from those outputs (:mod:`dra_jax.paper.claims`) and the timing.
+
+A config's outputs are complete when ``OUT/<name>/paper_run.json`` is written (after its
+results and figures) and records the same mode and overrides; ``--resume`` skips those and
+reruns the rest. The report is rewritten after every config, so an interrupted run leaves a
+report of what it has finished.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dra_jax.paper.runs import BY_NAME, RUNS
+from dra_jax.results import atomic_write_json
+
+MARKER = "paper_run.json"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m dra_jax.paper",
+                                description="Run every figure's config of the DRA paper and write "
+                                            "OUT/report.md (claims table, figures, timing).")
+    p.add_argument("--quick", action="store_true",
+                   help="few seeds, episodes and grid points (a smoke run, mostly compilation; "
+                        "its numbers are not expected to reproduce the paper)")
+    p.add_argument("--out", default="results/paper", help="output folder (default results/paper)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated config names to run, of: " + ", ".join(BY_NAME))
+    p.add_argument("--resume", action="store_true",
+                   help="skip configs whose outputs in OUT are complete for this mode")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    names = [r.name for r in RUNS]
+    if args.only is not None:
+        want = [s.strip() for s in args.only.split(",") if s.strip()]
+        bad = [s for s in want if s not in BY_NAME]
+        if bad or not want:
+            p.error(f"--only: unknown config name(s) {', '.join(bad) or '(none given)'}; "
+                    f"allowed: {', '.join(BY_NAME)}")
+        names = [n for n in names if n in want]
+    return args, names
+
+
+def marker_of(out: Path, name: str) -> dict | None:
+    """The completion record of ``OUT/<name>``, or None when its outputs are not complete."""
+    d = out / name
+    try:
+        rec = json.loads((d / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not ((d / "summary.json").is_file() and (d / "curves.npz").is_file()):
+        return None
+    return rec
+
+
+def is_complete(out: Path, name: str, quick: bool) -> bool:
+    rec = marker_of(out, name)
+    return (rec is not None and rec.get("quick") == quick
+            and rec.get("overrides") == (list(BY_NAME[name].quick) if quick else []))
+
+
+def run_one(name: str, out: Path, quick: bool, progress: bool) -> dict:
+    """Run one config into ``OUT/<name>`` and write its completion record (last)."""
+    import dra_jax
+
+    spec = BY_NAME[name]
+    overrides = list(spec.quick) if quick else []
+    t0 = time.perf_counter()
+    res = dra_jax.run(spec.config, set=overrides, out=out / name, progress=progress)
+    wall = time.perf_counter() - t0
+    t = res.timing
+    rec = {"name": name, "config": str(spec.config.name), "quick": quick, "overrides": overrides,
+           "compile_s": t.get("compile_s"), "run_s": t.get("run_s"), "wall_s": round(wall, 3),
+           "finished_unix": time.time()}
+    atomic_write_json(out / name / MARKER, rec)
+    return rec
+
+
+def main(argv=None) -> int:
+    args, names = parse_args(sys.argv[1:] if argv is None else argv)
+    from dra_jax.paper.report import write_report
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    failed = []
+    for i, name in enumerate(names, 1):
+        head = f"[paper] {i}/{len(names)} {name}"
+        if args.resume and is_complete(out, name, args.quick):
+            print(f"{head}: complete in {out / name}, skipped (--resume)", file=sys.stderr, flush=True)
+            continue
+        print(f"{head}: running configs/{name}.toml{' --quick' if args.quick else ''}",
+              file=sys.stderr, flush=True)
+        try:
+            rec = run_one(name, out, args.quick, progress=not args.no_progress)
+        except Exception as e:  # noqa: BLE001  (reported; the other configs still run)
+            failed.append(name)
+            print(f"{head}: FAILED ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+            continue
+        print(f"{head}: done in {rec['wall_s']:.1f} s", file=sys.stderr, flush=True)
+        write_report(out, args.quick, names)  # a report of what is finished, after each config
+    path = write_report(out, args.quick, names, session_wall_s=time.perf_counter() - t_start)
+    print(f"[paper] report: {path}", file=sys.stderr)
+    if failed:
+        print(f"[paper] failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

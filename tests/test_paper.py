@@ -1,0 +1,93 @@
+"""``python -m dra_jax.paper``: the report's claims table is computed from the run's own outputs,
+--resume skips finished configs, bad flags exit 2. A subset of ``--quick`` (``--only``) keeps
+the test short; the whole quick run is the same code path over more configs."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from dra_jax.paper import __main__ as paper
+from dra_jax.paper.claims import BANDIT_CLAIMS, DRA_CLAIMS
+from dra_jax.paper.runs import RUNS
+
+SUBSET = ["gridworld_baselines", "bandits_rate_distortion"]
+
+
+@pytest.fixture(scope="module")
+def quick_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    rc = paper.main(["--quick", "--out", str(out), "--only", ",".join(SUBSET), "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def _table(report: str) -> list[list[str]]:
+    rows = [ln for ln in report.splitlines() if re.match(r"^\| \d+ \|", ln)]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in rows]
+
+
+def test_report_has_a_row_per_claim(quick_out):
+    report = (quick_out / "report.md").read_text()
+    rows = _table(report)
+    claims = DRA_CLAIMS + BANDIT_CLAIMS
+    assert len(rows) == len(claims) >= 18
+    assert [r[2] for r in rows] == [c[2] for c in claims]
+    for r, c in zip(rows, claims):
+        if set(c[4]) <= set(SUBSET):  # computed: a number and a verdict of the rule
+            assert re.search(r"\d", r[4]) and r[6] in ("reproduces", "partly", "**does not**"), r
+        else:  # its config was not run: said so, not failed
+            assert "not computed" in r[4] and "missing input" in r[6], r
+    for spec in RUNS:  # a section per figure, with the images of the configs that ran
+        assert spec.title in report
+    for name in SUBSET:
+        figs = list((quick_out / name / "figures").glob("*.png"))
+        assert figs and all(f"({name}/figures/{f.name})" in report for f in figs)
+    assert "## Timing" in report.split("## Claims")[1] and report.rstrip().splitlines()[-1]
+    assert re.search(r"\| \*\*total\*\* \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", report)
+
+
+def test_rows_are_computed_from_the_run_outputs(quick_out):
+    rows = {r["key"]: r for r in json.loads((quick_out / "claims.json").read_text())}
+    # grid-world objective ratio, recomputed from summary.json's plateau means
+    s = json.loads((quick_out / "gridworld_baselines" / "summary.json").read_text())
+    plateau = {p["point"]["variant"]: p["objective"]["plateau_mean"] for p in s["points"]}
+    f_dra, f_eq = plateau["dra"], plateau["equal"]
+    want = f_eq / f_dra if f_dra < 0 else f_dra / f_eq
+    got = rows["grid_obj_ratio"]["numbers"]["ratio"]
+    assert got == pytest.approx(want, rel=1e-5)
+    assert f"{got:.3g}" in rows["grid_obj_ratio"]["value"]
+    # rate-distortion dominance, recomputed from the finals (cost = rate, objective = -distortion)
+    s = json.loads((quick_out / "bandits_rate_distortion" / "summary.json").read_text())
+    for kind in ("bernoulli", "gaussian"):
+        pts = {r["params"]["agent"]: (r["final"]["cost"], -r["final"]["objective"])
+               for r in s["runs"] if r["params"]["kind"] == kind}
+        b = np.array(sorted(v for k, v in pts.items() if k.startswith("blasts")))
+        dmax = max(-r["final"]["objective"] for r in s["runs"])
+        st = [v for k, v in pts.items() if k.startswith("sts") and v[0] >= b[0, 0]]
+        dom = sum(np.interp(r, b[:, 0], b[:, 1]) <= d + 0.01 * dmax for r, d in st)
+        assert rows["blasts_rd"]["numbers"][kind] == {"dominated": dom, "compared": len(st)}
+
+
+def test_resume_skips_finished_configs(quick_out, capsys):
+    before = {n: (quick_out / n / "summary.json").stat().st_mtime_ns for n in SUBSET}
+    rc = paper.main(["--quick", "--out", str(quick_out), "--only", ",".join(SUBSET), "--resume",
+                     "--no-progress"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert all(f"{n}: complete in" in err and "skipped (--resume)" in err for n in SUBSET)
+    assert {n: (quick_out / n / "summary.json").stat().st_mtime_ns for n in SUBSET} == before
+    # a quick run's outputs are not the full run's
+    assert paper.is_complete(quick_out, SUBSET[0], quick=True)
+    assert not paper.is_complete(quick_out, SUBSET[0], quick=False)
+
+
+@pytest.mark.parametrize("argv", [["--only", "gridworld,nope"], ["--only", ","], ["--bogus"]])
+def test_bad_flags_exit_2_and_write_nothing(tmp_path, argv, capsys):
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as e:
+        paper.main(["--quick", "--out", str(out)] + argv)
+    assert e.value.code == 2
+    assert not out.exists()
+    if "nope" in argv[-1]:
+        assert "nope" in capsys.readouterr().err
