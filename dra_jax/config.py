@@ -234,6 +234,45 @@ def known_tasks() -> list[str]:
     return sorted(set(_TASKS) | set(BUILTIN_TASKS))
 
 
+def parse_agent_spec(spec: str, params: dict[str, str | None],
+                     required: tuple[str, ...] = ()) -> tuple[str, float | None]:
+    """An agent of an ``agent`` grid axis: ``"NAME"`` or ``"NAME:VALUE"`` -> ``(name, value or
+    None)``. ``params[name]`` names the agent's one parameter (None: it takes none); the agents
+    in ``required`` must be given one. The value is a finite number >= 0. Raises ValueError."""
+    name, sep, raw = spec.partition(":")
+    name = name.strip().lower()
+    forms = [f"'{n}:{w.upper()}'" if n in required else (f"'{n}' or '{n}:{w.upper()}'" if w else f"'{n}'")
+             for n, w in params.items()]
+    if name not in params:
+        raise ValueError(f"unknown agent {name!r}; expected {', '.join(forms)}")
+    what = params[name]
+    if not sep:
+        if name in required:
+            raise ValueError(f"agent {name!r} needs its parameter: '{name}:{what.upper()}'")
+        return name, None
+    if what is None:
+        raise ValueError(f"agent {name!r} takes no parameter")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"agent parameter {raw!r} of {name!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} {what} must be a finite number >= 0, got {raw!r}")
+    return name, value
+
+
+def agent_spec_check(parse: Callable[[str], Any]) -> Callable[[str], str | None]:
+    """A :class:`Field` ``check`` from an agent-spec parser: the parser's error text, or None."""
+    def check(spec: str) -> str | None:
+        try:
+            parse(spec)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    return check
+
+
 # --------------------------------------------------------------------------- loading
 
 

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dra_jax import bandit_agents as ba
-from dra_jax.config import ConfigError, Field, TaskSpec, iter_run_params, register_task
+from dra_jax.config import (ConfigError, Field, TaskSpec, agent_spec_check, iter_run_params,
+                            parse_agent_spec, register_task)
 from dra_jax.envs import bandits as envs
 from dra_jax.figures import bandits as figures
 from dra_jax.results import Results
@@ -55,36 +56,15 @@ FIGURES = {  # figure -> the experiment that produces it
 # --------------------------------------------------------------------------- agent specs
 
 
+AGENT_PARAMS = {"ts": None, "sts": "epsilon", "blasts": "beta", "dra": "lam"}
+
+
 def parse_agent(spec: str) -> tuple[str, float | None]:
     """``"blasts:10"`` -> ``("blasts", 10.0)``; ``"ts"`` -> ``("ts", None)``. Raises ValueError."""
-    name, sep, raw = spec.partition(":")
-    name = name.strip().lower()
-    if name not in ba.AGENTS:
-        raise ValueError(f"unknown agent {name!r}; expected one of {', '.join(ba.AGENTS)} "
-                         "as 'ts', 'sts:EPSILON', 'blasts:BETA', 'dra' or 'dra:LAM'")
-    if not sep:
-        if name in ("sts", "blasts"):
-            what = "EPSILON" if name == "sts" else "BETA"
-            raise ValueError(f"agent {name!r} needs its parameter: '{name}:{what}'")
-        return name, None
-    if name == "ts":
-        raise ValueError("agent 'ts' takes no parameter")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"agent parameter {raw!r} of {name!r} is not a number") from None
-    what = {"sts": "epsilon", "blasts": "beta", "dra": "lam"}[name]
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} {what} must be a finite number >= 0, got {raw!r}")
-    return name, value
+    return parse_agent_spec(spec, AGENT_PARAMS, required=("sts", "blasts"))
 
 
-def _check_agent(spec: str) -> str | None:
-    try:
-        parse_agent(spec)
-    except ValueError as e:
-        return str(e)
-    return None
+_check_agent = agent_spec_check(parse_agent)
 
 
 def _check_means(v: list) -> str | None:

@@ -24,7 +24,6 @@ names which). ``objective`` = -cumulative regret, ``expected_reward`` = mean ret
 from __future__ import annotations
 
 import functools
-import math
 import time
 from pathlib import Path
 
@@ -34,7 +33,8 @@ import numpy as np
 
 from dra_jax import agent as lane_engine
 from dra_jax import batching, memory, psrl
-from dra_jax.config import ConfigError, Field, TaskSpec, iter_run_params, register_task
+from dra_jax.config import (ConfigError, Field, TaskSpec, agent_spec_check, iter_run_params,
+                            parse_agent_spec, register_task)
 from dra_jax.envs import episodic as envs
 from dra_jax.results import Results
 
@@ -43,34 +43,15 @@ FIGURES = ("regret", "rate", "regret_vs_rate")
 RATE_KINDS = {"psrl": "psrl_log_z", "vepsrl": "channel_rate", "dra": "dra_kl_cost"}
 
 
+AGENT_PARAMS = {"psrl": None, "vepsrl": "beta", "dra": "lam"}
+
+
 def parse_agent(spec: str) -> tuple[str, float | None]:
     """``"vepsrl:10"`` -> ``("vepsrl", 10.0)``; ``"psrl"`` -> ``("psrl", None)``."""
-    name, sep, raw = spec.partition(":")
-    name = name.strip().lower()
-    if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; expected 'psrl', 'vepsrl:BETA', 'dra' or 'dra:LAM'")
-    if not sep:
-        if name == "vepsrl":
-            raise ValueError("agent 'vepsrl' needs its parameter: 'vepsrl:BETA'")
-        return name, None
-    if name == "psrl":
-        raise ValueError("agent 'psrl' takes no parameter")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"agent parameter {raw!r} of {name!r} is not a number") from None
-    what = "beta" if name == "vepsrl" else "lam"
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} {what} must be a finite number >= 0, got {raw!r}")
-    return name, value
+    return parse_agent_spec(spec, AGENT_PARAMS, required=("vepsrl",))
 
 
-def _check_agent(spec: str) -> str | None:
-    try:
-        parse_agent(spec)
-    except ValueError as e:
-        return str(e)
-    return None
+_check_agent = agent_spec_check(parse_agent)
 
 
 TASK_PARAMS: dict[str, Field] = {
