@@ -11,7 +11,7 @@ import numpy as np
 
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.gridworld import GridTask, Layout
-from dra_jax.experiments.tabular import run_table_task
+from dra_jax.experiments.tabular import run_lane_sweep
 from dra_jax.figures import lane
 
 TASK_PARAMS = {
@@ -45,7 +45,7 @@ def _check(cfg: dict) -> None:
 
 
 def run(cfg, runs, progress):
-    return run_table_task(cfg, runs, progress, make_task, task_run_params)
+    return run_lane_sweep(cfg, runs, progress, make_task, task_run_params)
 
 
 def plot(cfg, res, fig_dir):

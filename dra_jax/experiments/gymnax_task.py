@@ -18,7 +18,7 @@ anything compiles): an unknown id, a non-Box observation or non-Discrete action 
 lengths that are not the observation's dimension, cells < 1, an unbounded dimension without
 bounds, high <= low, unknown start fields.
 
-Runs go through the lane engine unchanged (:func:`dra_jax.runner.run_lane_task`). The summary
+Runs go through the lane engine unchanged (:func:`dra_jax.experiments.tabular.run_lane_sweep`). The summary
 adds the uniformly random policy's mean return (same start, same ``max_steps``) as the yardstick
 of the learning curves. Figures: the shared ``convergence`` and ``baselines`` (objective and
 expected reward against episodes, one curve per variant: the learning curves).
@@ -33,7 +33,7 @@ import numpy as np
 from dra_jax.figures import lane as plots
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.discretized import DiscretizedTask, check_args, state_fields
-from dra_jax.runner import run_lane_task
+from dra_jax.experiments.tabular import run_lane_sweep
 
 TASK_PARAMS = {
     "env_id": Field(str, "CartPole-v1", "gymnax environment id (Box observation, Discrete "
@@ -108,8 +108,7 @@ def _check(cfg: dict) -> None:
 
 
 def run(cfg: dict, runs: list[dict], progress):
-    res = run_lane_task(cfg, runs, progress, make_task, task_run_params)
-    res.summary.update(plots.summarize_lane_sweep(cfg, res))
+    res = run_lane_sweep(cfg, runs, progress, make_task, task_run_params, final_entropy_for=())
     task = make_task(cfg["task_params"])
     horizon = max(r["dra"]["max_steps"] for r in runs)
     rets = np.asarray(jax.jit(task.random_policy_returns, static_argnums=(1, 2))(

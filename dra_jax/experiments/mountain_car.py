@@ -10,7 +10,7 @@ Config (``configs/mountain_car.toml``, ``configs/mountain_car_baselines.toml``):
 * ``[dra]``: Table B.1 defaults (mountain-car column), ``max_steps = 200`` (gymnax's limit, a
   truncation that bootstraps); ``q_init = "optimal"`` is rejected (no tabular q*).
 
-Runs go through the lane engine unchanged (:func:`dra_jax.runner.run_lane_task`). After
+Runs go through the lane engine unchanged (:func:`dra_jax.experiments.tabular.run_lane_sweep`). After
 training, every run's means are rolled out greedily (``argmax_a q``) with gymnax from
 ``x = -0.5, v = 0`` for ``max_steps`` steps; whether and when the car reaches the flag goes into
 each run's record (``greedy_reached_flag``, ``greedy_steps``) and ``summary["greedy_rollout"]``.
@@ -34,7 +34,7 @@ from dra_jax.envs.mountain_car import MountainCarTask, cells_for, paper_start_st
 from dra_jax.figures import lane as plots
 from dra_jax.figures import mountain_car as mc_figures
 from dra_jax.results import Results
-from dra_jax.runner import choice_entropy_maps, run_lane_task
+from dra_jax.experiments.tabular import run_lane_sweep
 
 
 def _two(v):
@@ -109,7 +109,8 @@ def greedy_rollouts(task: DiscretizedTask, q: np.ndarray, max_steps: int):
 
 
 def run(cfg: dict, runs: list[dict], progress) -> Results:
-    res = run_lane_task(cfg, runs, progress, make_task, task_run_params)
+    res = run_lane_sweep(cfg, runs, progress, make_task, task_run_params,
+                         final_entropy_for=("fig2c", "allocation"))
     task = make_task(cfg["task_params"])
     horizon = max(r["dra"]["max_steps"] for r in runs)
     path, reached, steps = greedy_rollouts(task, res.curves["q"], horizon)
@@ -121,12 +122,6 @@ def run(cfg: dict, runs: list[dict], progress) -> Results:
     for i, extra in enumerate(res.run_extra):
         extra["greedy_reached_flag"] = bool(reached[i])
         extra["greedy_steps"] = int(steps[i]) if reached[i] else None
-    if "snap_q" in res.curves:
-        res.curves["choice_entropy"] = choice_entropy_maps(res.curves["snap_q"],
-                                                           res.curves["snap_sigma"])
-    if {"fig2c", "allocation"} & set(cfg["figures"]):
-        res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"])
-    res.summary.update(plots.summarize_lane_sweep(cfg, res))
     greedy = []
     for g, pt in enumerate(plots.grid_points(cfg)):
         r = plots.by_point(cfg, reached)[g]

@@ -102,20 +102,23 @@ def _check(cfg: dict) -> None:
         raise ConfigError("figures", "'baselines' needs at least two [variants.NAME] tables")
 
 
-def run_table_task(cfg, runs, progress, make_task, task_run_params):
-    """The lane engine over the grid, plus the choice-entropy maps the figures draw."""
+def run_lane_sweep(cfg, runs, progress, make_task, task_run_params,
+                   final_entropy_for: tuple[str, ...] = ("allocation",)):
+    """The lane engine over the grid, plus the choice-entropy maps the figures draw (of the
+    snapshots, and of the final memories when a figure in ``final_entropy_for`` is asked for)
+    and the per-point summary. Shared by the maze tasks and mountain car."""
     res = run_lane_task(cfg, runs, progress, make_task, task_run_params)
     if "snap_q" in res.curves:
         res.curves["choice_entropy"] = choice_entropy_maps(res.curves["snap_q"],
                                                            res.curves["snap_sigma"])
-    if "allocation" in cfg["figures"]:
+    if set(final_entropy_for) & set(cfg["figures"]):
         res.curves["final_choice_entropy"] = choice_entropy_maps(res.curves["q"], res.curves["sigma"])
     res.summary.update(lane.summarize_lane_sweep(cfg, res))
     return res
 
 
 def run(cfg, runs, progress):
-    return run_table_task(cfg, runs, progress, make_task, task_run_params)
+    return run_lane_sweep(cfg, runs, progress, make_task, task_run_params)
 
 
 def plot(cfg, res, fig_dir):
