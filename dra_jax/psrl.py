@@ -127,6 +127,7 @@ class RunOut(NamedTuple):
     distortion: jax.Array  # expected distortion of the channel (nan for psrl)
     iters: jax.Array  # BA iterations (0 for psrl)
     capped: jax.Array
+    gap: jax.Array  # BA's duality gap: the channel's I + beta D is within it of the optimum (0 for psrl)
     moved: jax.Array  # j != z: the agent pursued another sample than its stand-in for M*
     cum_regret: jax.Array
     cum_rate: jax.Array
@@ -174,6 +175,7 @@ def make_run(st: Static, struct: env.Structure):
                 m = env.sample_mdp(jax.random.fold_in(k_samp, z), belief)
                 _, _, pi = env.value_iteration(m, succ, H)
                 rate, dist, iters, capped, moved = log_z, nan, jnp.int32(0), False, False
+                gap = jnp.float32(0.0)
                 q_next = q_prev
             else:
                 mdps = jax.vmap(lambda i: env.sample_mdp(jax.random.fold_in(k_samp, i), belief)
@@ -196,7 +198,7 @@ def make_run(st: Static, struct: env.Structure):
                 slot_j = jax.random.categorical(k_pick, res.log_delta[slot_z])
                 j = order[slot_j]
                 pi = pis[j]
-                rate, dist, iters, capped = res.rate, res.distortion, res.iters, res.capped
+                rate, dist, iters, capped, gap = res.rate, res.distortion, res.iters, res.capped, res.gap
                 moved = j != z
                 q_next = jnp.exp(res.log_q)
 
@@ -213,12 +215,13 @@ def make_run(st: Static, struct: env.Structure):
 
             (belief, _), _ = lax.scan(act, (belief, s0), (jnp.arange(H), u[:H]))
             regret = v_star - env.policy_values(true, succ, pi)[0] @ rho
-            out = (regret, rate, dist, iters, jnp.asarray(capped), jnp.asarray(moved))
+            out = (regret, rate, dist, iters, jnp.asarray(capped), gap, jnp.asarray(moved))
             return (belief, q_next), out
 
         q_init = jnp.full((Z,), 1.0 / Z, jnp.float32)
-        _, (reg, rate, dist, iters, capped, moved) = lax.scan(
+        _, (reg, rate, dist, iters, capped, gap, moved) = lax.scan(
             episode, (belief0, q_init), jnp.arange(st.episodes))
-        return RunOut(reg, rate, dist, iters, capped, moved, jnp.sum(reg), jnp.sum(rate), v_star)
+        return RunOut(reg, rate, dist, iters, capped, gap, moved, jnp.sum(reg), jnp.sum(rate),
+                      v_star)
 
     return run
