@@ -275,10 +275,10 @@ class Static(NamedTuple):
     ba_max_iter: int = 100
     ba_loop: str = "fori"  # measured faster under vmap (benchmarks/bench_bandits.py)
     track_rate: bool = True  # estimate the rate of TS / STS / DRA every step (Z samples)
-    ba_warm_start: bool = True  # BLASTS: start Blahut-Arimoto from the last step's marginal
     n_traj: int = 10  # DRA: model samples per sigma update
     grad: str = "analytic"  # DRA: Eq. 5 or autodiff
     q_rule: str = "posterior_mean"  # DRA: q = conjugate posterior mean, or alpha_q steps
+    ba_warm_start: bool = True  # BLASTS: start Blahut-Arimoto from the last step's marginal
 
 
 class Carry(NamedTuple):
