@@ -99,7 +99,9 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
                                    "objective")
             x = np.searchsorted(bs, b_) + (j - (n_bars - 1) / 2) * width
             ax.bar(x, mu, width, yerr=sd, capsize=2,
-                   label=f"gradient, n_traj={n}" + ("" if bl == "none" else f", baseline {bl}"))
+                   label=f"gradient, n_traj={n}" + (
+                       f", baseline {bl}" if bl != "none" else
+                       ", paper's estimator" if len({b for b, _ in ns}) > 1 else ""))
         if cma_b:
             f = np.asarray(results.arrays["cma_objective"])
             x = np.searchsorted(bs, cma_b) + (len(ns) - (n_bars - 1) / 2) * width
