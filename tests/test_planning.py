@@ -20,7 +20,8 @@ from dra_jax.envs import planning as env
 from dra_jax.experiments import planning as px
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [ROOT / "configs" / "planning.toml", ROOT / "configs" / "planning_moves.toml"]
+CONFIGS = [ROOT / "configs" / "planning.toml", ROOT / "configs" / "planning_moves.toml",
+           ROOT / "configs" / "planning_loo.toml"]
 
 
 @functools.partial(jax.jit, static_argnames=("grad",))

@@ -238,25 +238,25 @@ def test_baselines_are_unbiased_and_reduce_variance(baseline, n_traj):
     """Updates of few trials (n_traj = 2 for loo, where a biased baseline shows most:
     including trial i in its own baseline halves the gradient; 4 for loo_start, so that trials
     often share a start state), budget M (one path per trial) and beta = 0.05 (soft enough
-    that no choice is a rare event): the mean over 2^16 / n_traj updates of the reward
+    that no choice is a rare event): the mean over 2^15 / n_traj updates of the reward
     gradient with the baseline matches the finite-difference derivative of the exact
     E[max path reward] within 4.5 SE, with most entries resolved (> 5 SE). At the full budget
     (Psi = the start state's best path, whatever sigma is) the baseline's spread is well below
     the paper's estimator's on the same trials."""
     beta = 0.05
     q, sigma = _setup(M)
-    n_up = 2 ** 16 // n_traj
+    n_up = 2 ** 15 // n_traj
     est, _ = _estimates_np(q, sigma, M, beta, baseline, n_traj, n_up)
     se = est.std(axis=0) / np.sqrt(n_up)
     fd = _fd(lambda s: exact_expected_reward(q, s, M, beta), sigma, 1e-3)
     assert np.sum(np.abs(fd) > 5 * se) >= 15  # the test resolves most of the gradient
     np.testing.assert_array_less(np.abs(est.mean(axis=0) - fd), 4.5 * se + 1e-6)
-    est, plain = _estimates_np(q, sigma, env.full_budget(M), beta, baseline, n_traj, 2 ** 12)
+    est, plain = _estimates_np(q, sigma, env.full_budget(M), beta, baseline, n_traj, n_up)
     ratio = np.sqrt(np.sum(est.var(axis=0)) / np.sum(plain.var(axis=0)))
     assert ratio < {"loo": 0.8, "loo_start": 0.7}[baseline], ratio
     if baseline == "loo_start":  # with the right past mean as the fallback: no noise at all
         past = jnp.asarray(env.best_paths(M))
-        est, plain = _estimates_np(q, sigma, env.full_budget(M), beta, baseline, n_traj, 2 ** 12,
+        est, plain = _estimates_np(q, sigma, env.full_budget(M), beta, baseline, n_traj, n_up,
                                    past=past)
         assert np.all(est == 0.0) and np.any(plain != 0.0)
 

@@ -7,7 +7,10 @@ Config (``configs/planning.toml``, ``configs/planning_moves.toml``):
   (traced, sweepable: when >= 0 the budget is ``[budgets].m<M>[budget_index]``, so a sweep over
   M can use each M's own budgets), ``a_dec``, ``t_nondec`` (the speed-accuracy objective F-tilde,
   Eq. 8), ``objective`` (which objective the sigma ascent maximizes: F or F-tilde);
-* ``[dra]``: Table B.1 defaults; ``psi`` is ``max`` (the only choice here);
+* ``[dra]``: Table B.1 defaults; ``psi`` is ``max`` (the only choice here); planning-only keys
+  (:data:`PLANNING_DRA_FIELDS`): ``baseline`` (``none``, the paper's estimator; ``loo`` and
+  ``loo_start``, unbiased leave-one-out baselines, :func:`dra_jax.planner.psi_baseline`) and
+  ``lr_schedule`` (``constant`` or ``cosine`` decay of ``alpha_sigma`` to 0);
 * ``[cma]``: the CMA-ES baseline; ``[final]``: the rollouts of the final evaluation;
   ``[budgets]``: budget lists per M for ``budget_index``.
 
