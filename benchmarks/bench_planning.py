@@ -8,6 +8,13 @@ section ends on materialized (``block_until_ready`` / host-copied) results.
     python benchmarks/bench_planning.py [--set section.key=value ...] [--json out.json]
 
 Target (issue 4): under 5 minutes on the 2-core CPU.
+
+    python benchmarks/bench_planning.py --compare results/planning_loo [--json out.json]
+
+reads a finished sweep of ``configs/planning_loo.toml`` instead and prints (and writes) the
+budget table of Fig. 3c/3d: F of the paper's estimator, of the variance-reduced estimator, of
+equal precision and of CMA-ES, with E*, spreads over seeds and converged counts
+(:func:`dra_jax.paper.claims_planning.comparison`).
 """
 from __future__ import annotations
 
@@ -32,7 +39,11 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="config override, e.g. --set dra.episodes=2000")
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--compare", default=None, metavar="OUT_DIR",
+                    help="print the budget table of a finished planning_loo sweep and exit")
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare(Path(args.compare), args.json)
     cfg = config_mod.load(args.config, args.overrides)
     runs = list(config_mod.iter_run_params(cfg))
     t0 = time.perf_counter()
@@ -56,6 +67,36 @@ def main(argv=None) -> int:
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def _cell(e) -> str:
+    if e is None:
+        return "-"
+    return (f"{e['mean']:.2f} ± {e['sd']:.2f} ({e['converged']}/{e['runs']} conv.)")
+
+
+def compare(out_dir: Path, json_path) -> int:
+    """The Fig. 3c/3d budget table of a finished sweep (see the module docstring)."""
+    from dra_jax import load
+    from dra_jax.paper.claims_planning import comparison
+
+    res = load(out_dir)
+    table = comparison(res)
+    vr_n = sorted({n for t in table for n in t["flexible_vr"]})
+    head = (["b", "paper est. flexible (n10)"] + [f"VR flexible (n{n})" for n in vr_n]
+            + ["equal (VR)", "CMA-ES", "E*"])
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for t in table:
+        cells = ([str(t["budget"]), _cell(t["flexible_paper"])]
+                 + [_cell(t["flexible_vr"].get(n)) for n in vr_n]
+                 + [_cell(t["equal"]), _cell(t["cma"]), f"{t['E_star']:.3f}"])
+        print("| " + " | ".join(cells) + " |")
+    out = {"source": str(out_dir), "config": res.summary["config"], "timing": res.summary["timing"],
+           "unconverged_runs": res.summary.get("unconverged_runs"),
+           "converged_definition": res.summary.get("converged_definition"), "table": table}
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 

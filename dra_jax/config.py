@@ -191,6 +191,7 @@ class TaskSpec:
     psi_choices: tuple[str, ...] = ("A", "Q", "R")
     check: Callable[[dict], None] | None = None  # cross-key checks; raise ConfigError
     multi_process: bool = False  # its runner splits the runs over jax.distributed processes
+    dra_fields: dict[str, Field] = field(default_factory=dict)  # [dra] keys of this task only
 
 
 _TASKS: dict[str, Callable[[], TaskSpec]] = {}
@@ -356,6 +357,7 @@ def validate(raw: dict) -> dict:
     dra_fields = dict(DRA_FIELDS)
     dra_fields["psi"] = Field(str, spec.dra_defaults.get("psi", "A"), DRA_FIELDS["psi"].doc,
                               choices=spec.psi_choices)
+    dra_fields.update(spec.dra_fields)
     cfg["task_params"] = _validate_section("task_params", raw.get("task_params", {}),
                                            spec.task_params, {})
     cfg["dra"] = _validate_section("dra", raw.get("dra", {}), dra_fields, spec.dra_defaults)

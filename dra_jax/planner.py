@@ -202,38 +202,97 @@ def trial_gradient(res: PlanResult) -> jax.Array:
     return res.best_reward * res.score
 
 
-def sigma_ascent(res: PlanResult, sigma: jax.Array, lam, sigma_base, mask, equal,
-                 weight=1.0) -> jax.Array:
-    """Ascent direction of F (Eq. 1; F-tilde, Eq. 8, with ``weight = 1 / (a_dec b + t_nondec)``)
-    for sigma from a batch of gradient trials ``res`` (leading axis = trials):
+BASELINES = ("none", "loo", "loo_start")  # index = the traced baseline code
 
-        g = weight * mean_i trial_gradient(res_i) - lam * dKL/dsigma   (Eqs. 3, 5, 6)
 
-    zero on memories outside ``mask``; with ``equal`` (equal precision, one shared sigma) every
-    learned memory gets the sum of the per-memory gradients. The planning trainer's only
-    gradient formula (tests/test_planning_gradient.py checks it against exact derivatives).
+def psi_baseline(psi: jax.Array, baseline, s0: jax.Array | None = None,
+                 b_past: jax.Array | None = None) -> jax.Array:
+    """``Psi_i - b_i`` for the ``n`` gradient trials of one update (``baseline``: a traced
+    index into :data:`BASELINES`):
+
+    * ``none`` (0, the paper's estimator): ``b_i = 0``;
+    * ``loo`` (1, leave-one-out): ``b_i = mean_{j != i} Psi_j = (sum_j Psi_j - Psi_i) / (n - 1)``;
+    * ``loo_start`` (2, leave-one-out within the start state): ``b_i = mean Psi_j`` over the
+      other trials ``j != i`` of the update that started in trial ``i``'s start state ``s0_i``;
+      when no other trial did, ``b_past[i]`` (the trainer passes a running mean of Psi from
+      ``s0_i`` over the PREVIOUS updates), or the ``loo`` baseline when ``b_past`` is None.
+
+    All three are unbiased: ``b_i`` is a function of the other trials and of the past
+    (independent of trial ``i``'s own noise) and of ``s0_i`` only, and the score of trial ``i``
+    has zero mean given its start state, so ``E[b_i * score_i] = E[b_i E[score_i | s0_i,
+    others, past]] = 0`` (Eq. 3). They lower the
+    variance by removing the level of Psi (Psi = max is 0-140 on this task): ``loo`` its common
+    level, ``loo_start`` also the part that depends on the start state (the best path is 0-100
+    by start state for M = 3): at the full budget, where Psi is the start state's best path
+    whatever sigma is and the reward gradient is zero, a ``loo_start`` trial with a partner
+    contributes no noise at all. Needs ``n >= 2``; ``s0`` (``[n]``) is needed for
+    ``loo_start``.
     """
-    g_reward = jnp.mean(jax.vmap(trial_gradient)(res), axis=0)
+    n = psi.shape[0]
+    if n < 2:
+        return psi  # (the config refuses a baseline with n_traj < 2)
+    others = (jnp.sum(psi) - psi) / (n - 1)
+    b_start = others if b_past is None else b_past
+    if s0 is not None:
+        same = (s0[:, None] == s0[None, :]) & ~jnp.eye(n, dtype=bool)
+        cnt = jnp.sum(same, axis=1)
+        b_start = jnp.where(cnt > 0, jnp.sum(jnp.where(same, psi[None, :], 0.0), axis=1)
+                            / jnp.maximum(cnt, 1), b_start)
+    code = jnp.asarray(baseline, jnp.int32)
+    zero = jnp.zeros_like(others)
+    return psi - jnp.where(code == 1, others, jnp.where(code == 2, b_start, zero))
+
+
+def sigma_ascent(res: PlanResult, sigma: jax.Array, lam, sigma_base, mask, equal,
+                 weight=1.0, baseline=0, b_past=None) -> jax.Array:
+    """Ascent direction of F (Eq. 1; F-tilde, Eq. 8, with ``weight = 1 / (a_dec b + t_nondec)``)
+    for sigma from a batch of ``n`` gradient trials ``res`` (leading axis = trials):
+
+        g = weight * mean_i (Psi_i - b_i) * score_i - lam * dKL/dsigma   (Eqs. 3, 5, 6)
+
+    with ``score_i = sum_t grad_sigma log pi(a_t|s_t)`` of trial ``i``, ``Psi_i`` its best path
+    reward (``Psi = max``) and ``b_i`` the baseline ``baseline`` (traced index into
+    :data:`BASELINES`): 0 (the paper's estimator, :func:`trial_gradient`), the leave-one-out
+    ``mean_{j != i} Psi_j`` or its start-state version (:func:`psi_baseline`, with
+    ``b_past`` ``[n]`` the past-only fallback of ``loo_start``; all unbiased). Zero on memories outside ``mask``; with ``equal``
+    (equal precision, one shared sigma) every learned memory gets the sum of the per-memory
+    gradients. The planning trainer's only gradient formula (tests/test_planning_gradient.py
+    checks it against exact derivatives).
+    """
+    psi = psi_baseline(res.best_reward, baseline, res.step_state[:, 0], b_past)
+    g_reward = jnp.mean(psi[:, None, None, None] * res.score, axis=0)
     g = jnp.where(mask, weight * g_reward - lam * memory.kl_grad(sigma, sigma_base), 0.0)
     return jnp.where(equal, jnp.where(mask, jnp.sum(g), 0.0), g)
 
 
 def expected_reward(key: jax.Array, q, sigma, budget, beta, n: int | jax.Array,
                     chunk: int = 256) -> jax.Array:
-    """Monte-Carlo ``E[max path reward]`` over ``n`` trials from uniform start states
-    (the first term of F, Eq. 1): a loop over ``ceil(n / chunk)`` chunks of ``chunk`` vmapped
-    trials. ``chunk`` is static; ``n`` may be traced (unbatched), so one compiled program serves
-    every number of trials. ``n`` is rounded up to a multiple of ``chunk``.
+    """``E[max path reward]`` (the first term of F, Eq. 1; start state uniform over the six)
+    as the exact average over the six start states of a Monte-Carlo estimate per start state:
+
+        E = (1/6) sum_{s0} E[max path reward | s0],
+
+    each conditional expectation from ``n / 6`` trials; only the planner's own noise (zeta and
+    the action draws) is sampled, never the start state, which removes the start-state part of
+    the estimate's variance (the best path is 0...100 depending on s0 for M = 3) without
+    changing its meaning. A loop over ``ceil(n / chunk)`` chunks of ``chunk`` vmapped trials;
+    ``chunk`` (static) is rounded up to a multiple of 6 and trial ``j`` of a chunk starts in
+    state ``j mod 6``, so every chunk holds each start state equally often; ``n`` may be traced
+    (unbatched), so one compiled program serves every number of trials, and is rounded up to a
+    multiple of ``chunk``.
 
     The trials of chunk ``i`` use the noise of ``fold_in(key, i)``, so a candidate's estimate
     does not depend on what else is evaluated alongside it (common random numbers across
     candidates that share ``key``).
     """
     horizon = full_budget(q.shape[1])
+    n_start = NEXT_STATE.shape[0]
+    chunk = -(-chunk // n_start) * n_start
     n_chunks = (jnp.asarray(n, jnp.int32) + chunk - 1) // chunk
+    starts = jnp.arange(chunk, dtype=jnp.int32) % n_start
 
     def body(i, total):
-        noise = trial_noise(jax.random.fold_in(key, i), chunk, horizon, q.dtype)
+        noise = trial_noise(jax.random.fold_in(key, i), chunk, horizon, q.dtype)._replace(s0=starts)
         res = plan_batch(q, sigma, budget, beta, noise)
         return total + jnp.sum(res.best_reward)
 

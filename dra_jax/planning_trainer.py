@@ -15,13 +15,14 @@ block of ``every`` episodes, a ``lax.fori_loop`` over those episodes inside):
   ``lam * KL``, F and F-tilde (the learning curve).
 * CMA-ES baseline (:func:`run_cma`): fix q = q*, maximize F over sigma with ``cma``.
 
+Batches of runs, checkpoints and resume: :mod:`dra_jax.planning_runner`.
+
 The per-run traced parameters are the numpy scalars of :data:`PARAM_KEYS` plus ``budget``,
 ``learn_q``, ``learn_sigma``, ``equal``, ``rate`` and ``seed``
 (:func:`dra_jax.experiments.planning.make_params` builds them from a config).
 """
 from __future__ import annotations
 
-import functools
 import time
 from typing import NamedTuple
 
@@ -41,6 +42,7 @@ class PlanStatic(NamedTuple):
     n_traj: int = 10
     grad: str = "analytic"
     optimizer: str = "sgd"
+    lr_schedule: str = "constant"
     q_init: str = "optimal"
     pin_last_move: bool = False
     episodes: int = 2000
@@ -74,10 +76,18 @@ class TrainState(NamedTuple):
     sigma: jax.Array  # [6, M, 2]
     opt_state: optax.OptState
     episode: jax.Array  # int: episodes done
+    psi_mean: jax.Array  # [6]: running mean of Psi per start state (the loo_start fallback)
+    psi_seen: jax.Array  # int [6]: gradient trials seen per start state
 
 
-def _optimizer(name: str, lr) -> optax.GradientTransformation:
-    return {"sgd": optax.sgd, "adam": optax.adam, "rmsprop": optax.rmsprop}[name](lr)
+def _optimizer(st: PlanStatic, lr) -> optax.GradientTransformation:
+    """The optax optimizer of the sigma ascent: ``optimizer`` at rate ``alpha_sigma``, constant
+    or (``lr_schedule = "cosine"``) decayed to 0 over the run's episodes
+    (``optax.cosine_decay_schedule``): a step size that goes to zero lets the noisy ascent
+    settle at the optimum instead of jittering around it (Robbins-Monro)."""
+    if st.lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(lr, max(st.episodes, 1))
+    return {"sgd": optax.sgd, "adam": optax.adam, "rmsprop": optax.rmsprop}[st.optimizer](lr)
 
 
 def _keys(p: dict):
@@ -96,8 +106,24 @@ def init(st: PlanStatic, p: dict) -> TrainState:
         q = jax.random.uniform(jax.random.fold_in(_keys(p)[0], 2**31 - 1), shape, jnp.float32,
                                -1.0, 1.0)
     sigma = jnp.where(st.learn_mask, p["sigma0"], 1.0).astype(jnp.float32)
-    opt_state = _optimizer(st.optimizer, p["alpha_sigma"]).init(sigma)
-    return TrainState(q=q, sigma=sigma, opt_state=opt_state, episode=jnp.int32(0))
+    opt_state = _optimizer(st, p["alpha_sigma"]).init(sigma)
+    return TrainState(q=q, sigma=sigma, opt_state=opt_state, episode=jnp.int32(0),
+                      psi_mean=jnp.zeros(env.N_STATES, jnp.float32),
+                      psi_seen=jnp.zeros(env.N_STATES, jnp.int32))
+
+
+PSI_MEAN_RATE = 0.1  # the running mean's weight of a new update (1 / count before 10 visits)
+
+
+def _running_psi_mean(ts: TrainState, s0: jax.Array, psi: jax.Array):
+    """Per start state, the mean Psi of this update's gradient trials folded into the running
+    mean: ``m[s] += w (mean_i{s0_i = s} Psi_i - m[s])``, ``w = max(1/count, PSI_MEAN_RATE)``."""
+    hit = s0[None, :] == jnp.arange(env.N_STATES)[:, None]  # [6, n]
+    cnt = jnp.sum(hit, axis=1)
+    mean_now = jnp.sum(jnp.where(hit, psi[None, :], 0.0), axis=1) / jnp.maximum(cnt, 1)
+    seen = ts.psi_seen + cnt
+    w = jnp.where(cnt > 0, jnp.maximum(cnt / jnp.maximum(seen, 1), PSI_MEAN_RATE), 0.0)
+    return ts.psi_mean + w * (mean_now - ts.psi_mean), seen
 
 
 def objective_terms(st: PlanStatic, p: dict, reward: jax.Array, sigma: jax.Array) -> dict:
@@ -134,9 +160,12 @@ def episode(st: PlanStatic, p: dict, ts: TrainState, key_train) -> TrainState:
 
     1. ``n_traj + 1`` planning trials in one vmapped call (trial 0 is the acting trial, the
        others the gradient trials);
-    2. sigma ascent: ``g = w * mean_i Psi_i sum_t grad log pi - lam * dKL/dsigma`` (Eqs. 3, 5, 6,
-       ``Psi = max``), one optax step, clip to ``[sigma_min, sigma_max]``; equal precision uses
-       the sum of the per-memory gradients for every memory;
+    2. sigma ascent: ``g = w * mean_i (Psi_i - b_i) sum_t grad log pi - lam * dKL/dsigma``
+       (Eqs. 3, 5, 6, ``Psi = max``, ``b_i`` the config's baseline,
+       :func:`dra_jax.planner.psi_baseline`; ``loo_start`` falls back on the running mean of
+       Psi per start state over the previous updates), one optax step, clip to
+       ``[sigma_min, sigma_max]``; equal precision uses the sum of the per-memory gradients
+       for every memory;
     3. if ``learn_q``: expected SARSA along the acting trial's executed (best) path.
 
     The gradient trials use the same memories as the acting trial (those at the episode's
@@ -154,9 +183,12 @@ def episode(st: PlanStatic, p: dict, ts: TrainState, key_train) -> TrainState:
     res = planner.plan_batch(q, sigma, p["budget"], p["beta"], noise, grad=st.grad)
     # sigma ascent with Psi = max from the gradient trials 1..n_traj
     w = jnp.where(p["rate"], 1.0 / (p["a_dec"] * p["budget"] + p["t_nondec"]), 1.0)
-    g = planner.sigma_ascent(jax.tree.map(lambda x: x[1:], res), sigma, p["lam"],
-                             p["sigma_base"], mask, p["equal"], w)
-    opt = _optimizer(st.optimizer, p["alpha_sigma"])
+    grad_res = jax.tree.map(lambda x: x[1:], res)
+    s0_grad = noise.s0[1:]
+    g = planner.sigma_ascent(grad_res, sigma, p["lam"], p["sigma_base"], mask, p["equal"], w,
+                             p.get("baseline", 0), ts.psi_mean[s0_grad])
+    psi_mean, psi_seen = _running_psi_mean(ts, s0_grad, grad_res.best_reward)
+    opt = _optimizer(st, p["alpha_sigma"])
     updates, opt_state = opt.update(-g, ts.opt_state, sigma)  # optax minimizes
     sigma_new = jnp.clip(optax.apply_updates(sigma, updates), p["sigma_min"], p["sigma_max"])
     sigma_new = jnp.where(mask, sigma_new, sigma)  # pinned memories stay at 1
@@ -167,7 +199,8 @@ def episode(st: PlanStatic, p: dict, ts: TrainState, key_train) -> TrainState:
     zn = planner.uniform_to_normal(v[-2 * st.moves:]).reshape(st.moves, env.N_ACTIONS)
     q_new = _sarsa_path(st, p, q, sigma, noise.s0[0], res.best_path[0], zn)
     q = jnp.where(p["learn_q"], q_new, q)
-    return TrainState(q=q, sigma=sigma_out, opt_state=opt_state, episode=ts.episode + 1)
+    return TrainState(q=q, sigma=sigma_out, opt_state=opt_state, episode=ts.episode + 1,
+                      psi_mean=psi_mean, psi_seen=psi_seen)
 
 
 def advance(st: PlanStatic, p: dict, ts: TrainState, n_episodes: int) -> TrainState:
@@ -311,77 +344,3 @@ def run_cma(cfg: dict, st: PlanStatic, budgets: list[int], progress=None) -> dic
             "objective": fin[:, 2].reshape(shape), "sigma": best.reshape(shape + mask.shape),
             "history": history.reshape(shape + (gens,)), "compile_s": compile_s, "run_s": run_s,
             "env_steps": int(gens * len(strategies) * pop * n_eval * np.mean(inst_budget))}
-
-
-# ------------------------------------------------------------------ batched training
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _init_batch(st: PlanStatic, p: dict) -> TrainState:
-    return jax.vmap(lambda pp: init(st, pp))(p)
-
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def _advance_batch(st: PlanStatic, p: dict, ts: TrainState) -> TrainState:
-    return jax.vmap(lambda pp, t: advance(st, pp, t, st.every))(p, ts)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _eval_batch(st: PlanStatic, p: dict, q, sigma, tag, n):
-    return jax.vmap(lambda pp, qq, ss: evaluate(st, pp, qq, ss, tag, n))(p, q, sigma)
-
-
-def eval_static(st: PlanStatic) -> PlanStatic:
-    """The part of a group's static values the evaluation program depends on."""
-    return PlanStatic(moves=st.moves, pin_last_move=st.pin_last_move, episodes=st.episodes,
-                      every=st.every, n_rollouts=st.n_rollouts, final_rollouts=st.final_rollouts)
-
-
-def train_groups(groups: list[tuple[PlanStatic, list[dict]]], progress=None, done0: float = 0.0):
-    """Train static groups of runs that share an evaluation program (same M, episodes, ...),
-    in lockstep over evaluation blocks: per block, ONE compiled ``jit(vmap(...))`` call per
-    group advances all its runs ``every`` episodes (a ``lax.fori_loop`` over episodes inside),
-    then ONE vmapped call evaluates every run of every group. The final evaluation is the same
-    compiled program with ``final.n_rollouts`` trials. Same numbers as :func:`train`.
-
-    Returns per group ``(summary, curve [R, n_evals, 4], final [R, 4])``, compile and run time.
-    """
-    st_eval = eval_static(groups[0][0])
-    assert all(eval_static(st) == st_eval for st, _ in groups)
-    stacked = [{k: jnp.asarray(np.stack([pp[k] for pp in params])) for k in params[0]}
-               for _, params in groups]
-    p_all = {k: jnp.concatenate([sp[k] for sp in stacked]) for k in stacked[0]}
-    n_runs = int(p_all["budget"].shape[0])
-    t0 = time.perf_counter()
-    ts = [_init_batch(st, sp) for (st, _), sp in zip(groups, stacked)]
-    adv = [_advance_batch.lower(st, sp, t).compile()
-           for (st, _), sp, t in zip(groups, stacked, ts)]
-
-    def cat(ts):
-        return (jnp.concatenate([t.q for t in ts]), jnp.concatenate([t.sigma for t in ts]))
-
-    q0, s0 = cat(ts)
-    n0 = jnp.int32(st_eval.n_rollouts)
-    ev_c = _eval_batch.lower(st_eval, p_all, q0, s0, jnp.int32(0), n0).compile()
-    jax.block_until_ready(ts)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    curves = [ev_c(p_all, q0, s0, jnp.int32(0), n0)]
-    n_blocks = st_eval.episodes // st_eval.every
-    for i in range(n_blocks):
-        ts = [f(sp, t) for f, sp, t in zip(adv, stacked, ts)]
-        curves.append(ev_c(p_all, *cat(ts), jnp.int32((i + 1) * st_eval.every), n0))
-        if progress is not None:
-            progress.update(done0 + (i + 1) * st_eval.every * n_runs,
-                            extra=f"M={st_eval.moves}: mean F {float(curves[-1][:, 2].mean()):.1f}")
-    final = np.asarray(ev_c(p_all, *cat(ts), jnp.int32(FINAL_TAG),
-                            jnp.int32(st_eval.final_rollouts)))
-    curve = np.stack([np.asarray(c) for c in curves], axis=1)  # [R_all, n_evals, 4]
-    out, start = [], 0
-    for (st, params), t in zip(groups, ts):
-        n = len(params)
-        summ = jax.tree.map(np.asarray, summarize(st, t.q, t.sigma))
-        out.append((summ, curve[start:start + n], final[start:start + n]))
-        start += n
-    run_s = time.perf_counter() - t0
-    return out, compile_s, run_s

@@ -13,13 +13,15 @@ import pytest
 
 from dra_jax import config as config_mod
 from dra_jax import memory, planner
+from dra_jax import planning_runner as prun
 from dra_jax import planning_trainer as pt
 from dra_jax.config import ConfigError
 from dra_jax.envs import planning as env
 from dra_jax.experiments import planning as px
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [ROOT / "configs" / "planning.toml", ROOT / "configs" / "planning_moves.toml"]
+CONFIGS = [ROOT / "configs" / "planning.toml", ROOT / "configs" / "planning_moves.toml",
+           ROOT / "configs" / "planning_loo.toml"]
 
 
 @functools.partial(jax.jit, static_argnames=("grad",))
@@ -172,17 +174,22 @@ def test_analytic_and_autodiff_gradients_agree(moves):
 
 
 def test_expected_reward_chunking_and_traced_n():
+    """Chunks of trials from fold_in(key, i); trial j of a chunk starts in state j mod 6 (the
+    expectation is exact over the start states); a chunk is rounded up to a multiple of 6."""
     q = jnp.asarray(env.q_star(3))
     sigma = jnp.full(q.shape, 40.0)
     key = jax.random.key(5)
-    f = jax.jit(lambda n: planner.expected_reward(key, q, sigma, 6, 10.0, n, chunk=64))
-    a = float(f(jnp.int32(128)))
-    noise = planner.trial_noise(jax.random.fold_in(key, 0), 64, 24)
-    noise2 = planner.trial_noise(jax.random.fold_in(key, 1), 64, 24)
-    direct = np.concatenate([np.asarray(planner.plan_batch(q, sigma, 6, 10.0, nz).best_reward)
-                             for nz in (noise, noise2)]).mean()
+    f = jax.jit(lambda n: planner.expected_reward(key, q, sigma, 6, 10.0, n, chunk=66))
+    a = float(f(jnp.int32(132)))
+    starts = jnp.arange(66, dtype=jnp.int32) % 6
+    direct = np.concatenate([
+        np.asarray(planner.plan_batch(q, sigma, 6, 10.0, planner.trial_noise(
+            jax.random.fold_in(key, i), 66, 24)._replace(s0=starts)).best_reward)
+        for i in (0, 1)]).mean()
     assert a == pytest.approx(direct, rel=1e-6)
-    assert float(f(jnp.int32(64))) != a
+    assert float(f(jnp.int32(66))) != a
+    g = jax.jit(lambda n: planner.expected_reward(key, q, sigma, 6, 10.0, n, chunk=64))
+    assert float(g(jnp.int32(128))) == pytest.approx(a, rel=1e-6)  # 64 -> 66
 
 
 # ------------------------------------------------------------------ training and CMA-ES
@@ -212,9 +219,6 @@ def test_vmapped_population_equals_each_candidate_alone():
     assert len(set(np.round(alone, 3))) == 5
 
 
-_noise_s0 = jax.jit(lambda k: planner.trial_noise(k, 16, 24).s0)
-
-
 def test_training_and_sweep_runner_small():
     cfg = _cfg(cma={"enabled": True, "generations": 2, "popsize": 4, "n_eval_trials": 8,
                     "restarts": 2})
@@ -232,12 +236,8 @@ def test_training_and_sweep_runner_small():
         assert f["objective"] == pytest.approx(f["expected_reward"] - cost, rel=1e-4, abs=1e-3)
         if px.resolve_budget(cfg, run) == 24:
             # the full budget finds every path: the final evaluation's expected reward is the
-            # mean of the best path's reward over its 32 start states, recomputed here from
-            # the evaluation's key (two chunks of 16 trials)
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(run["seed"]), 1),
-                                     pt.FINAL_TAG)
-            s0 = np.concatenate([np.asarray(_noise_s0(jax.random.fold_in(key, i))) for i in (0, 1)])
-            assert f["expected_reward"] == pytest.approx(full[s0].mean(), rel=1e-6)
+            # mean of the best path's reward over the six start states, exactly
+            assert f["expected_reward"] == pytest.approx(full.mean(), rel=1e-6)
     assert np.all((sig >= 0.01) & (sig <= 100.0))
     eq = np.asarray([r["dra"]["allocation"] == "equal" for r in runs])
     assert np.all(np.ptp(sig[eq].reshape(eq.sum(), -1), axis=1) < 1e-4)  # one shared sigma
@@ -323,14 +323,15 @@ def test_budget_sweep_is_traced_one_compile(monkeypatch):
     runs = list(config_mod.iter_run_params(cfg))
     assert len({px._static_of(cfg, r) for r in runs}) == 1
     lowered = []
-    real = pt._advance_batch
+    real = prun._advance_batch
 
     class Counting:
         def lower(self, *a, **k):
             lowered.append(a[0])
             return real.lower(*a, **k)
 
-    monkeypatch.setattr(pt, "_advance_batch", Counting())
+    monkeypatch.setattr(prun, "_advance_batch", Counting())
+    monkeypatch.setattr(prun, "_COMPILED", {})  # no program kept from other tests
     res = px.run(cfg, runs, None)
     assert len(lowered) == 1 and len(res.finals) == len(runs)
     # while n_traj is static: two values make two groups (two programs)

@@ -7,7 +7,10 @@ Config (``configs/planning.toml``, ``configs/planning_moves.toml``):
   (traced, sweepable: when >= 0 the budget is ``[budgets].m<M>[budget_index]``, so a sweep over
   M can use each M's own budgets), ``a_dec``, ``t_nondec`` (the speed-accuracy objective F-tilde,
   Eq. 8), ``objective`` (which objective the sigma ascent maximizes: F or F-tilde);
-* ``[dra]``: Table B.1 defaults; ``psi`` is ``max`` (the only choice here);
+* ``[dra]``: Table B.1 defaults; ``psi`` is ``max`` (the only choice here); planning-only keys
+  (:data:`PLANNING_DRA_FIELDS`): ``baseline`` (``none``, the paper's estimator; ``loo`` and
+  ``loo_start``, unbiased leave-one-out baselines, :func:`dra_jax.planner.psi_baseline`) and
+  ``lr_schedule`` (``constant`` or ``cosine`` decay of ``alpha_sigma`` to 0);
 * ``[cma]``: the CMA-ES baseline; ``[final]``: the rollouts of the final evaluation;
   ``[budgets]``: budget lists per M for ``budget_index``.
 
@@ -23,17 +26,21 @@ The paper's Fig. 3 protocol is ``q_init = "optimal"``, ``learn_q = false``: mean
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from dra_jax import config as config_mod
+from dra_jax import planner
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs import planning as env
 from dra_jax.figures import planning as figures
-from dra_jax.planning_trainer import PARAM_KEYS, PlanStatic, eval_static, run_cma, train_groups
+from dra_jax.planning_runner import eval_static, train_batches
+from dra_jax.planning_trainer import PARAM_KEYS, PlanStatic, run_cma
 from dra_jax.results import Results
+from dra_jax.runner import ExecOptions, config_fingerprint, tail_trend
 
 FIGURES = ("fig3c", "fig3d", "fig3e", "fig3f", "figB4")
 
@@ -88,6 +95,20 @@ EXTRA_SECTIONS = {
     "budgets": {f"m{m}": _budget_list(m) for m in env.MOVES_CHOICES},
 }
 
+# [dra] keys of the planning task only (TaskSpec.dra_fields)
+PLANNING_DRA_FIELDS = {
+    "baseline": Field(str, "none", "baseline b_i subtracted from Psi = max in the sigma "
+                      "gradient (traced): none (the paper's estimator), loo (leave-one-out over "
+                      "the n_traj trials of the update, b_i = mean_{j != i} Psi_j) or loo_start "
+                      "(the same over the other trials from trial i's start state, loo when "
+                      "there is none); all unbiased; loo and loo_start need n_traj >= 2",
+                      choices=planner.BASELINES),
+    "lr_schedule": Field(str, "constant", "learning rate of the sigma optimizer: constant "
+                         "alpha_sigma (the paper's), or cosine decay from alpha_sigma to 0 over "
+                         "the episodes (optax.cosine_decay_schedule)", choices=("constant", "cosine"),
+                         static=True),
+}
+
 DRA_DEFAULTS = {  # Table B.1, planning column
     "episodes": 2000,
     "alpha_q": 0.1,
@@ -120,6 +141,13 @@ def _key_of(cfg: dict, name: str) -> str:
     return f"sweep.{name}" if name in cfg["sweep"] else f"task_params.{name}"
 
 
+def _key_of_dra(cfg: dict, name: str) -> str:
+    if name in cfg["sweep"]:
+        return f"sweep.{name}"
+    v = next((v for v, o in cfg["variants"].items() if name in o), None)
+    return f"variants.{v}.{name}" if v is not None else f"dra.{name}"
+
+
 def check(cfg: dict) -> None:
     """Cross-key checks of every run: ``M <= b <= M*2^M``, ``budget_index`` in range,
     ``episodes`` a multiple of ``eval.every``."""
@@ -142,6 +170,14 @@ def check(cfg: dict) -> None:
                 raise ConfigError(key, f"search budget must be in [M, M*2^M] = [{m}, {full}] for "
                                        f"M = {m} moves, got {b}")
         d = run["dra"]
+        if d["baseline"] != "none" and d["n_traj"] < 2:
+            v = run["point"].get("variant")
+            where = (f"variants.{v}" if "n_traj" in cfg["variants"].get(v, {})
+                     else "sweep" if "n_traj" in cfg["sweep"] else "dra")
+            raise ConfigError(_key_of_dra(cfg, "baseline"),
+                              f"{d['baseline']!r} (leave-one-out over the n_traj trials of an "
+                              f"update) needs "
+                              f"n_traj >= 2, got n_traj = {d['n_traj']} (from {where}.n_traj)")
         if d["episodes"] % cfg["eval"]["every"]:
             raise ConfigError("eval.every", f"must divide dra.episodes ({d['episodes']}), got "
                                             f"{cfg['eval']['every']}")
@@ -159,6 +195,7 @@ def make_params(cfg: dict, run: dict) -> dict:
     p["learn_sigma"] = np.bool_(d["learn_sigma"])
     p["equal"] = np.bool_(d["allocation"] == "equal")
     p["rate"] = np.bool_(tp["objective"] == "F_tilde")
+    p["baseline"] = np.int32(planner.BASELINES.index(d["baseline"]))
     p["seed"] = np.uint32(run["seed"])
     return p
 
@@ -166,7 +203,7 @@ def make_params(cfg: dict, run: dict) -> dict:
 def _static_of(cfg: dict, run: dict) -> PlanStatic:
     d, tp = run["dra"], run["task_params"]
     return PlanStatic(moves=tp["moves"], n_traj=d["n_traj"], grad=d["grad"],
-                      optimizer=d["optimizer"], q_init=d["q_init"],
+                      optimizer=d["optimizer"], lr_schedule=d["lr_schedule"], q_init=d["q_init"],
                       pin_last_move=tp["pin_last_move"], episodes=d["episodes"],
                       every=cfg["eval"]["every"], n_rollouts=cfg["eval"]["n_rollouts"],
                       final_rollouts=cfg["final"]["n_rollouts"])
@@ -174,7 +211,15 @@ def _static_of(cfg: dict, run: dict) -> PlanStatic:
 
 def run(cfg: dict, runs: list[dict], progress=None) -> Results:
     """The sweep's runner: group runs by their static values, train each group in one compiled
-    vmapped call, evaluate, then (if ``[cma] enabled``) the CMA-ES baseline."""
+    vmapped call (batches of at most ``max_batch`` runs, checkpointed after every evaluation
+    block into ``OUT/checkpoint/`` and resumed with ``--resume``: the sweep command's
+    :class:`dra_jax.runner.ExecOptions`, ``progress.options``), evaluate, then (if ``[cma]
+    enabled``) the CMA-ES baseline. Every run is judged converged or not from its curve of F
+    (:func:`dra_jax.runner.tail_trend`)."""
+    opts = getattr(progress, "options", None) or ExecOptions()
+    ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
+    fingerprint = config_fingerprint(cfg)
+    max_batch = opts.max_batch or cfg.get("max_batch", 0)
     groups: dict[PlanStatic, list[int]] = {}
     for i, r in enumerate(runs):
         groups.setdefault(_static_of(cfg, r), []).append(i)
@@ -191,37 +236,42 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
     finals_arr = np.zeros((n, 4), np.float32)
     compile_s = run_s = 0.0
     env_steps = 0
-    done = 0.0
     eval_sets: dict[PlanStatic, list[PlanStatic]] = {}
     for st in groups:
         eval_sets.setdefault(eval_static(st), []).append(st)
-    for sts in eval_sets.values():
-        batch = [(st, [make_params(cfg, runs[i]) for i in groups[st]]) for st in sts]
-        out, cs, rs = train_groups(batch, progress, done)
-        compile_s += cs
-        run_s += rs
-        for (st, params), (summ, curve, final) in zip(batch, out):
-            done += st.episodes * len(params)
+    params = [make_params(cfg, r) for r in runs]
+    done = 0.0
+    for si, sts in enumerate(eval_sets.values()):
+        out, cs, rs, d = train_batches([(st, groups[st]) for st in sts], params, max_batch,
+                                       progress, ckpt_dir, fingerprint, opts.resume, si, done)
+        compile_s, run_s, done = compile_s + cs, run_s + rs, done + d
+        for st in sts:
             m = st.moves
-            ii = np.asarray(groups[st])
-            q[ii, :, :m] = summ["q"]
-            sigma[ii, :, :m] = summ["sigma"]
-            dprime[ii, :, :m] = summ["dprime"]
-            mean_sigma[ii, :, :m] = summ["mean_sigma"]
-            impact[ii, :, :m] = env.impact(m)
-            curves[ii, :curve.shape[1]] = curve
-            finals_arr[ii] = final
-            budgets = np.asarray([pp["budget"] for pp in params], np.int64)
-            env_steps += int(np.sum(budgets * st.episodes * (st.n_traj + 1)))
+            for i in groups[st]:
+                summ, curve, final = out[i]
+                q[i, :, :m] = summ["q"]
+                sigma[i, :, :m] = summ["sigma"]
+                dprime[i, :, :m] = summ["dprime"]
+                mean_sigma[i, :, :m] = summ["mean_sigma"]
+                impact[i, :, :m] = env.impact(m)
+                curves[i, :curve.shape[0]] = curve
+                finals_arr[i] = final
+                env_steps += int(params[i]["budget"]) * st.episodes * (st.n_traj + 1)
     finals = [{"objective": float(f[2]), "expected_reward": float(f[0]), "cost": float(f[1]),
                "objective_tilde": float(f[3])} for f in finals_arr]
     run_extra = []
-    for r in runs:
+    every = cfg["eval"]["every"]
+    for i, r in enumerate(runs):
         b, m = resolve_budget(cfg, r), r["task_params"]["moves"]
+        n_ev = r["dra"]["episodes"] // every + 1
+        trend = tail_trend(curves[i, :n_ev, 2], np.arange(n_ev) * every)
         run_extra.append({"budget": b, "moves": m,
                           "budget_pct": 100.0 * b / env.full_budget(m),
-                          "n_traj": r["dra"]["n_traj"], "allocation": r["dra"]["allocation"]})
-    every = cfg["eval"]["every"]
+                          "n_traj": r["dra"]["n_traj"], "allocation": r["dra"]["allocation"],
+                          "baseline": r["dra"]["baseline"], "optimizer": r["dra"]["optimizer"],
+                          "converged": trend["converged"],
+                          "tail_change_of_objective": trend["change"],
+                          "tail_noise_of_objective": trend["noise"]})
     res = Results(
         finals=finals,
         curves={"curve_reward": curves[..., 0], "curve_cost": curves[..., 1],
@@ -229,8 +279,12 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
                 "q": q, "sigma": sigma, "dprime": dprime, "mean_sigma": mean_sigma,
                 "impact": impact},
         arrays={"eval_episode": np.arange(n_evals, dtype=np.int32) * every},
-        summary={"definitions": {
-            "objective": "F = E[max path reward] - lam * KL (Eq. 1), final evaluation",
+        summary={"unconverged_runs": [i for i, e in enumerate(run_extra) if e["converged"] is False],
+                 "converged_definition": tail_trend.__doc__.split("\n\n")[0].replace("\n    ", " "),
+                 "definitions": {
+            "objective": "F = E[max path reward] - lam * KL (Eq. 1), final evaluation; the "
+                         "expectation is exact over the six start states (the mean of the six "
+                         "conditional expectations), Monte Carlo over the planner's noise",
             "objective_tilde": "F-tilde = E[max path reward] / (a_dec * b + t_nondec) - lam * KL "
                                "(Eq. 8)",
             "dprime": "|q1 - q2| / sqrt((sigma1^2 + sigma2^2) / 2) per extended state (s, k)",
@@ -255,11 +309,16 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
             "objective_mean": cm["objective"].mean(axis=1).tolist(),
             "objective_sd": cm["objective"].std(axis=1).tolist(),
             "expected_reward_mean": cm["expected_reward"].mean(axis=1).tolist(),
-            "cost_mean": cm["cost"].mean(axis=1).tolist()}
+            "cost_mean": cm["cost"].mean(axis=1).tolist(),
+            # the best F of a generation (mean over restarts) judged like a learning curve
+            "converged": [tail_trend(h.mean(axis=0), np.arange(h.shape[-1]))["converged"]
+                          for h in cm["history"]]}
         res.timing.update({"cma_compile_s": cm["compile_s"], "cma_run_s": cm["run_s"],
                            "compile_s": compile_s + cm["compile_s"],
                            "run_s": run_s + cm["run_s"],
                            "env_steps": env_steps + cm["env_steps"]})
+    if ckpt_dir is not None and ckpt_dir.exists() and jax.process_index() == 0:
+        shutil.rmtree(ckpt_dir)  # finished: the results are written next
     return res
 
 
@@ -274,6 +333,7 @@ def _table(cfg: dict, results: Results) -> dict:
         "moves": np.asarray([r["task_params"]["moves"] for r in runs]),
         "n_traj": np.asarray([r["dra"]["n_traj"] for r in runs]),
         "equal": np.asarray([r["dra"]["allocation"] == "equal" for r in runs]),
+        "baseline": np.asarray([r["dra"]["baseline"] for r in runs]),
         "seed": np.asarray([r["seed"] for r in runs]),
     }
     for k in ("objective", "expected_reward", "cost", "objective_tilde"):
@@ -291,4 +351,5 @@ def plot(cfg: dict, results: Results, fig_dir: Path) -> list[Path]:
 def _spec() -> TaskSpec:
     return TaskSpec(name="planning", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS,
                     figures=FIGURES, run=run, plot=plot, extra_sections=EXTRA_SECTIONS,
-                    eval_defaults=EVAL_DEFAULTS, psi_choices=("max",), check=check)
+                    eval_defaults=EVAL_DEFAULTS, psi_choices=("max",), check=check,
+                    dra_fields=PLANNING_DRA_FIELDS)

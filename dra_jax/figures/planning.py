@@ -19,6 +19,13 @@ def _ref_n_traj(col: dict, cfg: dict) -> int:
     return int(eq[0]) if eq.size else int(cfg["dra"]["n_traj"])
 
 
+def _ref_baseline(col: dict, cfg: dict) -> str:
+    """The gradient's baseline of the DRA-vs-equal comparison (and of Fig. 3e, 3f): that of the
+    equal runs if any, else the config's."""
+    eq = col["baseline"][col["equal"]]
+    return str(eq[0]) if eq.size else str(cfg["dra"]["baseline"])
+
+
 def _dprime_panel(ax, col, results, sel, key, ylabel, title=None):
     """Scatter of ``key`` per extended state against impact, one regression line per budget."""
     import matplotlib.pyplot as plt
@@ -59,8 +66,10 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
 
     fig_dir = Path(fig_dir)
     ref = _ref_n_traj(col, cfg)
+    ref_bl = _ref_baseline(col, cfg)
     m0 = int(cfg["task_params"]["moves"])
     flex = ~col["equal"]
+    flex_ref = flex & (col["baseline"] == ref_bl)  # Fig. 3d-f: the same estimator as equal
     paths: list[Path] = []
 
     def save(fig, name):
@@ -79,15 +88,20 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
     if "fig3c" in figs:
         fig, ax = plt.subplots(figsize=(9, 4))
         sel0 = flex & (col["moves"] == m0)
-        ns = sorted(set(col["n_traj"][sel0].tolist()))
+        ns = sorted(set(zip(col["baseline"][sel0].tolist(), col["n_traj"][sel0].tolist())),
+                    key=lambda t: (t[0] != "none", t[1]))  # the paper's estimator first
         bs = sorted(set(col["budget"][sel0].tolist()))
         cma_b = list(np.asarray(results.arrays.get("cma_budget", [])))
         n_bars = len(ns) + (1 if cma_b else 0)
         width = 0.8 / max(n_bars, 1)
-        for j, n in enumerate(ns):
-            b_, mu, sd = by_budget(sel0 & (col["n_traj"] == n), "objective")
+        for j, (bl, n) in enumerate(ns):
+            b_, mu, sd = by_budget(sel0 & (col["n_traj"] == n) & (col["baseline"] == bl),
+                                   "objective")
             x = np.searchsorted(bs, b_) + (j - (n_bars - 1) / 2) * width
-            ax.bar(x, mu, width, yerr=sd, capsize=2, label=f"gradient, n_traj={n}")
+            ax.bar(x, mu, width, yerr=sd, capsize=2,
+                   label=f"gradient, n_traj={n}" + (
+                       f", baseline {bl}" if bl != "none" else
+                       ", paper's estimator" if len({b for b, _ in ns}) > 1 else ""))
         if cma_b:
             f = np.asarray(results.arrays["cma_objective"])
             x = np.searchsorted(bs, cma_b) + (len(ns) - (n_bars - 1) / 2) * width
@@ -102,7 +116,7 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
         save(fig, "fig3c")
     if "fig3d" in figs and col["equal"].any():
         fig, ax = plt.subplots(figsize=(5, 4))
-        sel_f = flex & (col["n_traj"] == ref) & (col["moves"] == m0)
+        sel_f = flex_ref & (col["n_traj"] == ref) & (col["moves"] == m0)
         sel_e = col["equal"] & (col["n_traj"] == ref) & (col["moves"] == m0)
         bs = sorted(set(col["budget"][sel_f].tolist()) & set(col["budget"][sel_e].tolist()))
         for key, label in (("objective", "objective F"), ("expected_reward", "expected reward")):
@@ -120,12 +134,13 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel("search budget (%)")
         ax.set_ylabel("performance difference (flexible - equal)")
-        ax.set_title(f"Fig. 3d: DRA vs equal precision (n_traj={ref})", fontsize=9)
+        ax.set_title(f"Fig. 3d: DRA vs equal precision (n_traj={ref}"
+                     + ("" if ref_bl == "none" else f", baseline {ref_bl}") + ")", fontsize=9)
         ax.legend(fontsize=8)
         save(fig, "fig3d")
     if "fig3e" in figs:
         fig, axs = plt.subplots(1, 2, figsize=(10, 4))
-        sel = flex & (col["n_traj"] == ref) & (col["moves"] == m0)
+        sel = flex_ref & (col["n_traj"] == ref) & (col["moves"] == m0)
         _dprime_panel(axs[0], col, results, sel, "dprime", "d' (discriminability)")
         _dprime_panel(axs[1], col, results, sel, "mean_sigma", "mean sigma of the state's memories")
         fig.suptitle(f"Fig. 3e: memories per extended state (s, k), mean over seeds; M={m0}, "
@@ -133,7 +148,7 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
         save(fig, "fig3e")
     if "fig3f" in figs:
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        sel = flex & (col["n_traj"] == ref) & (col["moves"] == m0)
+        sel = flex_ref & (col["n_traj"] == ref) & (col["moves"] == m0)
         bs, mu, sd = by_budget(sel, "objective")
         pct = 100.0 * bs / env.full_budget(m0)
         ax.plot(pct, mu, "o-", color="tab:green", label="F* (Eq. 1)")
@@ -155,7 +170,7 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
         ms = sorted(set(col["moves"].tolist()))
         fig, axs = plt.subplots(1, len(ms), figsize=(5 * len(ms), 4), squeeze=False)
         for ax, m in zip(axs[0], ms):
-            sel = flex & (col["n_traj"] == ref) & (col["moves"] == m)
+            sel = flex_ref & (col["n_traj"] == ref) & (col["moves"] == m)
             _dprime_panel(ax, col, results, sel, "dprime", "d' (discriminability)", f"M = {m}")
         fig.suptitle("Fig. B.4: d' against impact per extended state, mean over seeds",
                      fontsize=9)

@@ -350,6 +350,7 @@ def _ftilde_optimum(row: Row, res) -> Row:
 
 
 from dra_jax.paper.claims_bandits import BANDIT_CLAIMS  # noqa: E402
+from dra_jax.paper.claims_planning import PLANNING_VR_CLAIMS  # noqa: E402
 
 DRA_CLAIMS = [
     ("sigma0_faster", "DRA Fig. 1b", "Low σ0 (more resources at the start) learns faster",
@@ -374,6 +375,7 @@ DRA_CLAIMS = [
      "flexible - equal > 0 at every budget", ["planning"], _flexible_ge_equal),
     ("flex_adv_low_b", "DRA Fig. 3d", "Planning: the advantage diminishes as the budget grows",
      "advantage largest at low budget", ["planning"], _advantage_diminishes),
+    *PLANNING_VR_CLAIMS,  # Fig. 3c/3d again with the variance-reduced gradient (planning_loo)
     ("dprime_m3", "DRA Fig. 3e", "Planning (M=3): d' rises with impact; slopes flatten with budget",
      "positive slope at low budget, flat at 100%", ["planning"], lambda r, res: _slopes_row(r, res, [3])),
     ("dprime_moves", "DRA Fig. B.4", "d' slopes for M = 3, 4, 5 rise and flatten with budget",

@@ -67,6 +67,15 @@ RUNS: tuple[PaperRun, ...] = (
              ("n_seeds=2", "dra.episodes=400", "eval.every=200", "eval.n_rollouts=64",
               "final.n_rollouts=512", "sweep.budget=[3,12,24]", "cma.generations=8",
               "cma.restarts=2", "cma.n_eval_trials=64")),
+    PaperRun("planning_loo", "DRA Fig. 3c, 3d (variance-reduced gradient)",
+             "Planning: the gradient with a leave-one-out baseline against CMA-ES and equal precision",
+             "The same budgets with an unbiased, variance-reduced sigma gradient (baseline "
+             "loo_start) and an optimizer that converges, beside the paper's estimator as "
+             "published: the gradient against CMA-ES, and flexible against equal precision.",
+             ("n_seeds=2", "dra.episodes=400", "variants.n50.episodes=200",
+              "variants.paper_n10.episodes=200", "eval.every=200", "eval.n_rollouts=64",
+              "final.n_rollouts=512", "sweep.budget=[3,12,24]", "cma.generations=8",
+              "cma.restarts=2", "cma.n_eval_trials=64")),
     PaperRun("planning_moves", "DRA Fig. B.4",
              "Planning: d' against impact for M = 3, 4, 5 moves",
              "The slope of d' against impact at each budget, for three tree depths.",
