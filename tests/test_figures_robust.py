@@ -59,12 +59,12 @@ def cartpole_one_seed(r):
     r["dra"].update(n_traj=2, max_steps=50)
 
 
-def planning_no_cma(r):  # no CMA-ES, flexible and equal precision
+def planning_no_cma(r):  # no CMA-ES, flexible and equal precision (4 runs)
     _planning(r, ["n10", "equal"], [3, 24])
 
 
 def planning_equal_only(r):  # the issue's crash: no flexible runs (Fig. 3f took argmax of [])
-    _planning(r, ["equal"], [3, 12, 24], cma=True)
+    _planning(r, ["equal"], [3, 6, 12, 24], cma=True)
 
 
 def planning_moves_one(r):
@@ -72,7 +72,7 @@ def planning_moves_one(r):
     r["dra"]["episodes"] = 40
     r["eval"].update(every=20, n_rollouts=16)
     r["final"] = {"n_rollouts": 32}
-    r["sweep"] = {"moves": [3], "budget_index": [0]}
+    r["sweep"] = {"moves": [3], "budget_index": [0, 1, 2, 3]}  # 4 runs: planning_no_cma's program
 
 
 def bandits_probs_one_lambda(r):
@@ -187,7 +187,7 @@ def test_the_issue_planning_crash_exits_0_with_results(tmp_path, capsys):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         rc = sweep.main(["--config", str(cfg), "--out", str(out), "--quiet",
-                         "--set", "dra.allocation=equal", "--set", "sweep.budget=[3,12,24]",
+                         "--set", "dra.allocation=equal", "--set", "sweep.budget=[3,6,12,24]",
                          "--set", "n_seeds=1", "--set", "dra.episodes=40", "--set", "eval.every=20",
                          "--set", "eval.n_rollouts=16", "--set", "final.n_rollouts=32",
                          "--set", "cma.generations=2", "--set", "cma.restarts=1",
