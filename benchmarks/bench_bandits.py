@@ -25,9 +25,9 @@ from dra_jax.envs import bandits as envs
 
 
 def bench(agent: str, kind: str, seeds: int, betas: np.ndarray, steps: int, arms: int, z: int,
-          max_iter: int, tol: float, loop: str, repeats: int) -> dict:
+          max_iter: int, tol: float, loop: str, repeats: int, warm: bool = True) -> dict:
     st = ba.Static(agent, kind, arms, steps, record_every=steps, z_samples=z, ba_max_iter=max_iter,
-                   ba_loop=loop, track_rate=False)
+                   ba_loop=loop, track_rate=False, ba_warm_start=warm)
     n = seeds * len(betas)
     keys = jax.random.split(jax.random.key(0), n)
     beta = jnp.asarray(np.repeat(betas[None, :], seeds, 0).reshape(-1), jnp.float32)
@@ -51,6 +51,8 @@ def bench(agent: str, kind: str, seeds: int, betas: np.ndarray, steps: int, arms
     if agent == "blasts":
         res["ba_max_iters"] = int(np.max(out.max_iters))
         res["ba_capped_frac"] = float(np.sum(out.n_capped) / (n * steps))
+        res["ba_iters_per_step_mean"] = float(np.mean(out.mean_iters))
+        res["ba_warm_start"] = warm
     return res
 
 
@@ -66,6 +68,8 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-4, help="Blahut-Arimoto tolerance")
     ap.add_argument("--agents", nargs="+", default=["ts", "blasts"], choices=ba.AGENTS)
     ap.add_argument("--loops", nargs="+", default=["while"], choices=ba.BA_LOOPS)
+    ap.add_argument("--warm", nargs="+", default=["on"], choices=("on", "off"),
+                    help="BLASTS: Blahut-Arimoto warm-started from the last step's marginal, or not")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -75,12 +79,15 @@ def main(argv=None):
           f"Z={args.z}, BA cap {args.max_iter} tol {args.tol:g}", flush=True)
     results = []
     for agent in args.agents:
-        for loop in (args.loops if agent == "blasts" else ["while"]):
+        blasts = agent == "blasts"
+        for loop, warm in ([(lo, w) for lo in args.loops for w in args.warm] if blasts
+                           else [("while", "on")]):
             r = bench(agent, args.kind, args.seeds, betas, args.steps, args.arms, args.z,
-                      args.max_iter, args.tol, loop, args.repeats)
+                      args.max_iter, args.tol, loop, args.repeats, warm == "on")
             results.append(r)
-            extra = (f"  BA max iters {r['ba_max_iters']}, capped {100 * r['ba_capped_frac']:.2f}% of steps"
-                     if agent == "blasts" else "")
+            extra = (f"  warm {warm}: BA iters/step {r['ba_iters_per_step_mean']:.1f}, max "
+                     f"{r['ba_max_iters']}, capped {100 * r['ba_capped_frac']:.2f}% of steps"
+                     if blasts else "")
             print(f"{agent:7s} {r['loop'] or '':6s} compile {r['compile_s']:7.2f}s  run (median of "
                   f"{args.repeats}) {r['run_s_median']:8.3f}s  {r['agent_steps_per_s']:12,.0f} agent-steps/s"
                   f"{extra}", flush=True)

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
 import numpy as np
@@ -48,6 +47,8 @@ def bench(seeds: int, betas: list[float], episodes: int, z: int, n_values: int, 
         "ba_iters_per_episode_mean": float(it.mean()),
         "ba_iters_per_episode_mean_by_beta": [round(float(x), 2) for x in it.mean(axis=(1, 2))],
         "ba_iters_max": int(it.max()), "ba_capped_episodes": int(out.capped.sum()),
+        "ba_gap_capped_median": float(np.median(out.gap[out.capped])) if out.capped.any() else 0.0,
+        "ba_gap_max": float(out.gap.max()),
         "cum_regret_mean_by_beta": [round(float(x), 3) for x in reg.mean(1)],
         "cum_rate_mean_by_beta": [round(float(x), 3) for x in rate.mean(1)],
     }

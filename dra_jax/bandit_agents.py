@@ -47,6 +47,7 @@ from dra_jax.envs import bandits as envs
 
 AGENTS = ("ts", "sts", "blasts", "dra")
 BA_LOOPS = ("while", "fori")
+WARM_MIX = 1e-3  # weight of the uniform in BLASTS's warm start (an arm of zero mass cannot revive)
 
 
 # --------------------------------------------------------------------------- rate-distortion
@@ -60,8 +61,9 @@ def regret_distortion(theta: jax.Array) -> jax.Array:
 
 class BAResult(NamedTuple):
     """Blahut-Arimoto output: channel ``log delta [Z, K]``, its marginal ``log q [K]``, the rate
-    ``I(Z; A)`` (nats) and expected distortion of the channel, the iterations run and whether
-    the cap stopped it before the tolerance was met."""
+    ``I(Z; A)`` (nats) and expected distortion of the channel, the iterations run, whether
+    the cap stopped it before the tolerance was met, and the duality gap of the returned
+    channel: an upper bound on how far its ``I + beta D`` lies above the optimum (nats)."""
 
     log_delta: jax.Array
     log_q: jax.Array
@@ -69,6 +71,7 @@ class BAResult(NamedTuple):
     distortion: jax.Array
     iters: jax.Array
     capped: jax.Array
+    gap: jax.Array
 
 
 def _xlogy_rate(delta, log_delta, log_q):
@@ -79,87 +82,105 @@ def _xlogy_rate(delta, log_delta, log_q):
     return jnp.sum(terms) / delta.shape[0]
 
 
+def _safe_log(x):
+    return jnp.where(x > 0, jnp.log(jnp.where(x > 0, x, 1.0)), -jnp.inf)
+
+
 def blahut_arimoto(d: jax.Array, beta: jax.Array | float, tol: jax.Array | float = 1e-5,
-                   max_iter: int = 200, loop: str = "while", space: str = "prob") -> BAResult:
+                   max_iter: int = 200, loop: str = "while", space: str = "prob",
+                   q0: jax.Array | None = None) -> BAResult:
     """Blahut-Arimoto (Blahut 1972, Arimoto 1972) for the rate-distortion channel of Algorithm 2.
 
     ``d [Z, K]``: distortion of action ``a`` in sampled environment ``z`` (each ``z`` has weight
-    ``1/Z``). Starts from the uniform marginal ``q_0``; iteration ``k`` sets
-    ``delta_k(a|z) ∝ q_k(a) exp(-beta d(a, z))`` and ``q_{k+1}(a) = mean_z delta_k(a|z)``, and it
-    stops after the first iteration with ``max_a |q_{k+1}(a) - q_k(a)| < tol`` or after
-    ``max_iter`` iterations (``capped``: the tolerance was not met). Returned: ``delta_k`` and
-    its own marginal ``q_{k+1}``, so ``rate`` is exactly the mutual information of that channel
-    (hence >= 0) and playing ``a ~ delta_k(.|z)``, ``z`` uniform, has marginal ``q_{k+1}``.
+    ``1/Z``). Starts from the marginal ``q0`` (uniform if ``None``; a slot of zero mass stays at
+    zero); iteration ``k`` sets ``delta_k(a|z) ∝ q_k(a) exp(-beta d(a, z))`` and
+    ``q_{k+1}(a) = mean_z delta_k(a|z)``, and it stops after the first iteration with
+    ``max_a |q_{k+1}(a) - q_k(a)| < tol`` or after ``max_iter`` iterations (``capped``: the
+    tolerance was not met). Returned: ``delta_k`` and its own marginal ``q_{k+1}``, so ``rate``
+    is exactly the mutual information of that channel (hence >= 0) and playing
+    ``a ~ delta_k(.|z)``, ``z`` uniform, has marginal ``q_{k+1}``.
 
-    ``space`` (static): ``'prob'`` precomputes the kernel ``exp(-beta (d - min_a d))`` once (its
-    row maxima are 1, so it cannot overflow and each row keeps a non-zero entry) and iterates
-    with products and sums only; ``'log'`` iterates in log space with ``logsumexp`` (the
-    reference; several times slower). ``loop`` (static): ``'while'`` is a ``lax.while_loop`` on
-    (tolerance, cap); ``'fori'`` a fixed ``max_iter``-trip ``lax.fori_loop`` that freezes once
-    converged. Same numbers; under ``vmap`` the while loop runs as long as its slowest lane, the
-    fori loop always ``max_iter`` (``benchmarks/bench_bandits.py`` measures both: with 1000
-    vmapped lanes some lane nearly always runs to the cap, and the fori loop was 1.8x faster).
+    The iteration is the minimization of the convex ``G(q) = -mean_z log (K q)_z`` over the
+    simplex, ``K = exp(-beta (d - min_a d))``: with ``c_a = mean_z K_za / (K q)_z``,
+    ``q_{k+1} = q_k c``. ``gap`` is Blahut's certificate (1972, Thm. 6):
+    ``log max_a c_a - sum_a q_{k+1}(a) log c_a >= 0`` bounds from above how far the returned
+    channel's ``I + beta D`` lies above the rate-distortion optimum (nats).
+
+    ``space`` (static): ``'prob'`` iterates on ``q`` alone with two matrix-vector products a
+    step (the kernel's row maxima are 1, so it cannot overflow and each row keeps a non-zero
+    entry; the channel is formed once, at the end); ``'log'`` iterates on the channel in log
+    space with ``logsumexp`` (the reference; several times slower). ``loop`` (static):
+    ``'while'`` is a ``lax.while_loop`` on (tolerance, cap); ``'fori'`` a fixed
+    ``max_iter``-trip ``lax.fori_loop`` that freezes once converged. Same numbers; under
+    ``vmap`` the while loop runs as long as its slowest lane, the fori loop always ``max_iter``.
     """
     z, k = d.shape
     beta = jnp.asarray(beta, d.dtype)
     neg_bd = -beta * (d - jnp.min(d, axis=1, keepdims=True))
+    kernel = jnp.exp(neg_bd)
     tiny = jnp.finfo(d.dtype).tiny
+    q_init = jnp.full((k,), 1.0 / k, d.dtype) if q0 is None else jnp.asarray(q0, d.dtype)
+
+    def ratio(q):  # c_a = mean_z K_za / (K q)_z
+        return (1.0 / jnp.maximum(kernel @ q, tiny)) @ kernel / z
 
     if space == "prob":
-        kernel = jnp.exp(neg_bd)
-
-        def channel(q):
-            w = q[None, :] * kernel
-            return w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), tiny)
-
         def step(q):
-            delta = channel(q)
-            return delta, jnp.mean(delta, axis=0)
+            return q * ratio(q)
 
-        q0 = jnp.full((k,), 1.0 / k, d.dtype)
+        start = q_init
         to_prob = lambda q: q  # noqa: E731
     elif space == "log":
         def step(log_q):
             logits = log_q[None, :] + neg_bd
             log_delta = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
-            return log_delta, jax.nn.logsumexp(log_delta, axis=0) - jnp.log(z)
+            return jax.nn.logsumexp(log_delta, axis=0) - jnp.log(z)
 
-        q0 = jnp.full((k,), -jnp.log(k), d.dtype)
+        start = _safe_log(q_init)
         to_prob = jnp.exp
     else:
         raise ValueError(f"unknown space {space!r}; expected 'prob' or 'log'")
 
-    def body(carry):
-        q, _, it, _ = carry
-        chan, q_new = step(q)
+    def body(carry):  # carry: (q_k, q_{k+1}, iterations, converged)
+        _, q, it, _ = carry
+        q_new = step(q)
         change = jnp.max(jnp.abs(to_prob(q_new) - to_prob(q)))
-        return q_new, chan, it + 1, change < tol
+        return q, q_new, it + 1, change < tol
 
-    init = (q0, jnp.zeros_like(d), jnp.int32(0), jnp.array(False))
+    init = (start, start, jnp.int32(0), jnp.array(False))
     if loop == "while":
         def cond(carry):
             return jnp.logical_and(~carry[3], carry[2] < max_iter)
 
-        q, chan, iters, done = lax.while_loop(cond, body, init)
+        q_k, _, iters, done = lax.while_loop(cond, body, init)
     elif loop == "fori":
         def fbody(_, carry):
             new = body(carry)
             return jax.tree.map(lambda a, b: jnp.where(carry[3], a, b), carry, new)
 
-        q, chan, iters, done = lax.fori_loop(0, max_iter, fbody, init)
+        q_k, _, iters, done = lax.fori_loop(0, max_iter, fbody, init)
     else:
         raise ValueError(f"unknown loop {loop!r}; expected one of {BA_LOOPS}")
 
+    # the channel delta_k of q_k and its own marginal
     if space == "prob":
-        delta = chan
-        log_delta = jnp.where(delta > 0, jnp.log(jnp.where(delta > 0, delta, 1.0)), -jnp.inf)
-        log_q = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
+        w = q_k[None, :] * kernel
+        delta = w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), tiny)
+        log_delta = _safe_log(delta)
+        q_prob = q_k
     else:
-        log_delta, log_q = chan, q
+        logits = q_k[None, :] + neg_bd
+        log_delta = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
         delta = jnp.exp(log_delta)
+        q_prob = jnp.exp(q_k)
+    q_next = jnp.mean(delta, axis=0)
+    log_q = _safe_log(q_next)
     rate = _xlogy_rate(delta, log_delta, log_q)
     distortion = jnp.sum(delta * d) / z
-    return BAResult(log_delta, log_q, jnp.maximum(rate, 0.0), distortion, iters, ~done)
+    c = ratio(q_prob)
+    gap = jnp.log(jnp.max(c)) - jnp.sum(jnp.where(q_next > 0, q_next * jnp.log(jnp.maximum(c, tiny)), 0.0))
+    return BAResult(log_delta, log_q, jnp.maximum(rate, 0.0), distortion, iters, ~done,
+                    jnp.maximum(gap, 0.0))
 
 
 # --------------------------------------------------------------------------- decision rules
@@ -254,6 +275,7 @@ class Static(NamedTuple):
     ba_max_iter: int = 100
     ba_loop: str = "fori"  # measured faster under vmap (benchmarks/bench_bandits.py)
     track_rate: bool = True  # estimate the rate of TS / STS / DRA every step (Z samples)
+    ba_warm_start: bool = True  # BLASTS: start Blahut-Arimoto from the last step's marginal
     n_traj: int = 10  # DRA: model samples per sigma update
     grad: str = "analytic"  # DRA: Eq. 5 or autodiff
     q_rule: str = "posterior_mean"  # DRA: q = conjugate posterior mean, or alpha_q steps
@@ -270,6 +292,8 @@ class Carry(NamedTuple):
     sum_kl: jax.Array
     max_iters: jax.Array
     n_capped: jax.Array
+    ba_q: jax.Array  # BLASTS: the last step's Blahut-Arimoto marginal (the warm start)
+    sum_iters: jax.Array
 
 
 class StepOut(NamedTuple):
@@ -304,6 +328,7 @@ def _step(st: Static, env: envs.Bandit, ep: envs.EnvParams, hp: Hyper, means, ca
     nan = jnp.float32(jnp.nan)
     rate, kl, iters, capped = nan, nan, jnp.int32(0), jnp.array(False)
     belief, q, sigma, counts = carry.belief, carry.q, carry.sigma, carry.counts
+    ba_q = carry.ba_q
 
     if st.agent in ("ts", "sts"):
         theta = envs.sample_belief(st.kind, k_act, belief)
@@ -315,8 +340,13 @@ def _step(st: Static, env: envs.Bandit, ep: envs.EnvParams, hp: Hyper, means, ca
     elif st.agent == "blasts":
         k_th, k_pick = jax.random.split(k_act)
         th = envs.sample_belief(st.kind, k_th, belief, st.z_samples)
-        ba = blahut_arimoto(regret_distortion(th), hp.ba_beta, hp.ba_tol, st.ba_max_iter, st.ba_loop)
+        q0 = None
+        if st.ba_warm_start:
+            q0 = (1.0 - WARM_MIX) * carry.ba_q + WARM_MIX / st.arms
+        ba = blahut_arimoto(regret_distortion(th), hp.ba_beta, hp.ba_tol, st.ba_max_iter, st.ba_loop,
+                            q0=q0)
         a = blasts_action(k_pick, ba)
+        ba_q = jnp.exp(ba.log_q)
         rate, iters, capped = ba.rate, ba.iters, ba.capped
     elif st.agent == "dra":
         kz, ku = jax.random.split(k_act)
@@ -348,7 +378,8 @@ def _step(st: Static, env: envs.Bandit, ep: envs.EnvParams, hp: Hyper, means, ca
     out = StepOut(regret, means[a], rate, kl, iters, capped)
     carry = Carry(belief, q, sigma, counts, carry.cum_regret + regret, carry.sum_reward + means[a],
                   carry.sum_rate + jnp.nan_to_num(rate), carry.sum_kl + jnp.nan_to_num(kl),
-                  jnp.maximum(carry.max_iters, iters), carry.n_capped + capped.astype(jnp.int32))
+                  jnp.maximum(carry.max_iters, iters), carry.n_capped + capped.astype(jnp.int32),
+                  ba_q, carry.sum_iters + iters)
     return carry, out
 
 
@@ -368,6 +399,7 @@ class RunOut(NamedTuple):
     q: jax.Array  # final DRA means [K]
     sigma: jax.Array  # final DRA stds [K]
     counts: jax.Array  # pulls per arm [K]
+    mean_iters: jax.Array  # BA iterations per step (0 for other agents)
 
 
 def make_run(st: Static):
@@ -392,7 +424,8 @@ def make_run(st: Static):
         carry = Carry(belief, envs.posterior_mean(st.kind, belief),
                       jnp.full((k,), hp.sigma0, jnp.float32), jnp.zeros((k,), jnp.float32),
                       jnp.float32(0), jnp.float32(0), jnp.float32(0), jnp.float32(0),
-                      jnp.int32(0), jnp.int32(0))
+                      jnp.int32(0), jnp.int32(0), jnp.full((k,), 1.0 / k, jnp.float32),
+                      jnp.int32(0))
 
         def chunk(c, i):
             def inner(cc, j):
@@ -409,6 +442,6 @@ def make_run(st: Static):
         return RunOut(means, cum, rate, kl, c.cum_regret, c.sum_reward / n,
                       c.sum_rate / n if tracked else nan,
                       c.sum_kl / n if st.agent == "dra" else nan,
-                      c.max_iters, c.n_capped, c.q, c.sigma, c.counts)
+                      c.max_iters, c.n_capped, c.q, c.sigma, c.counts, c.sum_iters / n)
 
     return run

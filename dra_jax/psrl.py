@@ -9,9 +9,9 @@ seed draw the same posterior samples and face the same environment noise):
   value iteration, act on it for the ``H`` steps, update the conjugate posterior.
 * **VE-PSRL** (Algorithm 7, Arumugam & Van Roy 2022): draw ``M_1..M_Z ~ p_k(M*)``; the
   distortion ``d(M_i, M_j) = max_s max_{(pi, V) in Pi x V} (B^pi_{M_i} V(s) - B^pi_{M_j} V(s))^2``
-  (:func:`distortion`); Blahut-Arimoto at ``beta`` (:func:`blahut_arimoto_from`, the project's
-  iteration of :func:`dra_jax.bandit_agents.blahut_arimoto` from a given marginal, warm-started
-  with the previous episode's); draw ``z`` uniform (standing in for ``M*``) and ``j ~ delta(.|z)``;
+  (:func:`distortion`); Blahut-Arimoto at ``beta`` (the project's
+  :func:`dra_jax.bandit_agents.blahut_arimoto`, warm-started from the previous episode's
+  marginal); draw ``z`` uniform (standing in for ``M*``) and ``j ~ delta(.|z)``;
   act optimally in ``M_j``. As ``beta -> inf`` the channel is the identity, ``j = z``: PSRL with the
   very same sample. As ``beta -> 0`` the channel ignores ``z``: one model for all.
 
@@ -48,44 +48,6 @@ from dra_jax.envs import episodic as env
 AGENTS = ("psrl", "vepsrl")
 PI_CLASSES = ("all", "optimal")
 VALUE_CLASSES = ("optimal", "box")
-
-
-# --------------------------------------------------------------------------- Blahut-Arimoto
-
-
-def blahut_arimoto_from(d: jax.Array, beta, q0: jax.Array, tol=1e-5, max_iter: int = 200,
-                        loop: str = "while") -> ba.BAResult:
-    """Blahut-Arimoto of :func:`dra_jax.bandit_agents.blahut_arimoto` (``space='prob'``, the
-    same iteration, stopping rule and outputs) started from the marginal ``q0 [K]`` instead of
-    the uniform one. With ``q0`` uniform it gives that function's numbers (a test checks it)."""
-    z, k = d.shape
-    beta = jnp.asarray(beta, d.dtype)
-    kernel = jnp.exp(-beta * (d - jnp.min(d, axis=1, keepdims=True)))
-    tiny = jnp.finfo(d.dtype).tiny
-
-    def body(carry):
-        q, _, it, _ = carry
-        w = q[None, :] * kernel
-        delta = w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), tiny)
-        q_new = jnp.mean(delta, axis=0)
-        return q_new, delta, it + 1, jnp.max(jnp.abs(q_new - q)) < tol
-
-    init = (jnp.asarray(q0, d.dtype), jnp.zeros_like(d), jnp.int32(0), jnp.array(False))
-    if loop == "while":
-        q, delta, iters, done = lax.while_loop(
-            lambda c: jnp.logical_and(~c[3], c[2] < max_iter), body, init)
-    elif loop == "fori":
-        def fbody(_, c):
-            return jax.tree.map(lambda a, b: jnp.where(c[3], a, b), c, body(c))
-
-        q, delta, iters, done = lax.fori_loop(0, max_iter, fbody, init)
-    else:
-        raise ValueError(f"unknown loop {loop!r}; expected one of {ba.BA_LOOPS}")
-    log_delta = jnp.where(delta > 0, jnp.log(jnp.where(delta > 0, delta, 1.0)), -jnp.inf)
-    log_q = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
-    rate = ba._xlogy_rate(delta, log_delta, log_q)
-    return ba.BAResult(log_delta, log_q, jnp.maximum(rate, 0.0), jnp.sum(delta * d) / z, iters,
-                       ~done)
 
 
 # --------------------------------------------------------------------------- distortion
@@ -165,6 +127,7 @@ class RunOut(NamedTuple):
     distortion: jax.Array  # expected distortion of the channel (nan for psrl)
     iters: jax.Array  # BA iterations (0 for psrl)
     capped: jax.Array
+    gap: jax.Array  # BA's duality gap: the channel's I + beta D is within it of the optimum (0 for psrl)
     moved: jax.Array  # j != z: the agent pursued another sample than its stand-in for M*
     cum_regret: jax.Array
     cum_rate: jax.Array
@@ -212,6 +175,7 @@ def make_run(st: Static, struct: env.Structure):
                 m = env.sample_mdp(jax.random.fold_in(k_samp, z), belief)
                 _, _, pi = env.value_iteration(m, succ, H)
                 rate, dist, iters, capped, moved = log_z, nan, jnp.int32(0), False, False
+                gap = jnp.float32(0.0)
                 q_next = q_prev
             else:
                 mdps = jax.vmap(lambda i: env.sample_mdp(jax.random.fold_in(k_samp, i), belief)
@@ -229,12 +193,12 @@ def make_run(st: Static, struct: env.Structure):
                     d = distortion(mdps_s, succ, V[order][value_slots(st), 0], mask)
                 uniform = jnp.full((Z,), 1.0 / Z)
                 q0 = (1.0 - hp.warm_mix) * q_prev + hp.warm_mix * uniform if st.warm_start else uniform
-                res = blahut_arimoto_from(d, hp.beta, q0, hp.ba_tol, st.ba_max_iter, st.ba_loop)
+                res = ba.blahut_arimoto(d, hp.beta, hp.ba_tol, st.ba_max_iter, st.ba_loop, q0=q0)
                 slot_z = jnp.argmax(order == z)
                 slot_j = jax.random.categorical(k_pick, res.log_delta[slot_z])
                 j = order[slot_j]
                 pi = pis[j]
-                rate, dist, iters, capped = res.rate, res.distortion, res.iters, res.capped
+                rate, dist, iters, capped, gap = res.rate, res.distortion, res.iters, res.capped, res.gap
                 moved = j != z
                 q_next = jnp.exp(res.log_q)
 
@@ -251,12 +215,13 @@ def make_run(st: Static, struct: env.Structure):
 
             (belief, _), _ = lax.scan(act, (belief, s0), (jnp.arange(H), u[:H]))
             regret = v_star - env.policy_values(true, succ, pi)[0] @ rho
-            out = (regret, rate, dist, iters, jnp.asarray(capped), jnp.asarray(moved))
+            out = (regret, rate, dist, iters, jnp.asarray(capped), gap, jnp.asarray(moved))
             return (belief, q_next), out
 
         q_init = jnp.full((Z,), 1.0 / Z, jnp.float32)
-        _, (reg, rate, dist, iters, capped, moved) = lax.scan(
+        _, (reg, rate, dist, iters, capped, gap, moved) = lax.scan(
             episode, (belief0, q_init), jnp.arange(st.episodes))
-        return RunOut(reg, rate, dist, iters, capped, moved, jnp.sum(reg), jnp.sum(rate), v_star)
+        return RunOut(reg, rate, dist, iters, capped, gap, moved, jnp.sum(reg), jnp.sum(rate),
+                      v_star)
 
     return run

@@ -75,6 +75,23 @@ def test_blahut_arimoto_cap_is_reported_and_loops_agree():
         np.testing.assert_allclose(r.rate, runs[0].rate, atol=1e-5)
 
 
+def test_ba_duality_gap_bounds_the_suboptimality():
+    """The returned ``gap`` is an upper bound on how far the channel's ``I + beta D`` lies above
+    the optimum (taken from a long log-space run), at every cap, and vanishes at convergence."""
+    d = ba.regret_distortion(jax.random.uniform(jax.random.key(5), (48, 6)))
+    beta = 8.0
+    opt = ba.blahut_arimoto(d, beta, 0.0, 20000, space="log")
+    l_star = float(opt.rate + beta * opt.distortion)
+    assert float(opt.gap) < 1e-5
+    gaps = []
+    for cap in (1, 3, 10, 30, 100):
+        r = ba.blahut_arimoto(d, beta, 0.0, cap)
+        excess = float(r.rate + beta * r.distortion) - l_star
+        assert -2e-5 <= excess <= float(r.gap) + 2e-5, (cap, excess, float(r.gap))
+        gaps.append(float(r.gap))
+    assert gaps[0] > 1e-3 and gaps[-1] < gaps[0] / 10
+
+
 def test_rate_nonnegative_and_falls_with_beta():
     theta = jax.random.normal(jax.random.key(2), (300, 5))
     d = ba.regret_distortion(theta)
@@ -261,26 +278,28 @@ def test_bad_values_are_rejected_naming_the_key(override, key):
 # --------------------------------------------------------------------------- BLASTS end to end
 
 
-def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep):
+def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep, warm=True):
     """BLASTS (the review's Algorithm 2) on a Gaussian bandit in plain NumPy (float64), fed the
     random numbers the JAX agent draws (same keys, same calls): the bandit's means, the posterior
     samples' normals, the sample index, the Gumbel noise of the categorical draw, the reward
     noise. Everything else (posterior, distortion, Blahut-Arimoto, the draw) is computed here.
-    Returns per step the action, the posterior (mean, precision) after it and the channel's
-    rate I(Z; A) (nats)."""
+    Blahut-Arimoto starts from the uniform marginal, or with ``warm`` from the last step's
+    marginal mixed with ``ba.WARM_MIX`` of the uniform. Returns per step the action, the
+    posterior (mean, precision) after it and the channel's rate I(Z; A) (nats)."""
     k_env, k_steps = jax.random.split(key)
     means = ep.prior_mean + ep.prior_sd * np.asarray(jax.random.normal(k_env, (arms,)), np.float64)
     m = np.full(arms, ep.prior_mean, np.float64)
     tau = np.full(arms, 1.0 / ep.prior_sd ** 2)
-    actions, beliefs, rates = [], [], []
+    actions, beliefs, rates, iters = [], [], [], []
+    q_last = np.full(arms, 1.0 / arms)
     for t in range(steps):
         k_act, k_rew, _, _ = jax.random.split(jax.random.fold_in(k_steps, t), 4)
         k_th, k_pick = jax.random.split(k_act)
         theta = m + np.asarray(jax.random.normal(k_th, (z_samples, arms)), np.float64) / np.sqrt(tau)
         d = (theta.max(axis=1, keepdims=True) - theta) ** 2
         kernel = np.exp(-ba_beta * (d - d.min(axis=1, keepdims=True)))
-        q = np.full(arms, 1.0 / arms)
-        for _ in range(max_iter):  # Blahut-Arimoto from the uniform marginal
+        q = (1 - ba.WARM_MIX) * q_last + ba.WARM_MIX / arms if warm else np.full(arms, 1.0 / arms)
+        for it in range(1, max_iter + 1):  # Blahut-Arimoto
             delta = q * kernel
             delta /= delta.sum(axis=1, keepdims=True)
             q_new = delta.mean(axis=0)
@@ -288,6 +307,8 @@ def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep):
             q = q_new
             if done:
                 break
+        q_last = q
+        iters.append(it)
         with np.errstate(divide="ignore", invalid="ignore"):
             rates.append(np.nansum(np.where(delta > 0, delta * np.log(delta / q), 0.0)) / z_samples)
         kz, ka = jax.random.split(k_pick)
@@ -301,33 +322,36 @@ def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep):
         tau[a] = tau_new
         actions.append(a)
         beliefs.append((m.copy(), tau.copy()))
-    return means, np.asarray(actions), beliefs, np.asarray(rates)
+    return means, np.asarray(actions), beliefs, np.asarray(rates), np.asarray(iters)
 
 
-def test_blasts_agent_equals_a_numpy_blasts_step_by_step():
-    """50 steps of the JAX BLASTS agent on a 3-arm Gaussian bandit: the same actions, channel
-    rates and posteriors as the NumPy agent, and make_run's whole-run regret curve and pull
-    counts."""
+@pytest.mark.parametrize("warm", [True, False])
+def test_blasts_agent_equals_a_numpy_blasts_step_by_step(warm):
+    """50 steps of the JAX BLASTS agent on a 3-arm Gaussian bandit, with and without the warm
+    start: the same actions, channel rates and posteriors as the NumPy agent, and make_run's
+    whole-run regret curve and pull counts."""
     arms, steps, z, cap = 3, 50, 64, 100
     ep = envs.EnvParams(noise_sd=0.7)
     hp = ba.make_hyper(ba_beta=3.0, ba_tol=1e-4)
     key = jax.random.key(21)
-    means, acts, beliefs, rates = _numpy_blasts(key, arms, steps, 3.0, 1e-4, cap, z, ep)
+    means, acts, beliefs, rates, iters = _numpy_blasts(key, arms, steps, 3.0, 1e-4, cap, z, ep, warm)
     st = ba.Static("blasts", "gaussian", arms, steps, record_every=1, z_samples=z,
-                   ba_max_iter=cap, ba_loop="while")
+                   ba_max_iter=cap, ba_loop="while", ba_warm_start=warm)
     env = envs.Bandit(arms, "gaussian")
     k_env, k_steps = jax.random.split(key)
     means_j = env.reset_env(k_env, ep)[1].means
     np.testing.assert_allclose(means_j, means, rtol=1e-6)
     belief = envs.prior_belief("gaussian", arms, ep)
     carry = ba.Carry(belief, envs.posterior_mean("gaussian", belief), jnp.ones(arms),
-                     jnp.zeros(arms), 0.0, 0.0, 0.0, 0.0, jnp.int32(0), jnp.int32(0))
+                     jnp.zeros(arms), 0.0, 0.0, 0.0, 0.0, jnp.int32(0), jnp.int32(0),
+                     jnp.full(arms, 1.0 / arms), jnp.int32(0))
     step = jax.jit(lambda c, k: ba._step(st, env, ep, hp, means_j, c, k))
     for t in range(steps):
         carry, out = step(carry, jax.random.fold_in(k_steps, t))
         a = int(np.argmin(np.abs(means - float(out.reward))))
         assert a == acts[t], t
         assert float(out.rate) == pytest.approx(rates[t], rel=1e-3, abs=1e-4), t  # the channel
+        assert abs(int(out.iters) - iters[t]) <= 1, t  # the same start and stopping rule
         np.testing.assert_allclose(carry.belief.a, beliefs[t][0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(carry.belief.b, beliefs[t][1], rtol=1e-6)
     assert len(set(acts.tolist())) == arms  # it explored every arm
@@ -335,6 +359,7 @@ def test_blasts_agent_equals_a_numpy_blasts_step_by_step():
     np.testing.assert_array_equal(np.asarray(run.counts), np.bincount(acts, minlength=arms))
     regret = np.cumsum(means.max() - means[acts])
     np.testing.assert_allclose(run.cum_regret, regret, rtol=1e-5, atol=1e-5)
+    assert float(run.mean_iters) == pytest.approx(iters.mean(), abs=0.1)
 
 
 def test_blasts_at_large_beta_has_the_regret_of_thompson_sampling():

@@ -245,6 +245,7 @@ def _run_model_based(cfg, runs, idx, name, progress):
     out, c_s, r_s = run_psrl_batch(st, structure(*_key_tp(tp0)), seeds, hyps, trues)
     extra = [{"ba_iters_mean": float(out.iters[j].mean()), "ba_iters_max": int(out.iters[j].max()),
               "ba_capped_episodes": int(out.capped[j].sum()),
+              "ba_gap_max": float(out.gap[j].max()),
               "moved_fraction": float(out.moved[j].mean())} for j in range(len(idx))]
     return out.regret, out.rate, out.distortion, out.iters, out.v_star, extra, c_s, r_s
 
