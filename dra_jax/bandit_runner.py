@@ -26,7 +26,8 @@ from jax import lax
 from dra_jax import bandit_agents as ba
 from dra_jax import batching
 from dra_jax.envs import bandits as envs
-from dra_jax.runner import ExecOptions, _load_checkpoint, _save_checkpoint, config_fingerprint
+from dra_jax.runner import (CheckpointError, ExecOptions, _load_checkpoint, _save_checkpoint,
+                            config_fingerprint)
 
 
 class ChunkState(NamedTuple):
@@ -60,10 +61,12 @@ def make_chunked(st: ba.Static):
         _, es = env.reset_env(k_env, ep)
         k = st.arms
         belief = envs.prior_belief(st.kind, k, ep)
-        carry = ba.Carry(belief, envs.posterior_mean(st.kind, belief),
-                         jnp.full((k,), hp.sigma0, jnp.float32), jnp.zeros((k,), jnp.float32),
-                         jnp.float32(0), jnp.float32(0), jnp.float32(0), jnp.float32(0),
-                         jnp.int32(0), jnp.int32(0))
+        zf, zi = jnp.float32(0), jnp.int32(0)
+        carry = ba.Carry(belief=belief, q=envs.posterior_mean(st.kind, belief),
+                         sigma=jnp.full((k,), hp.sigma0, jnp.float32),
+                         counts=jnp.zeros((k,), jnp.float32), cum_regret=zf, sum_reward=zf,
+                         sum_rate=zf, sum_kl=zf, max_iters=zi, n_capped=zi,
+                         ba_q=jnp.full((k,), 1.0 / k, jnp.float32), sum_iters=zi)
         nanp = jnp.full((n_points,), jnp.nan, jnp.float32)
         return ChunkState(jax.random.key_data(k_steps), es.means, carry, jnp.int32(0),
                           nanp, nanp, nanp)
@@ -88,10 +91,12 @@ def make_chunked(st: ba.Static):
         n = jnp.float32(st.steps)
         tracked = st.agent == "blasts" or st.track_rate
         nan = jnp.full(jnp.shape(c.cum_regret), jnp.nan, jnp.float32)
-        return ba.RunOut(s.means, s.cum, s.rate, s.kl, c.cum_regret, c.sum_reward / n,
-                         c.sum_rate / n if tracked else nan,
-                         c.sum_kl / n if st.agent == "dra" else nan,
-                         c.max_iters, c.n_capped, c.q, c.sigma, c.counts)
+        return ba.RunOut(means=s.means, cum_regret=s.cum, rate=s.rate, kl=s.kl,
+                         total_regret=c.cum_regret, mean_reward=c.sum_reward / n,
+                         mean_rate=c.sum_rate / n if tracked else nan,
+                         mean_kl=c.sum_kl / n if st.agent == "dra" else nan,
+                         max_iters=c.max_iters, n_capped=c.n_capped, q=c.q, sigma=c.sigma,
+                         counts=c.counts, mean_iters=c.sum_iters / n)
 
     return init, advance, finish
 
@@ -150,7 +155,11 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
                     "runs": [int(i) for i in bidx]}
             path = ckpt_dir / f"bandits_group{gi}_batch{bi}.npz" if ckpt_dir is not None else None
             if opts.resume and path is not None and path.exists():
-                state, _ = _load_checkpoint(path, meta, jax.tree.map(np.asarray, state))
+                state, got = _load_checkpoint(path, meta, jax.tree.map(np.asarray, state))
+                if got.get("runs") != meta["runs"]:  # e.g. another --max-batch, same shapes
+                    raise CheckpointError(f"checkpoint {path} holds runs {got.get('runs')}, this "
+                                          f"batch is runs {meta['runs']} (another --max-batch?); "
+                                          "resume with the same options, or run without --resume")
                 state = jax.tree.map(jnp.asarray, state)
                 notice(f"resumed bandit group {gi} batch {bi} from {path} "
                        f"({int(np.asarray(state.point)[0])}/{n_points} curve points done)")

@@ -13,7 +13,7 @@ from dra_jax import bandit_runner, sweep
 from dra_jax.envs import bandits as envs
 
 
-@pytest.mark.parametrize("agent", ["dra"])  # the other agents: through the CLI below
+@pytest.mark.parametrize("agent", ["blasts"])  # warm-started BA: the largest carry
 def test_chunks_equal_one_scan(agent):
     st = ba.Static(agent, "gaussian", 3, 12, record_every=2, z_samples=8, ba_max_iter=20)
     keys = jnp.stack([jax.random.key(s) for s in (0, 1)])
@@ -73,6 +73,10 @@ def test_interrupted_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys)
                      "--set", "task_params.ba_tol=1e-3"])
     assert rc == 2 and "belongs to another config" in capsys.readouterr().err
     assert not (out / "summary.json").exists() and (out / "checkpoint").is_dir()
+
+    # the same checkpoints read with another batch split (batch 0 would be runs 0-1) are refused
+    rc = sweep.main([*ARGS, "--out", str(out), "--max-batch", "2", "--resume"])
+    assert rc == 2 and "another --max-batch" in capsys.readouterr().err
 
     assert sweep.main([*ARGS, "--out", str(out), "--max-batch", "1", "--resume"]) == 0
     err = capsys.readouterr().err

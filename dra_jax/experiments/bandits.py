@@ -222,9 +222,9 @@ def _run_regret(cfg, runs, progress):
                                      r["task_params"]["ba_max_iter"], r["task_params"]["ba_loop"],
                                      r["task_params"]["track_rate"], r["dra"]["n_traj"], r["dra"]["grad"],
                                      r["task_params"]["dra_q_rule"]))
-    statics = {}
-    for key, idx in groups.items():
-        statics[ba.Static(*key)] = idx
+    names = ("agent", "kind", "arms", "steps", "record_every", "z_samples", "ba_max_iter",
+             "ba_loop", "track_rate", "n_traj", "grad", "q_rule")
+    statics = {ba.Static(**dict(zip(names, key))): idx for key, idx in groups.items()}
 
     def inputs(i):
         return runs[i]["seed"], _hyper(runs[i]), _env_params(runs[i]["task_params"])
@@ -239,7 +239,8 @@ def _run_regret(cfg, runs, progress):
                        "cost": _f(o.mean_rate)})
         name, value = parse_agent(run["task_params"]["agent"])
         extra.append({"agent": name, "agent_param": value, "kl": _f(o.mean_kl),
-                      "ba_max_iters": int(o.max_iters), "ba_capped_steps": int(o.n_capped)})
+                      "ba_max_iters": int(o.max_iters), "ba_mean_iters": float(o.mean_iters),
+                      "ba_capped_steps": int(o.n_capped)})
     stack = lambda f: np.stack([f(o) for o in outs])  # noqa: E731
     curves = {"cum_regret": stack(lambda o: o.cum_regret), "rate": stack(lambda o: o.rate),
               "kl": stack(lambda o: o.kl)}
