@@ -9,9 +9,10 @@ import pytest
 
 from dra_jax.paper import __main__ as paper
 from dra_jax.paper.claims import BANDIT_CLAIMS, DRA_CLAIMS
+from dra_jax.paper.claims_episodic import EPISODIC_CLAIMS
 from dra_jax.paper.runs import RUNS
 
-SUBSET = ["gridworld_baselines", "bandits_rate_distortion"]
+SUBSET = ["gridworld_baselines", "bandits_rate_distortion", "episodic"]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,8 @@ def _table(report: str) -> list[list[str]]:
 def test_report_has_a_row_per_claim(quick_out):
     report = (quick_out / "report.md").read_text()
     rows = _table(report)
-    claims = DRA_CLAIMS + BANDIT_CLAIMS
-    assert len(rows) == len(claims) >= 18
+    claims = DRA_CLAIMS + BANDIT_CLAIMS + EPISODIC_CLAIMS
+    assert len(rows) == len(claims) >= 23
     assert [r[2] for r in rows] == [c[2] for c in claims]
     for r, c in zip(rows, claims):
         if set(c[4]) <= set(SUBSET):  # computed: a number and a verdict of the rule
@@ -67,6 +68,40 @@ def test_rows_are_computed_from_the_run_outputs(quick_out):
         st = [v for k, v in pts.items() if k.startswith("sts") and v[0] >= b[0, 0]]
         dom = sum(np.interp(r, b[:, 0], b[:, 1]) <= d + 0.01 * dmax for r, d in st)
         assert rows["blasts_rd"]["numbers"][kind] == {"dominated": dom, "compared": len(st)}
+
+
+def test_episodic_rows_are_computed_from_the_run_outputs(quick_out):
+    rows = {r["key"]: r for r in json.loads((quick_out / "claims.json").read_text())}
+    s = json.loads((quick_out / "episodic" / "summary.json").read_text())
+    reg = {}
+    for i, r in enumerate(s["runs"]):
+        reg.setdefault(r["params"]["agent"], []).append((i, r["final"]["cumulative_regret"]))
+    assert {"psrl", "vepsrl:1000000"} <= reg.keys() and len(reg["psrl"]) >= 2
+    # PSRL's sublinear regret: slopes of the cumulative regret recomputed from curves.npz
+    with np.load(quick_out / "episodic" / "curves.npz") as z:
+        per_ep = z["regret"].reshape(len(s["runs"]), -1)
+    psrl = per_ep[[i for i, _ in reg["psrl"]]]
+    e = psrl.shape[1]
+    first, last = psrl[:, :e // 10].mean(), psrl[:, e - e // 2:].mean()
+    num = rows["psrl_sublinear"]["numbers"]
+    assert num["slope_first_tenth"] == pytest.approx(first, rel=1e-5)
+    assert num["slope_last_half"] == pytest.approx(last, rel=1e-5)
+    want = "reproduces" if last <= 0.5 * first else ("partly" if last < first else "does not")
+    assert rows["psrl_sublinear"]["verdict"] == want
+    # the cumulative regret of a run is the sum of its per-episode regret
+    np.testing.assert_allclose(psrl.sum(1), [v for _, v in reg["psrl"]], rtol=1e-4)
+    # VE-PSRL at the largest beta vs PSRL, paired by seed
+    d = np.array([v for _, v in reg["vepsrl:1000000"]]) - np.array([v for _, v in reg["psrl"]])
+    env = rows["vepsrl_large_beta"]["numbers"]["riverswim"]
+    assert env["diff_mean"] == pytest.approx(d.mean(), abs=1e-4)
+    # DRA vs PSRL and the rate ordering use the finals as written
+    dra = [k for k in reg if k.startswith("dra")]
+    best = min(dra, key=lambda k: np.mean([v for _, v in reg[k]]))
+    assert rows["dra_vs_psrl"]["numbers"]["riverswim"]["regret"] == pytest.approx(
+        np.mean([v for _, v in reg[best]]), rel=1e-6)
+    betas = sorted((k for k in reg if k.startswith("vepsrl:")), key=lambda k: float(k[7:]))
+    rate = [np.mean([s["runs"][i]["final"]["rate"] for i, _ in reg[k]]) for k in betas]
+    assert rows["vepsrl_rate_falls"]["numbers"]["riverswim"]["cumulative_rate"] == pytest.approx(rate)
 
 
 def test_resume_skips_finished_configs(quick_out, capsys):

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dra_jax import bandit_agents as ba
+from dra_jax import bandit_runner
 from dra_jax.config import (ConfigError, Field, TaskSpec, agent_spec_check, iter_run_params,
                             parse_agent_spec, register_task)
 from dra_jax.envs import bandits as envs
@@ -215,37 +216,22 @@ def _f(x) -> float | None:
 
 
 def _run_regret(cfg, runs, progress):
-    n = len(runs)
     groups = _group(runs, lambda r: (parse_agent(r["task_params"]["agent"])[0], r["task_params"]["kind"],
                                      r["task_params"]["arms"], r["task_params"]["steps"],
                                      r["task_params"]["record_every"], r["task_params"]["z_samples"],
                                      r["task_params"]["ba_max_iter"], r["task_params"]["ba_loop"],
                                      r["task_params"]["track_rate"], r["dra"]["n_traj"], r["dra"]["grad"],
                                      r["task_params"]["dra_q_rule"]))
-    outs: list = [None] * n
-    compile_s = run_s = 0.0
-    env_steps = 0
-    group_timing = []
-    done = 0
-    for key, idx in groups.items():
-        agent, kind, arms, steps, every, z, cap, loop, track, n_traj, grad, q_rule = key
-        st = ba.Static(agent, kind, arms, steps, every, z, cap, loop, track, n_traj, grad, q_rule)
-        keys = jnp.stack([jax.random.key(runs[i]["seed"]) for i in idx])
-        hps = _stack([_hyper(runs[i]) for i in idx])
-        eps = _stack([_env_params(runs[i]["task_params"]) for i in idx])
-        progress.message(f"{agent} on {kind} K={arms}: {len(idx)} runs x {steps} pulls")
-        with jax.threefry_partitionable(False):
-            out, c_s, r_s = _timed_call(jax.vmap(ba.make_run(st)), keys, hps, eps)
-        compile_s += c_s
-        run_s += r_s
-        env_steps += len(idx) * steps
-        group_timing.append({"agent": agent, "kind": kind, "runs": len(idx), "compile_s": c_s,
-                             "run_s": r_s, "agent_steps_per_s": len(idx) * steps / r_s})
-        out = jax.tree.map(np.asarray, out)
-        for j, i in enumerate(idx):
-            outs[i] = jax.tree.map(lambda a: a[j], out)
-        done += len(idx)
-        progress.update(done, extra=f"{agent}/{kind}: compile {c_s:.1f}s run {r_s:.1f}s", force=True)
+    names = ("agent", "kind", "arms", "steps", "record_every", "z_samples", "ba_max_iter",
+             "ba_loop", "track_rate", "n_traj", "grad", "q_rule")
+    statics = {ba.Static(**dict(zip(names, key))): idx for key, idx in groups.items()}
+
+    def inputs(i):
+        return runs[i]["seed"], _hyper(runs[i]), _env_params(runs[i]["task_params"])
+
+    outs, compile_s, run_s, group_timing = bandit_runner.run_groups(cfg, runs, statics, inputs,
+                                                                    progress)
+    env_steps = sum(r["task_params"]["steps"] for r in runs)
 
     finals, extra = [], []
     for run, o in zip(runs, outs):
@@ -253,7 +239,8 @@ def _run_regret(cfg, runs, progress):
                        "cost": _f(o.mean_rate)})
         name, value = parse_agent(run["task_params"]["agent"])
         extra.append({"agent": name, "agent_param": value, "kl": _f(o.mean_kl),
-                      "ba_max_iters": int(o.max_iters), "ba_capped_steps": int(o.n_capped)})
+                      "ba_max_iters": int(o.max_iters), "ba_mean_iters": float(o.mean_iters),
+                      "ba_capped_steps": int(o.n_capped)})
     stack = lambda f: np.stack([f(o) for o in outs])  # noqa: E731
     curves = {"cum_regret": stack(lambda o: o.cum_regret), "rate": stack(lambda o: o.rate),
               "kl": stack(lambda o: o.kl)}

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dra_jax.config import iter_run_params
+from dra_jax.figures.common import draw_each
 from dra_jax.results import Results, atomic_savefig
 
 
@@ -45,14 +46,15 @@ def plot(cfg: dict, results: Results, fig_dir: Path, parse_agent, agent_names) -
     import matplotlib.pyplot as plt
 
     fig_dir = Path(fig_dir)
-    paths = []
-    for name in cfg["figures"]:
+
+    def draw(name):
         fig = _FIGS[name](cfg, results, plt, (parse_agent, agent_names))
         path = fig_dir / f"{name}.png"
         atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
         plt.close(fig)
-        paths.append(path)
-    return paths
+        return [path]
+
+    return draw_each(cfg, cfg["figures"], draw)
 
 
 def _ap_arrays(cfg, results):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dra_jax.figures.common import draw_each
 from dra_jax.results import atomic_savefig
 
 _STYLE = {"psrl": ("k", "*"), "vepsrl": ("tab:red", "o"), "dra": ("tab:green", "^")}
@@ -126,11 +127,12 @@ def plot(cfg: dict, results, fig_dir: Path, runs: list, parse_agent) -> list[Pat
                                     "rate per episode (nats)", "rate over episodes"),
         "regret_vs_rate": lambda: _fig_regret_vs_rate(cfg, results, runs, parse_agent, plt),
     }
-    paths = []
-    for name in cfg["figures"]:
+
+    def one(name):
         fig = draw[name]()
         path = Path(fig_dir) / f"{name}.png"
         atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
         plt.close(fig)
-        paths.append(path)
-    return paths
+        return [path]
+
+    return draw_each(cfg, cfg["figures"], one)

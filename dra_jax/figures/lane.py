@@ -5,7 +5,6 @@ is seed ``i`` of grid point ``g``.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dra_jax import config as config_mod  # noqa: E402
+from dra_jax.figures.common import draw_each  # noqa: E402
 from dra_jax.results import Results, atomic_savefig  # noqa: E402
 from dra_jax.runner import episodes_to_converge  # noqa: E402
 
@@ -105,19 +105,14 @@ def plot_lane_figures(cfg: dict, res: Results, fig_dir: Path, mazes=None) -> lis
     task (state maps are then drawn on the maze), else maps are drawn on the discretizer's
     ``task_params.cells`` grid or as a strip of states."""
     fig_dir = Path(fig_dir)
-    paths = []
-    for name in cfg["figures"]:
+
+    def draw(name):
         fn = _FIGURES[name]
-        try:
-            if fn in (fig_choice_entropy, fig_allocation):
-                paths.extend(fn(cfg, res, fig_dir, mazes=mazes))
-            else:
-                paths.extend(fn(cfg, res, fig_dir))
-        except Exception as e:  # noqa: BLE001  (one figure that cannot be drawn is skipped)
-            plt.close("all")
-            warnings.warn(f"figure {name!r} of {cfg['name']} skipped: {type(e).__name__}: {e}",
-                          stacklevel=2)
-    return paths
+        if fn in (fig_choice_entropy, fig_allocation):
+            return fn(cfg, res, fig_dir, mazes=mazes)
+        return fn(cfg, res, fig_dir)
+
+    return draw_each(cfg, cfg["figures"], draw)
 
 
 def _colors(n):
@@ -260,7 +255,7 @@ def fig_choice_entropy(cfg, res, fig_dir, mazes=None):
     """Fig. 1c: normalized choice entropy of each cell at the snapshot episodes (mean over
     seeds), exact by quadrature (dra_jax.choice)."""
     if "choice_entropy" not in res.curves:
-        return []
+        raise ValueError("needs snapshots of the memories (eval.snapshots); this run took none")
     ent = by_point(cfg, res.curves["choice_entropy"])  # [points, seeds, n_snap, S]
     snaps = res.arrays["snapshot_episodes"]
     paths = []

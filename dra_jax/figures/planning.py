@@ -56,6 +56,15 @@ def _dprime_panel(ax, col, results, sel, key, ylabel, title=None):
 
 
 def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
+    """Fig. 3c-f and Fig. B.4 (those listed in ``figures``), each drawn on its own: one that
+    cannot be drawn for this grid is skipped with a warning (:mod:`dra_jax.figures.common`)."""
+    from dra_jax.figures.common import draw_each
+
+    return draw_each(cfg, cfg["figures"],
+                     lambda name: _plot({**cfg, "figures": [name]}, results, col, fig_dir))
+
+
+def _plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
     """Fig. 3c-f and Fig. B.4 (those listed in ``figures``), written atomically as PNG."""
     import matplotlib
 
@@ -71,6 +80,14 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
     flex = ~col["equal"]
     flex_ref = flex & (col["baseline"] == ref_bl)  # Fig. 3d-f: the same estimator as equal
     paths: list[Path] = []
+    # guards: a figure whose runs this grid lacks raises (plot skips it with a warning)
+    if "fig3d" in cfg["figures"] and not (col["equal"].any() and flex.any()):
+        raise ValueError("fig3d compares flexible and equal precision; this grid lacks one of them")
+    for name in set(cfg["figures"]) & {"fig3e", "fig3f", "figB4"}:
+        m = (col["moves"] == m0) if name != "figB4" else True
+        if not (flex & (col["n_traj"] == ref) & m).any():
+            raise ValueError(f"{name} draws flexible-precision runs at n_traj={ref}"
+                             + (f", M={m0}" if name != "figB4" else "") + "; this grid has none")
 
     def save(fig, name):
         path = fig_dir / f"{name}.png"

@@ -351,6 +351,7 @@ def _ftilde_optimum(row: Row, res) -> Row:
 
 from dra_jax.paper.claims_bandits import BANDIT_CLAIMS  # noqa: E402
 from dra_jax.paper.claims_planning import PLANNING_VR_CLAIMS  # noqa: E402
+from dra_jax.paper.claims_episodic import EPISODIC_CLAIMS  # noqa: E402
 
 DRA_CLAIMS = [
     ("sigma0_faster", "DRA Fig. 1b", "Low σ0 (more resources at the start) learns faster",
@@ -392,7 +393,7 @@ def compute_claims(out: Path, quick: bool | None = None) -> list[Row]:
 
     outs = Outputs(out)
     rows = []
-    for key, fig, claim, paper, sources, fn in DRA_CLAIMS + BANDIT_CLAIMS:
+    for key, fig, claim, paper, sources, fn in DRA_CLAIMS + BANDIT_CLAIMS + EPISODIC_CLAIMS:
         row = Row(key, fig, claim, paper, sources=sources)
         res = [outs(s) for s in sources]
         if any(r is None for r in res):

@@ -85,7 +85,8 @@ RUNS: tuple[PaperRun, ...] = (
              "BLASTS: action probabilities against the cost of information",
              "BLASTS's marginal over actions from lambda = 0.01 to 1e4, beside Thompson sampling "
              "and Boltzmann.",
-             ("task_params.z_samples=300", "sweep.info_cost=[0.01,0.1,1.0,10.0,100.0,10000.0]")),
+             ("task_params.z_samples=300", "sweep.info_cost=[0.01,0.1,1.0,10.0,100.0,10000.0]",
+              "task_params.ba_max_iter=2000")),
     PaperRun("bandits_regret", "Review Figs. 4, 6",
              "BLASTS against Thompson sampling: regret over time",
              "Cumulative regret and target rate on 10-armed Bernoulli and Gaussian bandits.",
@@ -101,7 +102,17 @@ RUNS: tuple[PaperRun, ...] = (
              "Regret against information rate: TS, satisficing TS, BLASTS, DRA",
              "Time-average rate of each agent's learning target against its cumulative regret.",
              ("n_seeds=4", "task_params.steps=200", "task_params.z_samples=32",
-              "sweep.agent=['ts','sts:0.1','blasts:100','dra:0.1']")),
+              # the ts and blasts groups equal bandits_regret's (compiled once, then cached)
+              "sweep.agent=['ts','sts:0.1','blasts:100','blasts:100000','dra:0.1']")),
+    PaperRun("episodic", "Review App. B (Algorithms 6, 7) + DRA",
+             "Episodic MDPs: PSRL, value-equivalent rate-distortion sampling (VE-PSRL) and DRA",
+             "Cumulative regret over episodes of PSRL, VE-PSRL across β and DRA on RiverSwim and "
+             "random MDPs drawn from the prior; the rate over episodes; final regret against the "
+             "cumulative rate (DRA: its KL cost, not a mutual information).",
+             ("n_seeds=4", "dra.episodes=100", "sweep.env=['riverswim']",
+              "sweep.agent=['psrl','vepsrl:0.1','vepsrl:10','vepsrl:1000000','dra:0.01']",
+              "task_params.z_samples=16", "task_params.n_values=4", "eval.n_rollouts=5",
+              "dra.n_traj=4")),
 )
 
 BY_NAME = {r.name: r for r in RUNS}

@@ -1,0 +1,198 @@
+"""Bandit regret runs in chunks: checkpointed, resumable, split into batches of ``max_batch``.
+
+The same run as :func:`dra_jax.bandit_agents.make_run` (the same per-step keys
+``fold_in(k_steps, t)``, the same steps, the same curve points), cut into ``init -> advance(n
+points)* -> finish`` with the whole state (the agent's carry, the bandit's means, the curves so
+far, the next point's index) in one pytree. After each ``advance`` the batch's state is saved
+atomically (:func:`dra_jax.runner._save_checkpoint`) when an output folder is given, and
+``--resume`` continues from it (:func:`dra_jax.runner._load_checkpoint` refuses a checkpoint of
+another config). A run interrupted and resumed gives the very numbers of an uninterrupted one
+(tests/test_bandit_resume.py). ``advance`` takes the first and last point as *unbatched traced*
+integers, so one compiled program serves every chunk size; the loop over points is a
+``fori_loop`` whose trip count is the same for every lane.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from dra_jax import bandit_agents as ba
+from dra_jax import batching
+from dra_jax.envs import bandits as envs
+from dra_jax.runner import (CheckpointError, ExecOptions, _load_checkpoint, _save_checkpoint,
+                            config_fingerprint)
+
+
+class ChunkState(NamedTuple):
+    """One run's whole state between chunks (arrays only, so it checkpoints as is)."""
+
+    key_data: jax.Array  # raw key data of k_steps (typed keys do not serialize)
+    means: jax.Array  # the bandit's true arm means [K]
+    carry: ba.Carry
+    point: jax.Array  # int32: curve points done (each is record_every steps)
+    cum: jax.Array  # [P] cumulative regret at point ends
+    rate: jax.Array  # [P] mean rate over each point's steps
+    kl: jax.Array  # [P]
+
+
+def make_chunked(st: ba.Static):
+    """``(init, advance, finish)`` for one run of :func:`dra_jax.bandit_agents.make_run`.
+
+    ``init(key, hp, ep) -> ChunkState``; ``advance(state, hp, ep, start, stop) -> ChunkState``
+    runs points ``start <= i < stop`` (each ``record_every`` steps); ``finish(state) ->
+    RunOut`` (elementwise: batched states give batched outputs; jit it, as ``make_run``'s
+    divisions are compiled). ``init`` then ``advance`` over ``[0, P)`` in any number of pieces equals
+    ``make_run``.
+    """
+    if st.steps % st.record_every:
+        raise ValueError(f"steps ({st.steps}) must be a multiple of record_every ({st.record_every})")
+    env = envs.Bandit(st.arms, st.kind)
+    n_points = st.steps // st.record_every
+
+    def init(key, hp: ba.Hyper, ep: envs.EnvParams) -> ChunkState:
+        k_env, k_steps = jax.random.split(key)
+        _, es = env.reset_env(k_env, ep)
+        k = st.arms
+        belief = envs.prior_belief(st.kind, k, ep)
+        zf, zi = jnp.float32(0), jnp.int32(0)
+        carry = ba.Carry(belief=belief, q=envs.posterior_mean(st.kind, belief),
+                         sigma=jnp.full((k,), hp.sigma0, jnp.float32),
+                         counts=jnp.zeros((k,), jnp.float32), cum_regret=zf, sum_reward=zf,
+                         sum_rate=zf, sum_kl=zf, max_iters=zi, n_capped=zi,
+                         ba_q=jnp.full((k,), 1.0 / k, jnp.float32), sum_iters=zi)
+        nanp = jnp.full((n_points,), jnp.nan, jnp.float32)
+        return ChunkState(jax.random.key_data(k_steps), es.means, carry, jnp.int32(0),
+                          nanp, nanp, nanp)
+
+    def advance(s: ChunkState, hp: ba.Hyper, ep: envs.EnvParams, start, stop) -> ChunkState:
+        k_steps = jax.random.wrap_key_data(s.key_data)
+
+        def point(i, s):
+            def inner(cc, j):
+                t = i * st.record_every + j
+                return ba._step(st, env, ep, hp, s.means, cc, jax.random.fold_in(k_steps, t))
+
+            c, outs = lax.scan(inner, s.carry, jnp.arange(st.record_every))
+            return s._replace(carry=c, point=i + 1, cum=s.cum.at[i].set(c.cum_regret),
+                              rate=s.rate.at[i].set(jnp.mean(outs.rate)),
+                              kl=s.kl.at[i].set(jnp.mean(outs.kl)))
+
+        return lax.fori_loop(start, stop, point, s)
+
+    def finish(s: ChunkState) -> ba.RunOut:
+        c = s.carry
+        n = jnp.float32(st.steps)
+        tracked = st.agent == "blasts" or st.track_rate
+        nan = jnp.full(jnp.shape(c.cum_regret), jnp.nan, jnp.float32)
+        return ba.RunOut(means=s.means, cum_regret=s.cum, rate=s.rate, kl=s.kl,
+                         total_regret=c.cum_regret, mean_reward=c.sum_reward / n,
+                         mean_rate=c.sum_rate / n if tracked else nan,
+                         mean_kl=c.sum_kl / n if st.agent == "dra" else nan,
+                         max_iters=c.max_iters, n_capped=c.n_capped, q=c.q, sigma=c.sigma,
+                         counts=c.counts, mean_iters=c.sum_iters / n)
+
+    return init, advance, finish
+
+
+def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress):
+    """Train every group of bandit regret runs; ``groups``: ``{Static: [run indices]}``;
+    ``make_inputs(i) -> (seed, Hyper, EnvParams)`` of run ``i``.
+
+    Each group is split into batches of at most ``max_batch`` runs (``--max-batch``, else the
+    config's ``max_batch``, 0: the whole group), padded to one size (>= 2, so a run's numbers do
+    not depend on its batch), compiled once, and advanced in chunks of curve points sized to
+    about ``chunk_seconds`` each, checkpointed after each chunk. Returns ``(outs, compile_s,
+    run_s, group_timing)`` with ``outs[i]`` run ``i``'s :class:`~dra_jax.bandit_agents.RunOut`
+    (numpy).
+    """
+    opts: ExecOptions = getattr(progress, "options", None) or ExecOptions()
+    ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
+    fingerprint = config_fingerprint(cfg)
+    notice = getattr(progress, "notice", progress.message)
+    outs: list = [None] * len(runs)
+    compile_s = run_s = 0.0
+    done = np.zeros(len(runs))  # fraction of each run done
+    group_timing = []
+    for gi, (st, idx) in enumerate(groups.items()):
+        init, advance, finish = make_chunked(st)
+        n_points = st.steps // st.record_every
+        mb = opts.max_batch or cfg.get("max_batch", 0) or len(idx)
+        per = min(len(idx), mb)
+        size = max(2, per)
+        inputs = [make_inputs(i) for i in idx]
+        progress.message(f"{st.agent} on {st.kind} K={st.arms}: {len(idx)} runs x {st.steps} pulls"
+                         + (f" in batches of {per}" if per < len(idx) else ""))
+        init_c = jax.jit(jax.vmap(init))
+        adv_j = jax.jit(jax.vmap(advance, in_axes=(0, 0, 0, None, None)))
+        fin_c = jax.jit(finish)
+        g_compile = g_run = 0.0
+        compiled = None
+        for bi, b0 in enumerate(range(0, len(idx), per)):
+            bidx = idx[b0:b0 + per]
+            seeds = np.asarray([inputs[j][0] for j in range(b0, b0 + len(bidx))])
+            args = {"k": np.stack([np.asarray(jax.random.key_data(jax.random.key(int(s))))
+                                   for s in seeds]),
+                    "hp": _stack([inputs[j][1] for j in range(b0, b0 + len(bidx))]),
+                    "ep": _stack([inputs[j][2] for j in range(b0, b0 + len(bidx))])}
+            args, _ = batching.pad_batch(args, 1, size)
+            keys = jax.random.wrap_key_data(jnp.asarray(args["k"]))
+            hp, ep = args["hp"], args["ep"]
+            with jax.threefry_partitionable(False):
+                t0 = time.perf_counter()
+                state = init_c(keys, hp, ep)
+                if compiled is None:
+                    compiled = adv_j.lower(state, hp, ep, jnp.int32(0), jnp.int32(1)).compile()
+                    c_s = time.perf_counter() - t0
+                    g_compile += c_s
+            meta = {"fingerprint": fingerprint, "group": gi, "batch": bi, "kind": "bandits",
+                    "runs": [int(i) for i in bidx]}
+            path = ckpt_dir / f"bandits_group{gi}_batch{bi}.npz" if ckpt_dir is not None else None
+            if opts.resume and path is not None and path.exists():
+                state, got = _load_checkpoint(path, meta, jax.tree.map(np.asarray, state))
+                if got.get("runs") != meta["runs"]:  # e.g. another --max-batch, same shapes
+                    raise CheckpointError(f"checkpoint {path} holds runs {got.get('runs')}, this "
+                                          f"batch is runs {meta['runs']} (another --max-batch?); "
+                                          "resume with the same options, or run without --resume")
+                state = jax.tree.map(jnp.asarray, state)
+                notice(f"resumed bandit group {gi} batch {bi} from {path} "
+                       f"({int(np.asarray(state.point)[0])}/{n_points} curve points done)")
+            t0 = time.perf_counter()
+            chunk = 1
+            pos = int(np.asarray(state.point)[0])
+            while pos < n_points:
+                stop = min(n_points, pos + chunk)
+                tc = time.perf_counter()
+                state = jax.block_until_ready(compiled(state, hp, ep, jnp.int32(pos), jnp.int32(stop)))
+                dt = time.perf_counter() - tc
+                chunk = int(np.clip((stop - pos) * opts.chunk_seconds / max(dt, 1e-3), 1, n_points))
+                pos = stop
+                if path is not None:
+                    _save_checkpoint(path, meta, state)
+                done[bidx] = pos / n_points
+                progress.update(done.sum(), extra=f"{st.agent}/{st.kind}: runs {b0 + 1}-"
+                                f"{b0 + len(bidx)} of {len(idx)}, pull {pos * st.record_every}")
+            out = jax.tree.map(np.asarray, fin_c(state))
+            g_run += time.perf_counter() - t0
+            for j, i in enumerate(bidx):
+                outs[i] = jax.tree.map(lambda a: a[j], out)
+        compile_s += g_compile
+        run_s += g_run
+        group_timing.append({"agent": st.agent, "kind": st.kind, "runs": len(idx),
+                             "batches": -(-len(idx) // per), "compile_s": g_compile,
+                             "run_s": g_run, "agent_steps_per_s": len(idx) * st.steps / max(g_run, 1e-9)})
+        progress.update(done.sum(), extra=f"{st.agent}/{st.kind}: compile {g_compile:.1f}s "
+                        f"run {g_run:.1f}s", force=True)
+    if ckpt_dir is not None and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # finished: the results are written next
+    return outs, compile_s, run_s, group_timing
+
+
+def _stack(items):
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *items)
