@@ -8,7 +8,10 @@ model's start values, the others from random points of the box). The finalists (
 best and mean) are re-evaluated with fresh particles, the best is the winner, and the winner is
 evaluated once more with fresh particles in ``n_reps`` independent replicates: the reported
 log-likelihood is ``log mean_r exp(ll_r)`` (the log of the unbiased likelihood estimate), its
-Monte Carlo SE the standard deviation of ``ll_r`` over sqrt(n_reps).
+Monte Carlo SE the standard deviation of ``ll_r`` over sqrt(n_reps). With
+``fit.search_particles`` the search's calls use that many particles (the search only ranks
+candidates of one subject under common random numbers), the finalists and the replicates
+``fit.n_particles``.
 
 Each subject's random streams (CMA-ES and particle noise) derive from its label, so its fit does
 not depend on which other subjects share its batch.
@@ -67,14 +70,21 @@ def _keys(subjects, tags: np.ndarray):
     return jax.vmap(lambda k: jax.vmap(lambda t: jax.random.fold_in(k, t))(tags))(base)
 
 
-def _n_particles(cfg, kind):
-    return cfg["fit"]["n_particles"] if models.STOCHASTIC[kind] else 1
+def _n_particles(cfg, kind, search=False):
+    """Particles of a likelihood call: 1 for a deterministic model (exact); during the CMA-ES
+    search ``fit.search_particles`` when set, else ``fit.n_particles``."""
+    if not models.STOCHASTIC[kind]:
+        return 1
+    f = cfg["fit"]
+    return f["search_particles"] if search and f["search_particles"] else f["n_particles"]
 
 
-def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None = None):
+def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None = None,
+             search: bool = False):
     """Log-likelihoods ``[N, C]`` of ``theta [N, C, 6]`` with candidate c's particle noise from
     ``tags[c]`` (one tag for all: common random numbers). Candidates are evaluated ``width`` at a
-    time (padding the last call), so every call of a fit has the same shape and compiles once."""
+    time (padding the last call), so every call of a fit has the same shape and compiles once
+    (twice with ``fit.search_particles``: ``search=True`` marks the search's calls)."""
     st = static_for(cfg, kind)
     tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
     n, c = theta.shape[:2]
@@ -87,7 +97,7 @@ def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None 
         if pad:
             th = np.concatenate([th, np.repeat(th[:, -1:], pad, 1)], 1)
             tg = np.concatenate([tg, np.repeat(tg[-1:], pad)])
-        ll, _ = particle.loglik(st, _n_particles(cfg, kind), cfg["fit"]["ess_threshold"],
+        ll, _ = particle.loglik(st, _n_particles(cfg, kind, search), cfg["fit"]["ess_threshold"],
                                jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg))
         out.append(np.asarray(ll, np.float64)[:, :width - pad])
     return np.concatenate(out, 1)
@@ -123,7 +133,7 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
                         e.mean[None], popsize, 0))
                     states[i] = np.random.get_state()
                 ys = np.stack(ys)  # [N, popsize, d]
-                ll = evaluate(cfg, kind, ds, tf.theta(ys), run * 10_000 + gen, popsize)
+                ll = evaluate(cfg, kind, ds, tf.theta(ys), run * 10_000 + gen, popsize, search=True)
                 for i, e in enumerate(es):
                     if not e.stop():
                         with warnings.catch_warnings():
