@@ -11,10 +11,11 @@ jobs on a shared machine); the NumPy filter (:mod:`dra_jax.fitting.reference`: a
 trials, NumPy over particles) runs one subject at a time. The Monte Carlo SD of one subject's
 log-likelihood over independent replicates is measured at the search's and the final particle
 counts. The fit time of 80 subjects x ~550 trials x 3 models (dra, dra_equal; lam0 exact with
-one particle) is EXTRAPOLATED from the measured throughputs and the likelihood calls the optimizer
-makes with configs/fit_stimulus_response.toml's settings: restarts x generations search calls at
-``--search-particles``, then one finalists' call and ceil(n_reps / popsize) replicate calls at
-``--particles`` (``--search-particles 0``: every call at ``--particles``, the old protocol).
+one particle) is EXTRAPOLATED from the measured throughputs and the candidates the optimizer
+evaluates with configs/fit_stimulus_response.toml's search (2 restarts x 25 generations x
+popsize 7, 8 replicates): the search at ``--search-particles``, the 4 finalists and the 8
+replicates at ``--particles``; and with the first version's protocol (every call at
+``--particles``, finalists and replicates padded to calls of popsize 7).
 Run from the repository root with PYTHONPATH pointing at the tree to measure.
 """
 from __future__ import annotations
@@ -94,19 +95,22 @@ def loglik_sd(ds, n_particles, n_rep=8):
             "sd_loglik": ll.std(1, ddof=1).tolist()}
 
 
-def extrapolate(rate_search, rate_final, rate_det, search_particles, particles,
+def extrapolate(rate_search, rate_final, rate_det, search_particles, particles, padded,
                 n_subj=80, trials=550):
-    """Seconds to fit n_subj x trials x (dra, dra_equal, lam0) with the shipped search."""
-    search_calls = RESTARTS * GENERATIONS
-    final_calls = 1 + math.ceil(N_REPS / POPSIZE)
-    lanes = n_subj * POPSIZE * trials
+    """Seconds to fit n_subj x trials x (dra, dra_equal, lam0) with the shipped search: columns
+    (candidates) of the search at ``search_particles`` (0: ``particles``), then the finalists
+    (2 x restarts) and the winner's replicates (n_reps) at ``particles``; ``padded``: the first
+    version's protocol, where those two were padded to calls of popsize columns."""
     sp = search_particles or particles
-    stoch = search_calls * lanes * sp / rate_search + final_calls * lanes * particles / rate_final
-    det = (search_calls + final_calls) * lanes / rate_det
-    return {"search_particles": sp, "final_particles": particles,
-            "likelihood_calls_per_model": search_calls + final_calls,
-            "particle_steps": int(2 * (search_calls * sp + final_calls * particles) * lanes
-                                  + (search_calls + final_calls) * lanes),
+    search_cols = RESTARTS * GENERATIONS * POPSIZE
+    final_cols = (1 + math.ceil(N_REPS / POPSIZE)) * POPSIZE if padded else 2 * RESTARTS + N_REPS
+    per = n_subj * trials
+    stoch = per * (search_cols * sp / rate_search + final_cols * particles / rate_final)
+    det = per * (search_cols + final_cols) / rate_det
+    return {"search_particles": sp, "final_particles": particles, "padded_finals": padded,
+            "candidate_columns_per_model": search_cols + final_cols,
+            "particle_steps": int(2 * per * (search_cols * sp + final_cols * particles)
+                                  + per * (search_cols + final_cols)),
             "seconds": 2 * stoch + det}
 
 
@@ -137,8 +141,9 @@ def main(argv=None):
     r_search = out["jax"][2]["particle_steps_per_s"] if sp else r_final
     out["extrapolated_fit_80x550x3"] = {
         "models": ["dra", "dra_equal", "lam0 (exact, 1 particle)"],
-        "all_calls_at_final_particles": extrapolate(r_final, r_final, r_det, 0, args.particles),
-        "search_at_search_particles": extrapolate(r_search, r_final, r_det, sp, args.particles),
+        "first_protocol": extrapolate(r_final, r_final, r_det, 0, args.particles, True),
+        "search_at_search_particles": extrapolate(r_search, r_final, r_det, sp, args.particles,
+                                                  False),
         "note": "extrapolated from the measured wall-clock throughput, not measured; compile "
                 "time excluded",
     }

@@ -3,6 +3,7 @@ particle count."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import integrate, stats
 
@@ -111,11 +112,12 @@ def test_bandit_parameter_recovery():
 
 def test_search_uses_search_particles(monkeypatch):
     """With fit.search_particles every CMA-ES generation's call runs that many particles and
-    the finalists and the winner's replicates fit.n_particles; deterministic models one."""
+    the finalists and the winner's replicates fit.n_particles, each at its own width (not
+    padded to the population); deterministic models one particle."""
     calls = []
 
     def spy(st, n_particles, ess, theta, trials, keys):  # records, computes nothing
-        calls.append((st.kind, n_particles))
+        calls.append((st.kind, n_particles, theta.shape[1]))
         return -jnp.sum(theta ** 2, -1), jnp.zeros(theta.shape[:2], jnp.int32)
 
     monkeypatch.setattr(particle, "loglik", spy)
@@ -125,10 +127,12 @@ def test_search_uses_search_particles(monkeypatch):
                                                     "n_zeta": 8},
                          "models": {"dra": {"free": ["lam"]}, "ts_lapse": {"free": ["epsilon"],
                                                                           "epsilon": 0.1}}})
-    df = simulate.synthetic_bandit_dataset(models.Static("dra", 1, 3), TH[None], 0, 1, 10)
+    df = pd.DataFrame({"subject": "x", "block": 0, "trial": np.arange(10), "state": 0,
+                       "action": np.arange(10) % 3, "reward": np.linspace(-1.0, 1.0, 10)})
     cli.fit(df, cfg)
-    assert [p for k, p in calls if k == "dra"] == [2, 2, 2, 8, 8]
-    assert {p for k, p in calls if k == "ts_lapse"} == {1}
+    # (particles, candidates): 3 generations of popsize 4, 2 finalists, 2 replicates
+    assert [(p, c) for k, p, c in calls if k == "dra"] == [(2, 4)] * 3 + [(8, 2), (8, 2)]
+    assert {p for k, p, _ in calls if k == "ts_lapse"} == {1}
 
 
 def test_bandit_config_and_errors():
@@ -145,3 +149,20 @@ def test_bandit_config_and_errors():
         spec.validate(dict(base, figures=["ppc"]))
     with pytest.raises(spec.ConfigError, match="models.ts_lapse.free"):
         spec.validate(dict(base, models={"ts_lapse": {"free": ["beta"]}}))
+
+
+def test_per_model_bounds_override_the_shared_box():
+    """[models.NAME.bounds] replaces [bounds] for that model only (search box and start check)."""
+    cfg = spec.validate({"task": "bandits", "bounds": {"beta": [0.5, 30.0]},
+                         "models": {"a": {"kind": "ts_softmax", "free": ["beta"], "beta": 2.0,
+                                          "bounds": {"beta": [1.0, 3.0]}},
+                                    "b": {"kind": "ts_softmax", "free": ["beta"], "beta": 5.0}}})
+    ta = optimize.Transform(cfg["models"]["a"], cfg["bounds"])
+    tb = optimize.Transform(cfg["models"]["b"], cfg["bounds"])
+    assert (ta.lo[0], ta.hi[0], tb.lo[0], tb.hi[0]) == (1.0, 3.0, 0.5, 30.0)
+    with pytest.raises(spec.ConfigError, match=r"models.a.bounds.beta = \[1.0, 3.0\]"):
+        spec.validate({"task": "bandits", "models": {"a": {
+            "kind": "ts_softmax", "free": ["beta"], "beta": 5.0, "bounds": {"beta": [1.0, 3.0]}}}})
+    with pytest.raises(spec.ConfigError, match="models.a.bounds.beta"):
+        spec.validate({"task": "bandits", "models": {"a": {
+            "kind": "ts_softmax", "free": ["beta"], "beta": 5.0, "bounds": {"beta": [3.0, 1.0]}}}})

@@ -133,9 +133,10 @@ def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.
     """``P(a | s)`` of one action: the same number as ``action_probs(...)[a]`` on the same zeta
     nodes, computed as ``mean_k 1 / sum_j exp(x_kj - x_ka)`` with ``x_k = beta * (q[s] + zeta_k *
     sigma[s])`` (softmax is shift-invariant; an overflowing term gives the limit 0). Only the
-    observed action's column is formed, one ``[K]`` row per action, so the work per particle is
-    ``(A - 1) * K`` exponentials in arrays whose minor axis is the node axis (the filter's hot
-    spot: measured 3-4x faster than the full ``[K, A]`` softmax on this CPU)."""
+    observed action's column is formed, from ``[K]`` rows (node axis minor): no max, no
+    normalization of the other columns, no weighted ``[K, A]`` reduction. Measured on this CPU
+    (the lam0 filter, 256 particles, where it is all the work): 27x faster than
+    ``action_probs(...)[a]``."""
     beta = theta[1]
     q_row, s_row = lat.q[s], lat.sigma[s]
     if st.kind == "qlearn":

@@ -45,6 +45,7 @@ class Transform:
     def __init__(self, mspec: dict, bounds: dict):
         self.free = list(mspec["free"])
         self.idx = np.array([models.PARAMS.index(p) for p in self.free], int)
+        bounds = {**bounds, **mspec.get("bounds", {})}  # a model's own box first
         self.lo = np.array([bounds[p][0] for p in self.free])
         self.hi = np.array([bounds[p][1] for p in self.free])
         self.base = np.array([mspec["values"][p] for p in models.PARAMS], np.float64)
@@ -83,8 +84,9 @@ def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None 
              search: bool = False):
     """Log-likelihoods ``[N, C]`` of ``theta [N, C, 6]`` with candidate c's particle noise from
     ``tags[c]`` (one tag for all: common random numbers). Candidates are evaluated ``width`` at a
-    time (padding the last call), so every call of a fit has the same shape and compiles once
-    (twice with ``fit.search_particles``: ``search=True`` marks the search's calls)."""
+    time (padding the last call), so every search call of a fit has the same shape and compiles
+    once; the finalists and the replicates are one call each at their own width (not padded to
+    the population: at 256 particles a padded column costs as much as a real one)."""
     st = static_for(cfg, kind)
     tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
     n, c = theta.shape[:2]
@@ -144,12 +146,12 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
             for i, e in enumerate(es):
                 finalists[i] += [np.asarray(e.result.xbest, float), np.asarray(e.mean, float)]
         cand = np.stack([np.stack(c) for c in finalists])  # [N, 2 * restarts, d]
-        ll = evaluate(cfg, kind, ds, tf.theta(cand), _FINALISTS, popsize)
+        ll = evaluate(cfg, kind, ds, tf.theta(cand), _FINALISTS)  # width 2 x restarts
         best_y = cand[np.arange(n), np.argmax(ll, axis=1)]
     else:
         best_y = np.zeros((n, 0))
     reps = evaluate(cfg, kind, ds, tf.theta(np.repeat(best_y[:, None, :], f["n_reps"], 1)),
-                    _WINNER + np.arange(f["n_reps"]), popsize)  # [N, R] independent replicates
+                    _WINNER + np.arange(f["n_reps"]))  # [N, R] independent replicates
     elapsed = time.perf_counter() - t0
     out = []
     for i, s in enumerate(ds.subjects):

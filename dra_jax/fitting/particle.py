@@ -27,7 +27,9 @@ Measured costs (benchmarks/bench_fit.py; 2-core CPU): the choice probability is 
 observed action only (:func:`dra_jax.fitting.models.chosen_prob`), the rollouts are elementwise
 chains over ``[n_traj]`` arrays, their normals come from a Box-Muller transform
 (:func:`dra_jax.fitting.models.normal_box_muller`) and the whole call is traced with the
-non-partitionable threefry; together about 4x the first version's throughput at 256 particles.
+non-partitionable threefry; together 3.5x the first version's throughput at 256 particles
+(2.7x in CPU time), 6x at 16 and 75x for the one-particle lam0 filter
+(benchmarks/results/fit_cpu_v2*.json).
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def true_parameters(cfg: dict, name: str, n: int, rng: np.random.Generator) -> p
     mspec = cfg["models"][name]
     cols = {}
     for p in mspec["free"]:
-        lo, hi = cfg["bounds"][p]
+        lo, hi = {**cfg["bounds"], **mspec.get("bounds", {})}[p]
         w = hi - lo
         cols[p] = rng.uniform(lo + 0.1 * w, hi - 0.1 * w, n)
     return pd.DataFrame(cols)

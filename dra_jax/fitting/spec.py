@@ -6,7 +6,7 @@
                  one-state agent) | ts_softmax | ts_lapse | blasts (bandits); free = [names];
                  any parameter name = its fixed value (and the search's start)
     [bounds]     parameter = [lo, hi] (the search box; free parameters are mapped to R by a
-                 logistic transform)
+                 logistic transform); [models.NAME.bounds] overrides it for one model
     [recovery]   (optional) simulate subjects instead of reading --data
 """
 from __future__ import annotations
@@ -84,9 +84,9 @@ def _check_model(name: str, raw, task: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"models.{name}", "expected a table")
     for key in raw:
-        if key not in ("kind", "free", *PARAMS):
+        if key not in ("kind", "free", "bounds", *PARAMS):
             raise ConfigError(f"models.{name}.{key}", "unknown key; allowed: kind, free, "
-                              + ", ".join(PARAMS))
+                              "bounds, " + ", ".join(PARAMS))
     kind = Field(str, name if name in KINDS else None, choices=KINDS).validate(
         f"models.{name}.kind", raw.get("kind", name if name in KINDS else None))
     if (kind in BANDIT_KINDS) != (task == "bandits") and kind in BANDIT_KINDS:
@@ -109,7 +109,20 @@ def _check_model(name: str, raw, task: str) -> dict:
         raise ConfigError(f"models.{name}.{bad[0]}", f"expected a number > 0, got {values[bad[0]]}")
     if values["epsilon"] >= 1:
         raise ConfigError(f"models.{name}.epsilon", f"expected a lapse rate < 1, got {values['epsilon']}")
-    return {"kind": kind, "free": free, "values": values}
+    own = raw.get("bounds", {})
+    if not isinstance(own, dict):
+        raise ConfigError(f"models.{name}.bounds", "expected a table {parameter = [lo, hi]}")
+    return {"kind": kind, "free": free, "values": values,
+            "bounds": {p: _check_bounds(f"models.{name}.bounds.{p}", p, v) for p, v in own.items()}}
+
+
+def _check_bounds(key: str, p: str, v) -> list:
+    if p not in PARAMS:
+        raise ConfigError(key, f"unknown parameter; allowed: {', '.join(PARAMS)}")
+    v = Field(list, item_kind=float).validate(key, v)
+    if len(v) != 2 or not v[0] < v[1] or v[0] < 0 or not all(map(math.isfinite, v)):
+        raise ConfigError(key, f"expected [lo, hi] with 0 <= lo < hi, got {v}")
+    return v
 
 
 def validate(raw: dict) -> dict:
@@ -150,18 +163,15 @@ def validate(raw: dict) -> dict:
         raise ConfigError("bounds", "expected a table")
     cfg["bounds"] = copy.deepcopy(BOUNDS)
     for p, v in bounds.items():
-        if p not in PARAMS:
-            raise ConfigError(f"bounds.{p}", f"unknown parameter; allowed: {', '.join(PARAMS)}")
-        v = Field(list, item_kind=float).validate(f"bounds.{p}", v)
-        if len(v) != 2 or not v[0] < v[1] or v[0] < 0 or not all(map(math.isfinite, v)):
-            raise ConfigError(f"bounds.{p}", f"expected [lo, hi] with 0 <= lo < hi, got {v}")
-        cfg["bounds"][p] = v
+        cfg["bounds"][p] = _check_bounds(f"bounds.{p}", p, v)
     for n, m in cfg["models"].items():
         for p in m["free"]:
-            lo, hi = cfg["bounds"][p]
+            own = p in m["bounds"]
+            lo, hi = m["bounds"][p] if own else cfg["bounds"][p]
             if not lo < m["values"][p] < hi:
+                where = f"models.{n}.bounds.{p}" if own else f"bounds.{p}"
                 raise ConfigError(f"models.{n}.{p}", f"start value {m['values'][p]} must lie "
-                                  f"strictly inside bounds.{p} = [{lo}, {hi}]")
+                                  f"strictly inside {where} = [{lo}, {hi}]")
     if "recovery" in raw:
         rec = raw["recovery"]
         if not isinstance(rec, dict):
