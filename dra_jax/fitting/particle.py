@@ -100,9 +100,10 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
         ess = 1.0 / fixed_order_sum(jnp.exp(2.0 * logw))
         return lat, logw, ll, obs & (ess < ess_threshold * p)
 
-    def resample(key, do, lat, logw):
+    def resample(key, do, lat, logw, n_res):
         idx = jnp.where(do, _systematic(key, logw), jnp.arange(p, dtype=jnp.int32))
-        return jax.tree.map(lambda x: x[idx], lat), jnp.where(do, -jnp.log(float(p)), logw)
+        return (jax.tree.map(lambda x: x[idx], lat), jnp.where(do, -jnp.log(float(p)), logw),
+                n_res + do.astype(jnp.int32))
 
     def move(th, key, lat, obs, s, a, r, block):
         new = jax.vmap(partial(models.update, st, th), in_axes=(0, None, None, None, None, 0))(
@@ -117,9 +118,9 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
         lat, logw, ll, do = _lanes(weigh)(theta, lat, logw, ll, s, a, new_block, valid)
         kt = jax.vmap(jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t))))(keys)
         if p > 1:
-            lat, logw = jax.lax.cond(jnp.any(do), _lanes(resample), lambda k, d, x, w: (x, w),
-                                     kt[:, :, 0], do, lat, logw)
-            n_res = n_res + do.astype(jnp.int32)
+            lat, logw, n_res = jax.lax.cond(jnp.any(do), _lanes(resample),
+                                            lambda k, d, x, w, n: (x, w, n),
+                                            kt[:, :, 0], do, lat, logw, n_res)
         obs = valid & (a >= 0)
         lat = _lanes(move)(theta, kt[:, :, 1], lat, obs, s, a, r, block)
         return (lat, logw, ll, n_res), None
