@@ -8,7 +8,10 @@ model's start values, the others from random points of the box). The finalists (
 best and mean) are re-evaluated with fresh particles, the best is the winner, and the winner is
 evaluated once more with fresh particles in ``n_reps`` independent replicates: the reported
 log-likelihood is ``log mean_r exp(ll_r)`` (the log of the unbiased likelihood estimate), its
-Monte Carlo SE the standard deviation of ``ll_r`` over sqrt(n_reps).
+Monte Carlo SE the standard deviation of ``ll_r`` over sqrt(n_reps). With
+``fit.search_particles`` the search's calls use that many particles (the search only ranks
+candidates of one subject under common random numbers), the finalists and the replicates
+``fit.n_particles``.
 
 Each subject's random streams (CMA-ES and particle noise) derive from its label, so its fit does
 not depend on which other subjects share its batch.
@@ -42,6 +45,7 @@ class Transform:
     def __init__(self, mspec: dict, bounds: dict):
         self.free = list(mspec["free"])
         self.idx = np.array([models.PARAMS.index(p) for p in self.free], int)
+        bounds = {**bounds, **mspec.get("bounds", {})}  # a model's own box first
         self.lo = np.array([bounds[p][0] for p in self.free])
         self.hi = np.array([bounds[p][1] for p in self.free])
         self.base = np.array([mspec["values"][p] for p in models.PARAMS], np.float64)
@@ -67,14 +71,22 @@ def _keys(subjects, tags: np.ndarray):
     return jax.vmap(lambda k: jax.vmap(lambda t: jax.random.fold_in(k, t))(tags))(base)
 
 
-def _n_particles(cfg, kind):
-    return cfg["fit"]["n_particles"] if models.STOCHASTIC[kind] else 1
+def _n_particles(cfg, kind, search=False):
+    """Particles of a likelihood call: 1 for a deterministic model (exact); during the CMA-ES
+    search ``fit.search_particles`` when set, else ``fit.n_particles``."""
+    if not models.STOCHASTIC[kind]:
+        return 1
+    f = cfg["fit"]
+    return f["search_particles"] if search and f["search_particles"] else f["n_particles"]
 
 
-def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None = None):
+def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None = None,
+             search: bool = False):
     """Log-likelihoods ``[N, C]`` of ``theta [N, C, 6]`` with candidate c's particle noise from
     ``tags[c]`` (one tag for all: common random numbers). Candidates are evaluated ``width`` at a
-    time (padding the last call), so every call of a fit has the same shape and compiles once."""
+    time (padding the last call), so every search call of a fit has the same shape and compiles
+    once; the finalists and the replicates are one call each at their own width (not padded to
+    the population: at 256 particles a padded column costs as much as a real one)."""
     st = static_for(cfg, kind)
     tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
     n, c = theta.shape[:2]
@@ -87,7 +99,7 @@ def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None 
         if pad:
             th = np.concatenate([th, np.repeat(th[:, -1:], pad, 1)], 1)
             tg = np.concatenate([tg, np.repeat(tg[-1:], pad)])
-        ll, _ = particle.loglik(st, _n_particles(cfg, kind), cfg["fit"]["ess_threshold"],
+        ll, _ = particle.loglik(st, _n_particles(cfg, kind, search), cfg["fit"]["ess_threshold"],
                                jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg))
         out.append(np.asarray(ll, np.float64)[:, :width - pad])
     return np.concatenate(out, 1)
@@ -123,7 +135,7 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
                         e.mean[None], popsize, 0))
                     states[i] = np.random.get_state()
                 ys = np.stack(ys)  # [N, popsize, d]
-                ll = evaluate(cfg, kind, ds, tf.theta(ys), run * 10_000 + gen, popsize)
+                ll = evaluate(cfg, kind, ds, tf.theta(ys), run * 10_000 + gen, popsize, search=True)
                 for i, e in enumerate(es):
                     if not e.stop():
                         with warnings.catch_warnings():
@@ -134,12 +146,12 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
             for i, e in enumerate(es):
                 finalists[i] += [np.asarray(e.result.xbest, float), np.asarray(e.mean, float)]
         cand = np.stack([np.stack(c) for c in finalists])  # [N, 2 * restarts, d]
-        ll = evaluate(cfg, kind, ds, tf.theta(cand), _FINALISTS, popsize)
+        ll = evaluate(cfg, kind, ds, tf.theta(cand), _FINALISTS)  # width 2 x restarts
         best_y = cand[np.arange(n), np.argmax(ll, axis=1)]
     else:
         best_y = np.zeros((n, 0))
     reps = evaluate(cfg, kind, ds, tf.theta(np.repeat(best_y[:, None, :], f["n_reps"], 1)),
-                    _WINNER + np.arange(f["n_reps"]), popsize)  # [N, R] independent replicates
+                    _WINNER + np.arange(f["n_reps"]))  # [N, R] independent replicates
     elapsed = time.perf_counter() - t0
     out = []
     for i, s in enumerate(ds.subjects):

@@ -7,7 +7,7 @@ data. The filter (Gordon et al. 1993; Findling et al. 2019 for noisy learners):
 
     particles i = 1..P start at the block's initial state, normalized log-weights log W_i
     for each trial t with an observed action:
-        w_i = P(a_t | s_t; z_i)                                   (models.action_probs)
+        w_i = P(a_t | s_t; z_i)                                   (models.chosen_prob)
         loglik += log sum_i W_i w_i ;  W_i <- W_i w_i / sum_j W_j w_j
         resample systematically when ESS = 1 / sum_i W_i^2 < ess_threshold * P
         z_i <- update(z_i; s_t, a_t, r_t, own rollouts)             (models.update)
@@ -17,10 +17,19 @@ data. The filter (Gordon et al. 1993; Findling et al. 2019 for noisy learners):
 With a deterministic latent state every particle is the same and one particle gives the exact
 likelihood.
 
-Layout: one ``jit`` of ``vmap`` (subjects) of ``vmap`` (candidates or replicates) of a
-``lax.scan`` over trials whose carry holds the P particles. Noise of trial t comes from
-``fold_in(key, t)`` with the subject's own key, so a subject's numbers do not depend on its
-batch-mates or on how many trials they have (common random numbers across candidates).
+Layout: one ``jit`` of a ``lax.scan`` over trials whose carry holds every lane's particles
+``[N subjects, C candidates, P, ...]``; the per-particle work is vmapped inside the step.
+Noise of trial t comes from ``fold_in(key, t)`` with the lane's own key, so a subject's numbers
+do not depend on its batch-mates or on how many trials they have (common random numbers across
+candidates).
+
+Measured costs (benchmarks/bench_fit.py; 2-core CPU): the choice probability is formed for the
+observed action only (:func:`dra_jax.fitting.models.chosen_prob`), the rollouts are elementwise
+chains over ``[n_traj]`` arrays, their normals come from a Box-Muller transform
+(:func:`dra_jax.fitting.models.normal_box_muller`) and the whole call is traced with the
+non-partitionable threefry; together 3.5x the first version's throughput at 256 particles
+(2.7x in CPU time), 6x at 16 and 75x for the one-particle lam0 filter
+(benchmarks/results/fit_cpu_v2*.json).
 """
 from __future__ import annotations
 
@@ -59,55 +68,86 @@ def _log_sum_exp(x: jax.Array) -> jax.Array:
     return m + jnp.log(fixed_order_sum(jnp.exp(x - m)))
 
 
-def filter_one(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
-               tr: Trials, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Log-likelihood estimate of one subject under one theta, and the number of resamplings."""
-    p = n_particles
-    lat0 = models.init(st, theta)
-    lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x, (p,) + x.shape), lat0)
-    logw0 = jnp.full((p,), -jnp.log(float(p)), jnp.float32)
-    upd = jax.vmap(partial(models.update, st, theta), in_axes=(0, None, None, None, None, 0))
-    prob = jax.vmap(partial(models.action_probs, st, theta), in_axes=(0, None))
+def _lanes(f):
+    """vmap over subjects (axis 0) and candidates (axis 1) of a per-lane function."""
+    return jax.vmap(jax.vmap(f))
 
-    def step(carry, xs):
-        lat, logw, ll, n_res = carry
-        t, s, a, r, new_block, valid, block = xs
-        lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0, x), lat, lat_p)
-        logw = jnp.where(new_block, logw0, logw)
+
+def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
+            tr: Trials, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The filter of every lane (subject x candidate) at once: one ``lax.scan`` over trials
+    whose carry holds ``[N, C, P, ...]`` particles. Resampling, the one step that is not
+    per-particle, runs under a ``lax.cond`` taken only on trials where some lane's ESS fell
+    below the threshold (a lane that does not resample gets the identity, so its numbers do not
+    depend on its batch-mates)."""
+    p = n_particles
+    n, c = theta.shape[:2]
+    lat0 = _lanes(partial(models.init, st))(theta)
+    lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[:, :, None], (n, c, p) + x.shape[2:]), lat0)
+    logw0 = jnp.full((n, c, p), -jnp.log(float(p)), jnp.float32)
+
+    def weigh(th, lat, logw, ll, s, a, new_block, valid):
+        """Reset at a block's start, weigh by P(a | s), accumulate log mean weight (one lane)."""
+        lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0, x), lat, models.init(st, th))
+        logw = jnp.where(new_block, -jnp.log(float(p)), logw)
         obs = valid & (a >= 0)
-        a_safe = jnp.maximum(a, 0)
-        w = prob(lat, s)[:, a_safe]
+        w = jax.vmap(partial(models.chosen_prob, st, th), in_axes=(0, None, None))(
+            lat, s, jnp.maximum(a, 0))
         lw = logw + jnp.log(jnp.maximum(w, 1e-30))
         inc = _log_sum_exp(lw)  # log sum_i W_i w_i (W normalized)
         ll = ll + jnp.where(obs, inc, 0.0)
         logw = jnp.where(obs, lw - inc, logw)
-        kt = jax.random.fold_in(key, t)
-        k_res, k_upd = jax.random.split(kt)
+        ess = 1.0 / fixed_order_sum(jnp.exp(2.0 * logw))
+        return lat, logw, ll, obs & (ess < ess_threshold * p)
+
+    def resample(key, do, lat, logw, n_res):
+        idx = jnp.where(do, _systematic(key, logw), jnp.arange(p, dtype=jnp.int32))
+        return (jax.tree.map(lambda x: x[idx], lat), jnp.where(do, -jnp.log(float(p)), logw),
+                n_res + do.astype(jnp.int32))
+
+    def move(th, key, lat, obs, s, a, r, block):
+        new = jax.vmap(partial(models.update, st, th), in_axes=(0, None, None, None, None, 0))(
+            lat, s, jnp.maximum(a, 0), r, block, models.draw_noise(st, key, (p,)))
+        return jax.tree.map(lambda x1, x0: jnp.where(obs, x1, x0), new, lat)
+
+    def step(carry, xs):
+        lat, logw, ll, n_res = carry
+        t, s, a, r, new_block, valid, block = xs  # [N] / [N, S]: broadcast over candidates
+        bc = lambda x: jnp.broadcast_to(x[:, None], (n, c) + x.shape[1:])  # noqa: E731
+        s, a, r, new_block, valid, block = map(bc, (s, a, r, new_block, valid, block))
+        lat, logw, ll, do = _lanes(weigh)(theta, lat, logw, ll, s, a, new_block, valid)
+        kt = jax.vmap(jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t))))(keys)
         if p > 1:
-            ess = 1.0 / fixed_order_sum(jnp.exp(2.0 * logw))
-            do = obs & (ess < ess_threshold * p)
-            idx = jnp.where(do, _systematic(k_res, logw), jnp.arange(p, dtype=jnp.int32))
-            lat = jax.tree.map(lambda x: x[idx], lat)
-            logw = jnp.where(do, logw0, logw)
-            n_res = n_res + do.astype(jnp.int32)
-        new = upd(lat, s, a_safe, r, block, models.draw_noise(st, k_upd, (p,)))
-        lat = jax.tree.map(lambda n, o: jnp.where(obs, n, o), new, lat)
+            lat, logw, n_res = jax.lax.cond(jnp.any(do), _lanes(resample),
+                                            lambda k, d, x, w, n: (x, w, n),
+                                            kt[:, :, 0], do, lat, logw, n_res)
+        obs = valid & (a >= 0)
+        lat = _lanes(move)(theta, kt[:, :, 1], lat, obs, s, a, r, block)
         return (lat, logw, ll, n_res), None
 
-    t_idx = jnp.arange(tr.s.shape[0], dtype=jnp.int32)
-    init = (lat_p, logw0, jnp.float32(0.0), jnp.int32(0))
-    (_, _, ll, n_res), _ = jax.lax.scan(step, init, (t_idx, tr.s, tr.a, tr.r, tr.new_block,
-                                                     tr.valid, tr.block))
+    t_idx = jnp.arange(tr.s.shape[1], dtype=jnp.int32)
+    xs = (t_idx,) + tuple(jnp.moveaxis(x, 1, 0) for x in (tr.s, tr.a, tr.r, tr.new_block,
+                                                         tr.valid, tr.block))
+    init = (lat_p, logw0, jnp.zeros((n, c), jnp.float32), jnp.zeros((n, c), jnp.int32))
+    (_, _, ll, n_res), _ = jax.lax.scan(step, init, xs)
     return ll, n_res
 
 
 @partial(jax.jit, static_argnames=("st", "n_particles", "ess_threshold"))
+def _loglik(st, n_particles, ess_threshold, theta, trials, keys):
+    return _filter(st, n_particles, ess_threshold, theta, trials, keys)
+
+
 def loglik(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
            trials: Trials, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Log-likelihood estimates ``[N, C]`` (and resampling counts) of N subjects x C candidate
     parameter vectors ``theta [N, C, len(PARAMS)]`` in one compiled call. ``keys [N, C]``: the
     particle noise of each candidate -- the same key for a subject's candidates gives common
-    random numbers; the same theta under different keys gives independent replicates."""
-    one = partial(filter_one, st, n_particles, ess_threshold)
-    per_c = jax.vmap(one, in_axes=(0, None, 0))
-    return jax.vmap(per_c)(theta, trials, keys)
+    random numbers; the same theta under different keys gives independent replicates.
+
+    Traced with ``jax_threefry_partitionable`` off (a key in the jit cache): the rollouts' noise
+    is drawn per trial in small blocks, where the partitionable threefry was measured 12x slower
+    on this CPU (DESIGN.md); both are streams of the same key, and a key's draws do not depend
+    on how keys are batched in either mode."""
+    with jax.threefry_partitionable(False):
+        return _loglik(st, n_particles, ess_threshold, theta, trials, keys)

@@ -2,7 +2,8 @@
 
 For each generating model, ``n_subjects`` agents with parameters drawn uniformly from the middle
 80% of each free parameter's box (``[bounds]``) act on fresh stimulus-response designs
-(:func:`dra_jax.fitting.simulate.synthetic_dataset`); every model of the config is then fitted to
+(:func:`dra_jax.fitting.simulate.synthetic_dataset`) or fresh Gaussian bandits
+(:func:`dra_jax.fitting.simulate.synthetic_bandit_dataset`); every model of the config is then fitted to
 every simulated subject. Parameter recovery (the generating model fitted to its own data): per
 parameter the Pearson and Spearman correlation of true vs recovered, the bias (mean of recovered
 - true) and the RMSE. Model recovery: the confusion matrix ``P(best model by BIC | generating
@@ -22,7 +23,7 @@ def true_parameters(cfg: dict, name: str, n: int, rng: np.random.Generator) -> p
     mspec = cfg["models"][name]
     cols = {}
     for p in mspec["free"]:
-        lo, hi = cfg["bounds"][p]
+        lo, hi = {**cfg["bounds"], **mspec.get("bounds", {})}[p]
         w = hi - lo
         cols[p] = rng.uniform(lo + 0.1 * w, hi - 0.1 * w, n)
     return pd.DataFrame(cols)
@@ -57,8 +58,13 @@ def run(cfg: dict, progress=None):
             np.tile(tf.base, (rec["n_subjects"], 1))
         subjects = [f"{g}_{i:03d}" for i in range(rec["n_subjects"])]
         st = optimize.static_for(cfg, mspec["kind"])
-        frames.append(simulate.synthetic_dataset(st, theta, cfg["seed"] * 1000 + gi,
-                                                 tuple(rec["set_sizes"]), rec["reps"], subjects))
+        seed = cfg["seed"] * 1000 + gi
+        if cfg["task"] == "bandits":
+            frames.append(simulate.synthetic_bandit_dataset(st, theta, seed, rec["n_blocks"],
+                                                            rec["n_trials"], subjects))
+        else:
+            frames.append(simulate.synthetic_dataset(st, theta, seed, tuple(rec["set_sizes"]),
+                                                     rec["reps"], subjects))
         truth.insert(0, "subject", subjects)
         truths[g] = truth
     df = pd.concat(frames, ignore_index=True)

@@ -1,11 +1,12 @@
 """The fit config: TOML -> validated dict (every key checked, naming it, before anything runs).
 
-    task = "stimulus_response"      seed, out, description, figures
+    task = "stimulus_response" | "bandits"      seed, out, description, figures
     [fit]        particle filter and CMA-ES settings (FIT_FIELDS)
-    [models.NAME] kind = dra | dra_equal | lam0 | qlearn; free = [parameter names];
+    [models.NAME] kind = dra | dra_equal | lam0 | qlearn (both tasks; on "bandits" DRA is the
+                 one-state agent) | ts_softmax | ts_lapse | blasts (bandits); free = [names];
                  any parameter name = its fixed value (and the search's start)
     [bounds]     parameter = [lo, hi] (the search box; free parameters are mapped to R by a
-                 logistic transform)
+                 logistic transform); [models.NAME.bounds] overrides it for one model
     [recovery]   (optional) simulate subjects instead of reading --data
 """
 from __future__ import annotations
@@ -14,9 +15,9 @@ import copy
 import math
 
 from dra_jax.config import ConfigError, Field, load_raw
-from dra_jax.fitting.models import KINDS, PARAMS, USES
+from dra_jax.fitting.models import BANDIT_KINDS, KINDS, PARAMS, USES
 
-TASKS = ("stimulus_response",)
+TASKS = ("stimulus_response", "bandits")
 FIGURES = ("ppc", "recovery_scatter", "confusion")
 
 
@@ -33,6 +34,9 @@ TOP_FIELDS = {
 
 FIT_FIELDS = {
     "n_particles": Field(int, 256, "particles per subject x candidate (stochastic models)", lo=1),
+    "search_particles": Field(int, 0, "particles during the CMA-ES search (0: n_particles); "
+                                      "the finalists and the winner's replicates use n_particles",
+                              lo=0),
     "n_reps": Field(int, 8, "independent replicates of the winner's re-evaluation (SE)", lo=2),
     "ess_threshold": Field(float, 0.5, "resample when ESS < ess_threshold * n_particles",
                            lo=0.0, hi=1.0),
@@ -57,9 +61,13 @@ FIT_FIELDS = {
 }
 
 DEFAULTS = {"lam": 0.1, "beta": 10.0, "alpha_q": 0.3, "alpha_sigma": 0.1, "sigma_base": 1.0,
-            "sigma0": 0.5}
+            "sigma0": 0.5, "epsilon": 0.0, "ba_beta": 1.0, "prior_mean": 0.0, "prior_sd": 1.0,
+            "noise_sd": 1.0}
 BOUNDS = {"lam": [0.0, 2.0], "beta": [0.5, 50.0], "alpha_q": [0.01, 1.0],
-          "alpha_sigma": [0.0, 1.0], "sigma_base": [0.05, 5.0], "sigma0": [0.01, 5.0]}
+          "alpha_sigma": [0.0, 1.0], "sigma_base": [0.05, 5.0], "sigma0": [0.01, 5.0],
+          "epsilon": [0.0, 0.5], "ba_beta": [0.01, 100.0], "prior_mean": [0.0, 5.0],
+          "prior_sd": [0.05, 10.0], "noise_sd": [0.05, 10.0]}
+POSITIVE = ("beta", "sigma_base", "sigma0", "ba_beta", "prior_sd", "noise_sd")
 
 RECOVERY_FIELDS = {
     "n_subjects": Field(int, 20, "simulated subjects per generating model", lo=1),
@@ -67,18 +75,22 @@ RECOVERY_FIELDS = {
     "reps": Field(int, 13, "presentations of each stimulus in a block", lo=1),
     "generating": Field(list, [], "models (names of [models]) that generate data; empty: all",
                         item_kind=str),
+    "n_blocks": Field(int, 4, "bandits: blocks (fresh arm means ~ N(0, 1)) per subject", lo=1),
+    "n_trials": Field(int, 50, "bandits: trials per block", lo=1),
 }
 
 
-def _check_model(name: str, raw) -> dict:
+def _check_model(name: str, raw, task: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"models.{name}", "expected a table")
     for key in raw:
-        if key not in ("kind", "free", *PARAMS):
+        if key not in ("kind", "free", "bounds", *PARAMS):
             raise ConfigError(f"models.{name}.{key}", "unknown key; allowed: kind, free, "
-                              + ", ".join(PARAMS))
+                              "bounds, " + ", ".join(PARAMS))
     kind = Field(str, name if name in KINDS else None, choices=KINDS).validate(
         f"models.{name}.kind", raw.get("kind", name if name in KINDS else None))
+    if (kind in BANDIT_KINDS) != (task == "bandits") and kind in BANDIT_KINDS:
+        raise ConfigError(f"models.{name}.kind", f"{kind!r} needs task = \"bandits\"")
     free = Field(list, [], item_kind=str, choices=PARAMS).validate(
         f"models.{name}.free", raw.get("free", []))
     for p in free:
@@ -90,11 +102,27 @@ def _check_model(name: str, raw) -> dict:
     values = dict(DEFAULTS)
     for p in PARAMS:
         if p in raw:
-            values[p] = Field(float, lo=0.0).validate(f"models.{name}.{p}", raw[p])
-    if values["beta"] <= 0 or values["sigma_base"] <= 0 or values["sigma0"] <= 0:
-        bad = [p for p in ("beta", "sigma_base", "sigma0") if values[p] <= 0][0]
-        raise ConfigError(f"models.{name}.{bad}", f"expected a number > 0, got {values[bad]}")
-    return {"kind": kind, "free": free, "values": values}
+            values[p] = Field(float, lo=None if p == "prior_mean" else 0.0).validate(
+                f"models.{name}.{p}", raw[p])
+    bad = [p for p in POSITIVE if values[p] <= 0]
+    if bad:
+        raise ConfigError(f"models.{name}.{bad[0]}", f"expected a number > 0, got {values[bad[0]]}")
+    if values["epsilon"] >= 1:
+        raise ConfigError(f"models.{name}.epsilon", f"expected a lapse rate < 1, got {values['epsilon']}")
+    own = raw.get("bounds", {})
+    if not isinstance(own, dict):
+        raise ConfigError(f"models.{name}.bounds", "expected a table {parameter = [lo, hi]}")
+    return {"kind": kind, "free": free, "values": values,
+            "bounds": {p: _check_bounds(f"models.{name}.bounds.{p}", p, v) for p, v in own.items()}}
+
+
+def _check_bounds(key: str, p: str, v) -> list:
+    if p not in PARAMS:
+        raise ConfigError(key, f"unknown parameter; allowed: {', '.join(PARAMS)}")
+    v = Field(list, item_kind=float).validate(key, v)
+    if len(v) != 2 or not v[0] < v[1] or v[0] < 0 or not all(map(math.isfinite, v)):
+        raise ConfigError(key, f"expected [lo, hi] with 0 <= lo < hi, got {v}")
+    return v
 
 
 def validate(raw: dict) -> dict:
@@ -118,29 +146,32 @@ def validate(raw: dict) -> dict:
             raise ConfigError(f"fit.{key}", f"unknown key; allowed: {', '.join(sorted(FIT_FIELDS))}")
     cfg["fit"] = {k: f.validate(f"fit.{k}", sec[k]) if k in sec else f.default
                   for k, f in FIT_FIELDS.items()}
+    if task == "bandits":  # one state (the data's state column is 0)
+        if sec.get("n_states", 1) != 1:
+            raise ConfigError("fit.n_states", "must be 1 for task = \"bandits\"")
+        cfg["fit"]["n_states"] = 1
+        if "figures" not in raw:
+            cfg["figures"] = []
     if cfg["fit"]["sigma_min"] > cfg["fit"]["sigma_max"]:
         raise ConfigError("fit.sigma_min", "must be <= fit.sigma_max")
-    mods = raw.get("models", {k: {} for k in KINDS})
+    mods = raw.get("models", {k: {} for k in KINDS if k not in BANDIT_KINDS})
     if not isinstance(mods, dict) or not mods:
         raise ConfigError("models", "expected at least one table [models.NAME]")
-    cfg["models"] = {n: _check_model(n, m) for n, m in mods.items()}
+    cfg["models"] = {n: _check_model(n, m, task) for n, m in mods.items()}
     bounds = raw.get("bounds", {})
     if not isinstance(bounds, dict):
         raise ConfigError("bounds", "expected a table")
     cfg["bounds"] = copy.deepcopy(BOUNDS)
     for p, v in bounds.items():
-        if p not in PARAMS:
-            raise ConfigError(f"bounds.{p}", f"unknown parameter; allowed: {', '.join(PARAMS)}")
-        v = Field(list, item_kind=float).validate(f"bounds.{p}", v)
-        if len(v) != 2 or not v[0] < v[1] or v[0] < 0 or not all(map(math.isfinite, v)):
-            raise ConfigError(f"bounds.{p}", f"expected [lo, hi] with 0 <= lo < hi, got {v}")
-        cfg["bounds"][p] = v
+        cfg["bounds"][p] = _check_bounds(f"bounds.{p}", p, v)
     for n, m in cfg["models"].items():
         for p in m["free"]:
-            lo, hi = cfg["bounds"][p]
+            own = p in m["bounds"]
+            lo, hi = m["bounds"][p] if own else cfg["bounds"][p]
             if not lo < m["values"][p] < hi:
+                where = f"models.{n}.bounds.{p}" if own else f"bounds.{p}"
                 raise ConfigError(f"models.{n}.{p}", f"start value {m['values'][p]} must lie "
-                                  f"strictly inside bounds.{p} = [{lo}, {hi}]")
+                                  f"strictly inside {where} = [{lo}, {hi}]")
     if "recovery" in raw:
         rec = raw["recovery"]
         if not isinstance(rec, dict):
@@ -154,10 +185,12 @@ def validate(raw: dict) -> dict:
         for g in r["generating"]:
             if g not in cfg["models"]:
                 raise ConfigError("recovery.generating", f"{g!r} is not a model of [models]")
-        if max(r["set_sizes"]) > cfg["fit"]["n_states"]:
+        if task == "stimulus_response" and max(r["set_sizes"]) > cfg["fit"]["n_states"]:
             raise ConfigError("recovery.set_sizes", f"a set size exceeds fit.n_states")
         r["generating"] = r["generating"] or list(cfg["models"])
         cfg["recovery"] = r
+    if task == "bandits" and "ppc" in cfg["figures"]:
+        raise ConfigError("figures", "'ppc' (accuracy by set size) is for stimulus_response")
     for fig in cfg["figures"]:
         if fig in ("recovery_scatter", "confusion") and "recovery" not in cfg:
             raise ConfigError("figures", f"{fig!r} needs a [recovery] section")
