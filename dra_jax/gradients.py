@@ -7,7 +7,6 @@ estimator, so they agree to float tolerance (``tests/test_gradients.py``).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from dra_jax import policy
 

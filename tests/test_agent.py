@@ -1,6 +1,5 @@
 """Algorithm 1 in the lane engine: against a plain-NumPy reference, under jit/vmap, both gradients."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

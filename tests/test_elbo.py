@@ -4,7 +4,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from dra_jax import agent, batching, policy
 from dra_jax.envs.gridworld import GridTask

@@ -202,7 +202,7 @@ def _fig_regret_vs_rate(cfg, results, plt, agents):
                     ax[0, p].annotate(f"{v:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax[0, p].set(title=f"{kind} bandit, K={cfg['task_params']['arms']}, T={cfg['task_params']['steps']}",
                      xlabel="mean information rate of the learning target (nats/step)",
-                     ylabel=f"cumulative regret at T")
+                     ylabel="cumulative regret at T")
         ax[0, p].set_yscale("log")
         ax[0, p].legend(fontsize=8)
     fig.text(0.01, -0.02, "rate: TS H(A*), STS H(A_ε), BLASTS BA channel rate, under the posterior; "

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dra_jax.envs import stimulus_response as sr
-from dra_jax.fitting import models, optimize, simulate
+from dra_jax.fitting import optimize, simulate
 
 
 def _design(g: pd.DataFrame, n_actions: int) -> sr.Design:

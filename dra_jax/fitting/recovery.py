@@ -43,7 +43,7 @@ def parameter_recovery(truth: pd.DataFrame, fitted: pd.DataFrame) -> dict:
 
 def run(cfg: dict, progress=None):
     """Simulate, fit, summarize; returns a FitResults whose ``extra`` holds ``recovery``."""
-    from dra_jax.fitting.cli import FitResults, fit
+    from dra_jax.fitting.cli import fit
 
     rec = cfg["recovery"]
     f = cfg["fit"]

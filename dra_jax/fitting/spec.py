@@ -186,7 +186,7 @@ def validate(raw: dict) -> dict:
             if g not in cfg["models"]:
                 raise ConfigError("recovery.generating", f"{g!r} is not a model of [models]")
         if task == "stimulus_response" and max(r["set_sizes"]) > cfg["fit"]["n_states"]:
-            raise ConfigError("recovery.set_sizes", f"a set size exceeds fit.n_states")
+            raise ConfigError("recovery.set_sizes", "a set size exceeds fit.n_states")
         r["generating"] = r["generating"] or list(cfg["models"])
         cfg["recovery"] = r
     if task == "bandits" and "ppc" in cfg["figures"]:

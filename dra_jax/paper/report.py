@@ -63,7 +63,7 @@ def figure_sections(out: Path, names) -> list[str]:
     for spec in RUNS:
         lines += [f"### {spec.figures}: {spec.title}", "", spec.text, ""]
         if spec.name not in names:
-            lines += [f"_Not part of this run (--only)._", ""]
+            lines += ["_Not part of this run (--only)._", ""]
             continue
         rec = _marker(out, spec.name)
         if rec is None:
