@@ -1,22 +1,33 @@
 """Algorithm 1 (DRA) as a step-synchronous lane machine, vmapped over runs.
 
-Each run is one *lane*. A lane takes one environment step per loop iteration, whatever it is
-doing: the acting episode (expected-SARSA update of the means), one of the ``n_traj`` gradient
-rollouts (accumulating ``Psi_t * grad_sigma log pi(a_t|s_t)``), or one of the evaluation
-rollouts. When a rollout ends the lane starts its next one at once, in Algorithm 1's order::
+Each run is ``W = sub_lanes`` *sub-lanes* wide. Every sub-lane takes one environment step per
+loop iteration, whatever the run is doing; the run's phase says what that is, in Algorithm 1's
+order::
 
-    [eval at k = 0] -> ACT -> GRAD x n_traj -> (sigma update, k += 1) -> [eval if k % every == 0]
-                    -> ACT -> ...
+    [EVAL at k = 0] -> ACT -> GRAD -> (sigma update, k += 1) -> [EVAL if k % every == 0] -> ACT
 
-Steps come in blocks of ``block`` iterations, blocks in superblocks of ``noise_blocks``; the
-random numbers of a superblock (``zeta`` for the action, ``zeta'`` for the expected-SARSA
-target, the action's uniform, a uniform for random starts) are drawn in one call at its start
-from ``fold_in(key, superblock_index)``. After a finished gradient phase or
-evaluation a lane waits (idle) until the block ends, where the *sync* applies the sigma update
-(``sigma += alpha_sigma * (mean_traj_grad - lam * dKL/dsigma)``, clipped to
-``[sigma_min, sigma_max]``), records evaluations and snapshots, and sends the lane on. So a
-lane's numbers depend on its own parameters and key only: batch composition, chunking and
-device count do not change them.
+* ACT (l. 3-9): the acting episode, on sub-lane 0 (the means change at every step, so nothing
+  can run beside it); the other sub-lanes idle.
+* GRAD (l. 10-12): the ``n_traj`` gradient rollouts, which only *read* the memories (q after
+  the acting episode, sigma before its update): trajectory ``j`` runs on sub-lane ``j % W``,
+  the ones of a sub-lane one after another. It starts at the step after the acting episode
+  ends; it is over when every sub-lane has finished its trajectories.
+* EVAL (l. 14): the ``n_rollouts`` evaluation rollouts (read only), rollout ``j`` on sub-lane
+  ``j % W``.
+
+A sub-lane that is not inside a rollout holds a fresh start state, drawn at every step from its
+own reset uniform, and begins its next rollout from it. Steps come in blocks of ``block``
+iterations, blocks in superblocks of ``noise_blocks``; the random numbers of a superblock
+(``[rows, W, 2A + 2]``: ``zeta`` for the action, ``zeta'`` for the expected-SARSA target, the
+action's uniform, a uniform for random starts, per sub-lane) are drawn in one call at its start
+from ``fold_in(key, superblock_index)``. After GRAD or EVAL the run waits (idle) until the block
+ends, where the *sync* applies the sigma update (``sigma += alpha_sigma * (mean_traj_grad - lam
+* dKL/dsigma)``, clipped to ``[sigma_min, sigma_max]``), records evaluations and snapshots, and
+sends the run on. So a run's numbers depend on its own parameters, key and the static
+configuration (``block``, ``noise_blocks``, ``sub_lanes``) only: batch composition, chunking
+and device count do not change them. With ``sub_lanes = 1`` this is the one-lane-per-run
+engine; wider runs shorten a run's critical path per episode from ``1 + n_traj`` rollouts to
+about 2 (:mod:`dra_jax.reference` walks the same timeline in NumPy).
 
 Why this layout (DESIGN.md "Performance"): ``vmap`` of a fixed-trip ``fori_loop`` is a loop
 over the vmapped body, while ``vmap`` of a per-rollout ``while_loop`` makes every lane wait for
@@ -72,6 +83,7 @@ class AgentStatic(NamedTuple):
     block: int = 16  # env steps between syncs
     noise_blocks: int = 8  # blocks per random-number draw (a superblock)
     unroll: int = 1  # unroll of the step loop within a block
+    sub_lanes: int = 1  # W: lanes per run (gradient and evaluation rollouts side by side)
 
     @property
     def eval_episodes(self) -> np.ndarray:
@@ -104,34 +116,36 @@ def stack_params(params: list[dict]) -> dict:
 
 
 class Lane(NamedTuple):
-    """The whole state of one run (a pytree); ``advance`` maps Lane -> Lane."""
+    """The whole state of one run (a pytree); ``advance`` maps Lane -> Lane. Fields marked [W]
+    have one entry per sub-lane."""
 
     q: jax.Array  # [S, A]
     sigma: jax.Array  # [S, A]
     opt_state: Any
-    G: jax.Array  # [S, A] sum over trajectories of Psi-weighted scores (A, Q; R's -S_t part)
+    G: jax.Array  # [W, S, A] per sub-lane sums of Psi-weighted scores (A, Q; R's -S_t part)
     E: jax.Array  # [n_traj, S, A] per-trajectory discounted score sums (Psi = R), else [0]
     R_traj: jax.Array  # [n_traj] return of each gradient trajectory (Psi = R), else [0]
-    env_state: Any
+    env_state: Any  # [W]
     X: jax.Array  # [n_traj, S, A] per-trajectory sums of dH_t/dsigma (objective elbo), else [0]
     T_traj: jax.Array  # [n_traj] length of each gradient trajectory (objective elbo), else [0]
-    row: jax.Array  # memory row of the current state
-    t: jax.Array  # steps in the current rollout
-    acc: jax.Array  # float32[8] running sums, indexed by the _F_* constants below
+    row: jax.Array  # [W] memory row of the current state
+    t: jax.Array  # [W] steps in the current rollout
+    acc: jax.Array  # float32[W, N_ACC] running sums, indexed by the _F_* constants
+    busy: jax.Array  # bool[W]: inside a rollout of the current phase
+    sub: jax.Array  # [W] rollout index within the phase
     phase: jax.Array
-    sub: jax.Array  # rollout index within the phase
     k: jax.Array  # completed episodes (sigma updates)
     pending: jax.Array
     next_eval: jax.Array
     next_snap: jax.Array
-    eval_trunc: jax.Array  # truncated evaluation rollouts of the current evaluation
+    eval_trunc: jax.Array  # [W] truncated evaluation rollouts of the current evaluation
     curves: jax.Array  # [n_evals, 6]: objective, expected (discounted) return, cost, truncated
     #                     fraction, entropy term (0 for objective dra), expected undiscounted
     #                     sum of rewards
     snap_q: jax.Array  # [n_snap, S, A]
     snap_sigma: jax.Array
-    truncations: jax.Array  # truncated acting + gradient rollouts
-    env_steps: jax.Array
+    truncations: jax.Array  # [W] truncated acting + gradient rollouts
+    env_steps: jax.Array  # [W]
     block_idx: jax.Array
     nonfinite_at: jax.Array  # completed episodes when q or sigma was first seen non-finite, or -1
 
@@ -152,7 +166,9 @@ def _kl_mask(task) -> np.ndarray:
 
 def init(task, st: AgentStatic, p: dict) -> Lane:
     """The lane of one run before its first step (evaluation at episode 0 pending)."""
-    S, A = task.n_states, task.n_actions
+    S, A, W = task.n_states, task.n_actions, st.sub_lanes
+    if W < 1:
+        raise ValueError(f"sub_lanes must be >= 1, got {W}")
     key = jax.random.key(p["seed"])
     if st.q_init == "zero":
         q = jnp.zeros((S, A), jnp.float32)
@@ -168,23 +184,27 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
     n_snap = len(st.snapshots)
     nR = st.n_traj if st.need_R else 0
     nX = st.n_traj if st.need_entropy else 0
-    env_state = task.reset(jnp.float32(0.5), p["task"], jnp.int32(0))
+    env_state = jax.vmap(lambda u: task.reset(u, p["task"], jnp.int32(0)))(
+        jnp.full((W,), 0.5, jnp.float32))
+    rows = jax.vmap(lambda e: jnp.asarray(task.row(e, p["task"]), jnp.int32))(env_state)
+    zi = jnp.zeros((W,), jnp.int32)
     lane = Lane(
         q=q, sigma=sigma, opt_state=opt_state,
-        G=jnp.zeros((S, A), jnp.float32),
+        G=jnp.zeros((W, S, A), jnp.float32),
         E=jnp.zeros((nR, S, A), jnp.float32) if nR else jnp.zeros((0,), jnp.float32),
         R_traj=jnp.zeros((nR,), jnp.float32),
         X=jnp.zeros((nX, S, A), jnp.float32) if nX else jnp.zeros((0,), jnp.float32),
         T_traj=jnp.zeros((nX,), jnp.float32),
-        env_state=env_state, row=jnp.asarray(task.row(env_state, p["task"]), jnp.int32),
-        t=jnp.int32(0), acc=jnp.zeros((N_ACC,), jnp.float32).at[_F_DISC].set(1.0),
-        phase=jnp.int32(WAIT), sub=jnp.int32(0), k=jnp.int32(0), pending=jnp.int32(NONE),
+        env_state=env_state, row=rows,
+        t=zi, acc=jnp.zeros((W, N_ACC), jnp.float32).at[:, _F_DISC].set(1.0),
+        busy=jnp.zeros((W,), bool), sub=zi,
+        phase=jnp.int32(WAIT), k=jnp.int32(0), pending=jnp.int32(NONE),
         next_eval=jnp.int32(0), next_snap=jnp.int32(0),
-        eval_trunc=jnp.int32(0),
+        eval_trunc=zi,
         curves=jnp.full((n_evals, N_CURVES), jnp.nan, jnp.float32),
         snap_q=jnp.zeros((n_snap, S, A), jnp.float32),
         snap_sigma=jnp.zeros((n_snap, S, A), jnp.float32),
-        truncations=jnp.int32(0), env_steps=jnp.int32(0), block_idx=jnp.int32(0),
+        truncations=zi, env_steps=zi, block_idx=jnp.int32(0),
         nonfinite_at=jnp.int32(-1),
     )
     return _sync(task, st, p, lane)
@@ -194,11 +214,17 @@ def _where_tree(c, new, old):
     return jax.tree.map(lambda a, b: jnp.where(c, a, b), new, old)
 
 
+def _where_lanes(c, new, old):
+    """Per sub-lane select: ``c`` is [W], the leaves [W, ...]."""
+    return jax.tree.map(lambda a, b: jnp.where(c.reshape(c.shape + (1,) * (a.ndim - 1)), a, b),
+                        new, old)
+
+
 def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
     """Ascent direction of F for sigma from the accumulated trajectories (Algorithm 1, l. 11-13):
     ``mean_traj sum_t Psi_t grad log pi - lam * dKL/dsigma``, zero on memories that are not
     learned; for equal precision every memory gets the sum over memories (one shared sigma)."""
-    g = lane.G
+    g = memory.fixed_order_sum(lane.G, axis=0)
     # (sums in a fixed order, so a run's bits do not depend on its batch or device: see
     # memory.fixed_order_sum)
     if st.need_R:
@@ -215,7 +241,7 @@ def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
 
 
 def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
-    """Block boundary: apply pending sigma updates and evaluation records; route waiting lanes."""
+    """Block boundary: apply a pending sigma update or evaluation record; route a waiting run."""
     waiting = c.phase == WAIT
     mask = jnp.asarray(_kl_mask(task))
 
@@ -233,18 +259,19 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     X = jnp.where(do_upd, 0.0, c.X)
     k = c.k + do_upd.astype(jnp.int32)
 
-    # 2. evaluation record
+    # 2. evaluation record (the sub-lanes' sums added in a fixed order)
     do_rec = waiting & (c.pending == RECORD)
     n_ro = st.n_rollouts
-    expected = c.acc[_F_EVACC] / n_ro
+    ev = memory.fixed_order_sum(c.acc, axis=0)
+    expected = ev[_F_EVACC] / n_ro
     cost_once = p["lam"] * memory.kl_cost(sigma, p["sigma_base"], mask)
     obj_code = p["objective"]
     # elbo_step: the KL of the visited memories per access, and the action entropy per step
-    cost = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVKL] / n_ro, cost_once)
-    ent = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVH] / n_ro,
-                    jnp.where(obj_code == 2, p["lam"] * c.acc[_F_EVHT] / n_ro, 0.0))
-    row = jnp.stack([expected - cost + ent, expected, cost, c.eval_trunc / n_ro, ent,
-                     c.acc[_F_EVUND] / n_ro])
+    cost = jnp.where(obj_code == 1, p["lam"] * ev[_F_EVKL] / n_ro, cost_once)
+    ent = jnp.where(obj_code == 1, p["lam"] * ev[_F_EVH] / n_ro,
+                    jnp.where(obj_code == 2, p["lam"] * ev[_F_EVHT] / n_ro, 0.0))
+    row = jnp.stack([expected - cost + ent, expected, cost, jnp.sum(c.eval_trunc) / n_ro, ent,
+                     ev[_F_EVUND] / n_ro])
     ie = jnp.minimum(c.next_eval, c.curves.shape[0] - 1)
     curves = jnp.where(do_rec, c.curves.at[ie].set(row), c.curves)
     next_eval = c.next_eval + do_rec.astype(jnp.int32)
@@ -265,189 +292,208 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     bad = ~finite & (c.nonfinite_at < 0)
     nonfinite_at = jnp.where(bad, k, c.nonfinite_at)
 
-    # 5. route the waiting lanes
+    # 5. route a waiting run: evaluation rollouts j on sub-lanes j % W, or the acting episode
+    #    on sub-lane 0
     eval_eps = jnp.asarray(st.eval_episodes)
     je = jnp.minimum(next_eval, len(st.eval_episodes) - 1)
     need_eval = (next_eval < len(st.eval_episodes)) & (eval_eps[je] == k)
     nxt = jnp.where(need_eval, EVAL, jnp.where(k < st.episodes, ACT, DONE))
     phase = jnp.where(nonfinite_at >= 0, DONE, jnp.where(waiting, nxt, c.phase))
+    lanes = jnp.arange(st.sub_lanes, dtype=jnp.int32)
+    busy = jnp.where(phase == EVAL, lanes < n_ro, jnp.where(phase == ACT, lanes == 0, False))
+    busy = jnp.where(waiting | (phase == DONE), busy, c.busy)
+    sub = jnp.where(waiting, jnp.where(phase == EVAL, lanes, 0), c.sub)
     pending = jnp.where(waiting, NONE, c.pending)
     eval_sums = np.isin(np.arange(N_ACC), [_F_EVACC, _F_EVKL, _F_EVH, _F_EVHT, _F_EVUND])
     acc = jnp.where(do_rec & eval_sums, 0.0, c.acc)
     eval_trunc = jnp.where(do_rec, 0, c.eval_trunc)
     return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, X=X, k=k, curves=curves,
                       next_eval=next_eval, snap_q=snap_q, snap_sigma=snap_sigma,
-                      next_snap=next_snap, phase=phase, pending=pending, acc=acc,
-                      eval_trunc=eval_trunc, nonfinite_at=nonfinite_at)
+                      next_snap=next_snap, phase=phase, pending=pending, busy=busy, sub=sub,
+                      acc=acc, eval_trunc=eval_trunc, nonfinite_at=nonfinite_at)
 
 
-# Inside a block the lane's per-step state is packed (fewer, larger arrays make fewer kernels
+# Inside a block the run's per-step state is packed (fewer, larger arrays make fewer kernels
 # per step: XLA on CPU launches one kernel per separately updated array):
-#   mem [S, 3, A] = (q, sigma, G), ints [8]; the lane's float sums are one vector anyway.
-_I_ROW, _I_T, _I_PHASE, _I_SUB, _I_PENDING, _I_EVTR, _I_TRUNC, _I_STEPS = range(8)
+#   mem [S, 2, A] = (q, sigma), ints [W, 7] per sub-lane, run [2] = (phase, pending).
+_I_ROW, _I_T, _I_BUSY, _I_SUB, _I_EVTR, _I_TRUNC, _I_STEPS = range(7)
 
 
 class _StepCarry(NamedTuple):
-    mem: jax.Array  # [S, 3, A]: q, sigma (read only within a block), G
+    mem: jax.Array  # [S, 2, A]: q, sigma (read only within a block)
+    G: jax.Array  # [W, S, A]
     E: jax.Array
     R_traj: jax.Array
     X: jax.Array
     T_traj: jax.Array
-    env_state: Any
-    ints: jax.Array  # int32[8]
-    floats: jax.Array  # float32[N_ACC]
+    env_state: Any  # [W]
+    ints: jax.Array  # int32[W, 7]
+    run: jax.Array  # int32[2]: phase, pending
+    floats: jax.Array  # float32[W, N_ACC]
 
 
 def _pack(c: Lane) -> _StepCarry:
-    ints = jnp.stack([c.row, c.t, c.phase, c.sub, c.pending, c.eval_trunc, c.truncations,
-                      c.env_steps]).astype(jnp.int32)
-    return _StepCarry(jnp.stack([c.q, c.sigma, c.G], axis=1), c.E, c.R_traj, c.X, c.T_traj,
-                      c.env_state, ints, c.acc)
+    ints = jnp.stack([c.row, c.t, c.busy.astype(jnp.int32), c.sub, c.eval_trunc, c.truncations,
+                      c.env_steps], axis=1).astype(jnp.int32)
+    return _StepCarry(jnp.stack([c.q, c.sigma], axis=1), c.G, c.E, c.R_traj, c.X, c.T_traj,
+                      c.env_state, ints, jnp.stack([c.phase, c.pending]).astype(jnp.int32), c.acc)
 
 
 def _unpack(c: Lane, sc: _StepCarry) -> Lane:
     i, f = sc.ints, sc.floats
-    return c._replace(q=sc.mem[:, 0], G=sc.mem[:, 2], E=sc.E, R_traj=sc.R_traj, X=sc.X,
-                      T_traj=sc.T_traj, env_state=sc.env_state, row=i[_I_ROW], t=i[_I_T],
-                      phase=i[_I_PHASE], sub=i[_I_SUB], pending=i[_I_PENDING],
-                      eval_trunc=i[_I_EVTR], truncations=i[_I_TRUNC], env_steps=i[_I_STEPS],
-                      acc=f)
+    return c._replace(q=sc.mem[:, 0], G=sc.G, E=sc.E, R_traj=sc.R_traj, X=sc.X,
+                      T_traj=sc.T_traj, env_state=sc.env_state, row=i[:, _I_ROW], t=i[:, _I_T],
+                      busy=i[:, _I_BUSY] > 0, sub=i[:, _I_SUB], phase=sc.run[0],
+                      pending=sc.run[1], eval_trunc=i[:, _I_EVTR], truncations=i[:, _I_TRUNC],
+                      env_steps=i[:, _I_STEPS], acc=f)
 
 
 def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry:
-    """One environment step of one lane (all phases computed, the lane's phase selects).
+    """One environment step of every sub-lane of one run (all phases computed, the run's phase
+    selects). ``noise``: ``[W, 2A + 2]``.
 
     ``k`` (completed episodes) is constant within a block: it only changes at a sync.
     """
-    A = task.n_actions
-    zeta, zeta2, u, u_reset = noise[:A], noise[A:2 * A], noise[2 * A], noise[2 * A + 1]
+    A, W, nt = task.n_actions, st.sub_lanes, st.n_traj
+    zeta, u, u_reset = noise[:, :A], noise[:, 2 * A], noise[:, 2 * A + 1]
     beta, gamma = p["beta"], p["gamma"]
     ints, floats = c.ints, c.floats
-    s, t0, phase, sub, pending = (ints[_I_ROW], ints[_I_T], ints[_I_PHASE], ints[_I_SUB],
-                                  ints[_I_PENDING])
-    ret0, disc0 = floats[_F_RET], floats[_F_DISC]
-    active = phase < WAIT
-    m_s = c.mem[s]
-    q_row, s_row = m_s[0], m_s[1]
+    s, t0, busy, sub = ints[:, _I_ROW], ints[:, _I_T], ints[:, _I_BUSY] > 0, ints[:, _I_SUB]
+    phase, pending = c.run[0], c.run[1]
+    ret0, disc0 = floats[:, _F_RET], floats[:, _F_DISC]
+    lanes = jnp.arange(W, dtype=jnp.int32)
+    m_s = c.mem[s]  # [W, 2, A]
+    q_row, s_row = m_s[:, 0], m_s[:, 1]
     pr = policy.probs(q_row, s_row, zeta, beta)
-    a = policy.sample_action(pr, u)
-    env2, r, term = task.step(c.env_state, a, p["task"], k)
+    a = policy.sample_action(pr, u[:, None])
+    env2, r, term = jax.vmap(lambda e, ai: task.step(e, ai, p["task"], k))(c.env_state, a)
     r = jnp.asarray(r, jnp.float32)
-    s2 = jnp.asarray(task.row(env2, p["task"]), jnp.int32)
+    s2 = jax.vmap(lambda e: jnp.asarray(task.row(e, p["task"]), jnp.int32))(env2)
     t1 = t0 + 1
     trunc = (t1 >= st.max_steps) & ~term
     end = term | trunc
+    qa = jnp.take_along_axis(q_row, a[:, None], axis=1)[:, 0]
 
-    # expected SARSA on the acting episode (Algorithm 1, l. 6-9); a truncation bootstraps
-    m_s2 = c.mem[s2]
+    # expected SARSA on the acting episode, sub-lane 0 (Algorithm 1, l. 6-9); a truncation
+    # bootstraps
+    m_s2 = c.mem[s2[0]]
     q_next = m_s2[0]
-    p2 = policy.probs(q_next, m_s2[1], zeta2, beta)
-    target = r + gamma * (1.0 - term.astype(jnp.float32)) * memory.fixed_order_sum(p2 * q_next)
-    do_q = active & (phase == ACT) & p["learn_q"]
-    dq = jnp.where(do_q, p["alpha_q"] * (target - q_row[a]), 0.0)
+    p2 = policy.probs(q_next, m_s2[1], noise[0, A:2 * A], beta)
+    target = r[0] + gamma * (1.0 - term[0].astype(jnp.float32)) * memory.fixed_order_sum(p2 * q_next)
+    do_q = busy[0] & (phase == ACT) & p["learn_q"]
+    dq = jnp.where(do_q, p["alpha_q"] * (target - qa[0]), 0.0)
 
     # gradient rollouts: sum_t Psi_t * d log pi(a_t|s_t) / d sigma[s_t]  (Eq. 3-5)
-    do_g = active & (phase == GRAD)
-    score = gradients.score(st.grad, q_row, s_row, zeta, beta, a, p=pr)
-    psi_q = q_row[a]
-    psi_a = psi_q - memory.fixed_order_sum(q_row) / A
+    do_g = busy & (phase == GRAD)
+    score = jax.vmap(lambda qr, sr, z, ai, pi: gradients.score(st.grad, qr, sr, z, beta, ai, p=pi))(
+        q_row, s_row, zeta, a, pr)
+    psi_a = qa - memory.fixed_order_sum(q_row, axis=1) / A
     # Psi = R: G_t = gamma^-t (S_T - S_t), S_t = sum_{t'<t} gamma^t' r_t'; the -S_t part goes
     # into G now, the S_T part at the sync through E and R_traj.
     psi_r = -ret0 / disc0
-    w = jnp.where(p["psi"] == 0, psi_a, jnp.where(p["psi"] == 1, psi_q, psi_r))
-    g_row = w * score
+    w = jnp.where(p["psi"] == 0, psi_a, jnp.where(p["psi"] == 1, qa, psi_r))
+    g_row = w[:, None] * score
+    # trajectory index of each sub-lane's step, out of range (dropped) where it adds nothing
+    j_g = jnp.where(do_g, sub, nt)
+    j_end = jnp.where(do_g & end, sub, nt)
     X, T_traj = c.X, c.T_traj
     r_eff = r
     if st.need_entropy:
         # the action entropy H_t = H[softmax(beta (q + zeta sigma))] and its reparametrized
         # sigma gradient (autodiff); the visited memories' KL for the per-access cost
-        h_t, dh = jax.value_and_grad(policy.entropy)(s_row, q_row, zeta, beta)
-        kl_t = memory.fixed_order_sum(memory.kl_per_memory(s_row, p["sigma_base"]))
+        h_t, dh = jax.vmap(jax.value_and_grad(policy.entropy), (0, 0, 0, None))(s_row, q_row,
+                                                                               zeta, beta)
+        kl_t = memory.fixed_order_sum(memory.kl_per_memory(s_row, p["sigma_base"]), axis=1)
         is_step = p["objective"] == 1
         lam = p["lam"]
         g_row = g_row + jnp.where(is_step, lam * (dh - memory.kl_grad(s_row, p["sigma_base"])), 0.0)
         # Psi = R sees the per-step ELBO terms as part of the reward (Eq. 8's r-tilde)
         r_eff = r + jnp.where(is_step, lam * (h_t - kl_t), 0.0)
-        is_elbo = do_g & (p["objective"] == 2)
-        X = X.at[sub, s].add(jnp.where(is_elbo, dh, 0.0))
-        T_traj = T_traj.at[sub].set(jnp.where(do_g & end, t1.astype(jnp.float32), T_traj[sub]))
+        j_x = jnp.where(do_g & (p["objective"] == 2), sub, nt)
+        X = X.at[j_x, s].add(dh, mode="drop")
+        T_traj = T_traj.at[j_end].set(t1.astype(jnp.float32), mode="drop")
     else:
-        h_t = kl_t = jnp.float32(0.0)
-    onehot = jax.nn.one_hot(a, A, dtype=jnp.float32)
-    upd = jnp.stack([dq * onehot, jnp.zeros((A,), jnp.float32), jnp.where(do_g, g_row, 0.0)])
-    mem = c.mem.at[s].add(upd)
+        h_t = kl_t = jnp.zeros((W,), jnp.float32)
+    mem = c.mem.at[s[0], 0, a[0]].add(dq)
+    G = c.G.at[lanes, s].add(jnp.where(do_g[:, None], g_row, 0.0))
     ret = ret0 + disc0 * jnp.where(p["psi"] == 2, r_eff, r)
     E, R_traj = c.E, c.R_traj
     if st.need_R:
-        is_r = do_g & (p["psi"] == 2)
-        E = E.at[sub, s].add(jnp.where(is_r, score / disc0, 0.0))
-        R_traj = R_traj.at[sub].set(jnp.where(do_g & end, ret, R_traj[sub]))
+        j_r = jnp.where(p["psi"] == 2, j_g, nt)
+        E = E.at[j_r, s].add(score / disc0[:, None], mode="drop")
+        R_traj = R_traj.at[j_end].set(ret, mode="drop")
 
-    # end of a rollout: next rollout or next phase
-    fin = active & end
+    # end of a rollout: the sub-lane's next rollout (j + W), or the end of its part of the phase;
+    # the phase ends when no sub-lane has a rollout left
+    fin = busy & end
     eval_end = fin & (phase == EVAL)
-    sub1 = sub + fin.astype(jnp.int32)
-    n_phase = jnp.where(phase == ACT, 1, jnp.where(phase == GRAD, st.n_traj, st.n_rollouts))
-    phase_done = fin & (sub1 >= n_phase)
-    next_phase = jnp.where(phase == ACT, GRAD, WAIT)
-    new_phase = jnp.where(phase_done, next_phase, phase)
+    n_phase = jnp.where(phase == ACT, 1, jnp.where(phase == GRAD, nt, st.n_rollouts))
+    mid = busy & ~end
+    busy_next = mid | (fin & (sub + W < n_phase))
+    sub_next = jnp.where(fin, sub + W, sub)
+    phase_done = (phase < WAIT) & ~jnp.any(busy_next)
+    to_grad = phase_done & (phase == ACT)  # the gradient rollouts start at the next step
+    new_phase = jnp.where(phase_done, jnp.where(phase == ACT, GRAD, WAIT), phase)
     new_pending = jnp.where(phase_done & (phase == GRAD), UPDATE,
                             jnp.where(phase_done & (phase == EVAL), RECORD, pending))
-    new_sub = jnp.where(phase_done, 0, sub1)
+    busy_next = jnp.where(to_grad, lanes < nt, busy_next)
+    sub_next = jnp.where(to_grad, lanes, sub_next)
 
-    env_reset = task.reset(u_reset, p["task"], k)
-    row_reset = jnp.asarray(task.row(env_reset, p["task"]), jnp.int32)
-    keep = ~active
-    env_state = _where_tree(keep, c.env_state, _where_tree(end, env_reset, env2))
+    # a sub-lane not inside a rollout holds a fresh start
+    env_reset = jax.vmap(lambda uu: task.reset(uu, p["task"], k))(u_reset)
+    row_reset = jax.vmap(lambda e: jnp.asarray(task.row(e, p["task"]), jnp.int32))(env_reset)
+    env_state = _where_lanes(mid, env2, env_reset)
     ints = jnp.stack([
-        jnp.where(keep, s, jnp.where(end, row_reset, s2)),
-        jnp.where(keep, t0, jnp.where(end, 0, t1)),
-        new_phase, new_sub, new_pending,
-        ints[_I_EVTR] + (eval_end & trunc).astype(jnp.int32),
-        ints[_I_TRUNC] + (fin & trunc & (phase != EVAL)).astype(jnp.int32),
-        ints[_I_STEPS] + active.astype(jnp.int32),
-    ])
+        jnp.where(mid, s2, row_reset),
+        jnp.where(mid, t1, 0),
+        busy_next.astype(jnp.int32), sub_next,
+        ints[:, _I_EVTR] + (eval_end & trunc).astype(jnp.int32),
+        ints[:, _I_TRUNC] + (fin & trunc & (phase != EVAL)).astype(jnp.int32),
+        ints[:, _I_STEPS] + busy.astype(jnp.int32),
+    ], axis=1)
     # evaluation sums: the return of the task's rewards, and the ELBO terms of the rollout
-    ret_task = jnp.where(p["psi"] == 2, floats[_F_RETTASK] + disc0 * r, ret)
-    und = floats[_F_UND] + r
-    kl_sum = floats[_F_KLSUM] + kl_t
-    h_sum = floats[_F_HSUM] + h_t
+    ret_task = jnp.where(p["psi"] == 2, floats[:, _F_RETTASK] + disc0 * r, ret)
+    und = floats[:, _F_UND] + r
+    kl_sum = floats[:, _F_KLSUM] + kl_t
+    h_sum = floats[:, _F_HSUM] + h_t
     t1f = t1.astype(jnp.float32)
     floats = jnp.stack([
-        jnp.where(keep, ret0, jnp.where(end, 0.0, ret)),
-        jnp.where(keep, disc0, jnp.where(end, 1.0, disc0 * gamma)),
-        floats[_F_EVACC] + jnp.where(eval_end, ret_task, 0.0),
-        jnp.where(keep, floats[_F_KLSUM], jnp.where(end, 0.0, kl_sum)),
-        jnp.where(keep, floats[_F_HSUM], jnp.where(end, 0.0, h_sum)),
-        floats[_F_EVKL] + jnp.where(eval_end, kl_sum, 0.0),
-        floats[_F_EVH] + jnp.where(eval_end, h_sum, 0.0),
-        floats[_F_EVHT] + jnp.where(eval_end, h_sum / t1f, 0.0),
-        jnp.where(keep, floats[_F_RETTASK], jnp.where(end, 0.0, ret_task)),
-        jnp.where(keep, floats[_F_UND], jnp.where(end, 0.0, und)),
-        floats[_F_EVUND] + jnp.where(eval_end, und, 0.0),
-    ])
-    return _StepCarry(mem, E, R_traj, X, T_traj, env_state, ints, floats)
+        jnp.where(mid, ret, 0.0),
+        jnp.where(mid, disc0 * gamma, 1.0),
+        floats[:, _F_EVACC] + jnp.where(eval_end, ret_task, 0.0),
+        jnp.where(mid, kl_sum, 0.0),
+        jnp.where(mid, h_sum, 0.0),
+        floats[:, _F_EVKL] + jnp.where(eval_end, kl_sum, 0.0),
+        floats[:, _F_EVH] + jnp.where(eval_end, h_sum, 0.0),
+        floats[:, _F_EVHT] + jnp.where(eval_end, h_sum / t1f, 0.0),
+        jnp.where(mid, ret_task, 0.0),
+        jnp.where(mid, und, 0.0),
+        floats[:, _F_EVUND] + jnp.where(eval_end, und, 0.0),
+    ], axis=1)
+    return _StepCarry(mem, G, E, R_traj, X, T_traj, env_state, ints,
+                      jnp.stack([new_phase, new_pending]).astype(jnp.int32), floats)
 
 
-def block_noise(key, superblock_idx, n_actions: int, rows: int):
-    """The random numbers of one superblock: ``[rows, 2A + 2]`` = zeta, zeta' (standard
-    normal), u (action), u (reset) (uniform in [0, 1)), from ``fold_in(key, superblock_idx)``.
+def block_noise(key, superblock_idx, n_actions: int, rows: int, sub_lanes: int = 1):
+    """The random numbers of one superblock: ``[rows, sub_lanes, 2A + 2]`` = zeta, zeta'
+    (standard normal), u (action), u (reset) (uniform in [0, 1)), from
+    ``fold_in(key, superblock_idx)``.
 
     Drawn once per superblock (``noise_blocks * block`` steps): the per-call cost of the RNG
     dominated when it was drawn every step, and was still a third of the time per block.
     """
     k = jax.random.fold_in(key, superblock_idx)
     kn, ku = jax.random.split(k)
-    normals = jax.random.normal(kn, (rows, 2 * n_actions), jnp.float32)
-    unif = jax.random.uniform(ku, (rows, 2), jnp.float32)
-    return jnp.concatenate([normals, unif], axis=1)
+    normals = jax.random.normal(kn, (rows, sub_lanes, 2 * n_actions), jnp.float32)
+    unif = jax.random.uniform(ku, (rows, sub_lanes, 2), jnp.float32)
+    return jnp.concatenate([normals, unif], axis=2)
 
 
 def _superblock(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     """``noise_blocks`` blocks of ``block`` steps, each followed by a sync."""
     K = st.block
     noise = block_noise(jax.random.key(p["seed"]), c.block_idx // st.noise_blocks,
-                        task.n_actions, K * st.noise_blocks)
+                        task.n_actions, K * st.noise_blocks, st.sub_lanes)
 
     def one_block(b, cc):
         rows = jax.lax.dynamic_slice_in_dim(noise, b * K, K)
@@ -480,8 +526,8 @@ class RunOutput(NamedTuple):
 
 
 def finish(c: Lane) -> RunOutput:
-    return RunOutput(c.q, c.sigma, c.curves, c.snap_q, c.snap_sigma, c.truncations,
-                     c.env_steps, c.k, c.nonfinite_at)
+    return RunOutput(c.q, c.sigma, c.curves, c.snap_q, c.snap_sigma, jnp.sum(c.truncations),
+                     jnp.sum(c.env_steps), c.k, c.nonfinite_at)
 
 
 def train(task, st: AgentStatic, p: dict) -> RunOutput:
