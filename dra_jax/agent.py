@@ -18,9 +18,9 @@ order::
 A sub-lane that is not inside a rollout holds a fresh start state, drawn at every step from its
 own reset uniform, and begins its next rollout from it. Steps come in blocks of ``block``
 iterations, blocks in superblocks of ``noise_blocks``; the random numbers of a superblock
-(``[rows, W, 2A + 2]``: ``zeta`` for the action, ``zeta'`` for the expected-SARSA target, the
-action's uniform, a uniform for random starts, per sub-lane) are drawn in one call at its start
-from ``fold_in(key, superblock_index)``. After GRAD or EVAL the run waits (idle) until the block
+(``zeta`` for the action, the action's uniform and a uniform for random starts per sub-lane;
+``zeta'`` for the expected-SARSA target of the acting episode once per run) are drawn in one
+call at its start from ``fold_in(key, superblock_index)``. After GRAD or EVAL the run waits (idle) until the block
 ends, where the *sync* applies the sigma update (``sigma += alpha_sigma * (mean_traj_grad - lam
 * dKL/dsigma)``, clipped to ``[sigma_min, sigma_max]``), records evaluations and snapshots, and
 sends the run on. So a run's numbers depend on its own parameters, key and the static
@@ -350,12 +350,12 @@ def _unpack(c: Lane, sc: _StepCarry) -> Lane:
 
 def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry:
     """One environment step of every sub-lane of one run (all phases computed, the run's phase
-    selects). ``noise``: ``[W, 2A + 2]``.
+    selects). ``noise``: one row of :func:`block_noise`.
 
     ``k`` (completed episodes) is constant within a block: it only changes at a sync.
     """
     A, W, nt = task.n_actions, st.sub_lanes, st.n_traj
-    zeta, u, u_reset = noise[:, :A], noise[:, 2 * A], noise[:, 2 * A + 1]
+    zeta, zeta2, u, u_reset = split_noise(noise, A, W)
     beta, gamma = p["beta"], p["gamma"]
     ints, floats = c.ints, c.floats
     s, t0, busy, sub = ints[:, _I_ROW], ints[:, _I_T], ints[:, _I_BUSY] > 0, ints[:, _I_SUB]
@@ -378,7 +378,7 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     # bootstraps
     m_s2 = c.mem[s2[0]]
     q_next = m_s2[0]
-    p2 = policy.probs(q_next, m_s2[1], noise[0, A:2 * A], beta)
+    p2 = policy.probs(q_next, m_s2[1], zeta2, beta)
     target = r[0] + gamma * (1.0 - term[0].astype(jnp.float32)) * memory.fixed_order_sum(p2 * q_next)
     do_q = busy[0] & (phase == ACT) & p["learn_q"]
     dq = jnp.where(do_q, p["alpha_q"] * (target - qa[0]), 0.0)
@@ -475,18 +475,27 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
 
 
 def block_noise(key, superblock_idx, n_actions: int, rows: int, sub_lanes: int = 1):
-    """The random numbers of one superblock: ``[rows, sub_lanes, 2A + 2]`` = zeta, zeta'
-    (standard normal), u (action), u (reset) (uniform in [0, 1)), from
-    ``fold_in(key, superblock_idx)``.
+    """The random numbers of one superblock, ``[rows, (W + 1) A + 2 W]`` with ``W = sub_lanes``:
+    per row ``zeta`` of each sub-lane (``W x A``), ``zeta'`` for the expected-SARSA target of the
+    acting episode (``A``, on sub-lane 0 only) (standard normal), then the action's uniform and
+    the reset's uniform of each sub-lane (``W x 2``, in [0, 1)), from
+    ``fold_in(key, superblock_idx)``. (With ``W = 1``: ``[zeta, zeta', u, u_reset]``.)
 
     Drawn once per superblock (``noise_blocks * block`` steps): the per-call cost of the RNG
     dominated when it was drawn every step, and was still a third of the time per block.
     """
     k = jax.random.fold_in(key, superblock_idx)
     kn, ku = jax.random.split(k)
-    normals = jax.random.normal(kn, (rows, sub_lanes, 2 * n_actions), jnp.float32)
-    unif = jax.random.uniform(ku, (rows, sub_lanes, 2), jnp.float32)
-    return jnp.concatenate([normals, unif], axis=2)
+    normals = jax.random.normal(kn, (rows, (sub_lanes + 1) * n_actions), jnp.float32)
+    unif = jax.random.uniform(ku, (rows, 2 * sub_lanes), jnp.float32)
+    return jnp.concatenate([normals, unif], axis=1)
+
+
+def split_noise(row, n_actions: int, sub_lanes: int):
+    """One row of :func:`block_noise` -> ``zeta [W, A], zeta' [A], u [W], u_reset [W]``."""
+    A, W = n_actions, sub_lanes
+    u = row[(W + 1) * A:].reshape(W, 2)
+    return row[:W * A].reshape(W, A), row[W * A:(W + 1) * A], u[:, 0], u[:, 1]
 
 
 def _superblock(task, st: AgentStatic, p: dict, c: Lane) -> Lane:

@@ -3,8 +3,8 @@
 Written straight from the paper, episode by episode, with no vectorization. It consumes
 random numbers as the lane engine (:mod:`dra_jax.agent`) does, so the two can be compared
 number for number: it keeps the engine's clock (steps since the start of the run) and its
-``W = sub_lanes`` sub-lanes; a step of sub-lane ``w`` at clock ``i`` draws row ``(i, w)`` =
-``[zeta (A), zeta' (A), u, u_reset]`` of the engine's noise. The acting episode runs on
+``W = sub_lanes`` sub-lanes; a step of sub-lane ``w`` at clock ``i`` takes sub-lane ``w``'s
+``zeta (A), u, u_reset`` and the run's ``zeta' (A)`` from row ``i`` of the engine's noise. The acting episode runs on
 sub-lane 0; gradient trajectory (evaluation rollout) ``j`` on sub-lane ``j % W``, each
 sub-lane's one after another from the step after the acting episode (from the sync); after a
 gradient phase or an evaluation the run waits for the end of the current block of ``block``
@@ -47,16 +47,19 @@ class NoiseStream:
             return np.asarray(_jit_block_noise()(jax.random.key(np.uint32(self.seed)), sj,
                                                  self.A, rows, self.W))
         rng = np.random.default_rng([self.seed, sj])
-        normals = rng.standard_normal((rows, self.W, 2 * self.A)).astype(np.float32)
-        unif = rng.random((rows, self.W, 2), dtype=np.float32)
-        return np.concatenate([normals, unif], axis=2)
+        normals = rng.standard_normal((rows, (self.W + 1) * self.A)).astype(np.float32)
+        unif = rng.random((rows, 2 * self.W), dtype=np.float32)
+        return np.concatenate([normals, unif], axis=1)
 
     def row(self, clock: int, w: int) -> np.ndarray:
+        """``[zeta (A), zeta' (A), u, u_reset]`` of sub-lane ``w`` at step ``clock``."""
         rows = self.block * self.nb
         sj = clock // rows
         if self._super is None or self._super[0] != sj:
             self._super = (sj, self._make(sj))
-        return self._super[1][clock % rows, w]
+        r, A, W = self._super[1][clock % rows], self.A, self.W
+        return np.concatenate([r[w * A:(w + 1) * A], r[W * A:(W + 1) * A],
+                               r[(W + 1) * A + 2 * w:(W + 1) * A + 2 * w + 2]])
 
     def sync_after(self, clock: int) -> int:
         """The clock of the first step after the sync that ends the block of step ``clock - 1``."""

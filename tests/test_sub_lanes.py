@@ -78,3 +78,17 @@ def test_sub_lanes_must_be_positive():
     with pytest.raises(ValueError, match="sub_lanes"):
         agent.init(TASK, agent.AgentStatic(episodes=1, sub_lanes=0),
                    agent.make_run_params(DRA, 0))
+
+
+def test_config_key_reaches_the_engine_and_is_checked():
+    """``[dra] sub_lanes`` (static: one program per value) goes into AgentStatic; 0 is refused
+    naming the key."""
+    from dra_jax import config, runner
+    from dra_jax.config import ConfigError
+
+    cfg = config.validate({"task": "gridworld", "_name": "t",
+                           "dra": {"episodes": 10, "sub_lanes": 3}})
+    run = next(iter(config.iter_run_params(cfg)))
+    assert runner.agent_static(run, cfg).sub_lanes == 3
+    with pytest.raises(ConfigError, match="sub_lanes"):
+        config.validate({"task": "gridworld", "_name": "t", "dra": {"episodes": 10, "sub_lanes": 0}})
