@@ -122,7 +122,8 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     the action entropy at every step; Psi = R sees them in the reward,
     ``r~ = r + lam (H_t - KL_t)``, and each step adds their pathwise gradient
     ``lam (dH_t/dsigma - dKL_t/dsigma)``) and ``elbo`` (Eq. 10: Eq. 1 plus
-    ``(lam / T) sum_t H_t``, its pathwise gradient per trajectory).
+    ``(lam / T) sum_t H_t``, its pathwise gradient per trajectory). ``sub_lanes``: the
+    engine's ``AgentStatic.sub_lanes`` (whose timeline and noise rows this run follows).
     """
     nxt, rew, term, start = (task_tables["next"], task_tables["reward"], task_tables["terminal"],
                              int(task_tables["start"]))
