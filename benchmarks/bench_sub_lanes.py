@@ -16,7 +16,9 @@ back, so they see the same load:
 * **command**: the Fig. 1b sweep (``configs/gridworld.toml``, 20 runs x 5000 episodes) through
   ``python -m dra_jax.sweep --no-compile-cache --quiet`` (its default devices: both cores), wall
   time from process start to exit, and the ``timing`` of its ``summary.json``;
-* **numba**: ``benchmarks/numba_ref.py``, compile + the 20 runs x 5000 episodes on one core.
+* **numba**: ``benchmarks/numba_ref.py``, compile + the 20 runs x 5000 episodes on one core;
+* **mountain car** (``--mc-episodes N``): ``configs/mountain_car.toml`` (15 runs) shortened to
+  N episodes through the command, old vs new, beside ``benchmarks/numba_mountain_car.py``.
 
 The target of the issue: the command's wall time, compile included, <= 1.0x numba's 20 runs
 plus its compile.
@@ -81,12 +83,15 @@ def _engine(tree: Path, runs: int, episodes: int, sub_lanes: int) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def _command(tree: Path, sub_lanes: int | None) -> dict:
+def _command(tree: Path, sub_lanes: int | None, config: str = "configs/gridworld.toml",
+             sets: tuple[str, ...] = ()) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     env.pop("XLA_FLAGS", None)
     with tempfile.TemporaryDirectory() as d:
-        args = [sys.executable, "-m", "dra_jax.sweep", "--config", str(tree / "configs/gridworld.toml"),
+        args = [sys.executable, "-m", "dra_jax.sweep", "--config", str(tree / config),
                 "--out", d, "--quiet", "--no-compile-cache"]
+        for x in sets:
+            args += ["--set", x]
         if sub_lanes is not None:
             args += ["--set", f"dra.sub_lanes={sub_lanes}"]
         load = os.getloadavg()[0]
@@ -117,6 +122,10 @@ def main(argv=None) -> int:
     ap.add_argument("--command-sub-lanes", default="1,2", help="new tree's values in the command")
     ap.add_argument("--max-lanes", type=int, default=1024, help="skip runs x sub_lanes above this")
     ap.add_argument("--skip", default="", help="comma list of engine,command,numba")
+    ap.add_argument("--mc-episodes", type=int, default=0,
+                    help="also mountain car (configs/mountain_car.toml, 15 runs) with this many "
+                         "episodes through the command, old vs new (--command-sub-lanes), beside "
+                         "benchmarks/numba_mountain_car.py (0: skip)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.worker:
@@ -175,6 +184,26 @@ def main(argv=None) -> int:
             if "wall_s" in c:
                 c["wall_vs_numba_incl_compile"] = c["wall_s"] / base
                 c["compile_plus_run_vs_numba_incl_compile"] = (c["compile_s"] + c["run_s"]) / base
+    if a.mc_episodes:
+        sets = (f"dra.episodes={a.mc_episodes}",)
+        mc = rec["mountain_car"] = {"episodes": a.mc_episodes, "command": []}
+        r = dict(_command(old, None, "configs/mountain_car.toml", sets), tree="old")
+        mc["command"].append(r)
+        print("mountain car old", json.dumps(r), flush=True)
+        for w in (int(x) for x in a.command_sub_lanes.split(",")):
+            r = dict(_command(new, w, "configs/mountain_car.toml", sets), tree="new")
+            mc["command"].append(r)
+            print("mountain car new", json.dumps(r), flush=True)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import numba_mountain_car
+
+        n = numba_mountain_car.sweep(episodes=a.mc_episodes)
+        mc["numba"] = n
+        print("mountain car numba", json.dumps({k: n[k] for k in ("compile_s", "seconds",
+                                                                  "env_steps_per_s")}), flush=True)
+        for c in mc["command"]:
+            if "run_s" in c:
+                c["env_steps_per_s_vs_numba_one_core"] = c["env_steps_per_s"] / n["env_steps_per_s"]
     rec["loadavg_end"] = os.getloadavg()
     save()
     return 0
