@@ -315,8 +315,23 @@ def _unpack(c: Lane, sc: _StepCarry) -> Lane:
                       env_steps=i[:, _I_STEPS], acc=f)
 
 
-def _superblock(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
-    """``noise_blocks`` blocks of ``block`` steps, each followed by a sync."""
+def _mark_nonfinite(c: Lane) -> Lane:
+    """What :func:`_sync` does to a run that is not waiting: mark and stop it if its memories
+    are no longer finite (step 4 there), nothing else."""
+    finite = jnp.all(jnp.isfinite(c.q)) & jnp.all(jnp.isfinite(c.sigma))
+    nonfinite_at = jnp.where(~finite & (c.nonfinite_at < 0), c.k, c.nonfinite_at)
+    phase = jnp.where(nonfinite_at >= 0, DONE, c.phase)
+    return c._replace(nonfinite_at=nonfinite_at, phase=phase,
+                      busy=jnp.where(phase == DONE, False, c.busy))
+
+
+def _superblock(task, st: AgentStatic, p: dict, c: Lane, axis_name=None) -> Lane:
+    """``noise_blocks`` blocks of ``block`` steps, each followed by a sync.
+
+    Under ``vmap(..., axis_name=axis_name)`` the sync's dense work over the table (sigma
+    update, evaluation record) runs only at block ends where some run of the batch waits for
+    it; at the others every run gets :func:`_mark_nonfinite`, which is what the sync does to a
+    run that does not wait, so no run's numbers depend on its batch."""
     K = st.block
     noise = block_noise(jax.random.key(p["seed"]), c.block_idx // st.noise_blocks,
                         task.n_actions, K * st.noise_blocks, st.sub_lanes)
@@ -325,18 +340,22 @@ def _superblock(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
         rows = jax.lax.dynamic_slice_in_dim(noise, b * K, K)
         sc = jax.lax.fori_loop(0, K, lambda i, x: _step(task, st, p, cc.k, x, rows[i]), _pack(cc),
                                unroll=st.unroll)
-        cc = _unpack(cc, sc)
-        return _sync(task, st, p, cc._replace(block_idx=cc.block_idx + 1))
+        cc = _unpack(cc, sc)._replace(block_idx=cc.block_idx + 1)
+        if axis_name is None:
+            return _sync(task, st, p, cc)
+        any_wait = jax.lax.psum((cc.phase == WAIT).astype(jnp.int32), axis_name) > 0
+        return jax.lax.cond(any_wait, lambda x: _sync(task, st, p, x), _mark_nonfinite, cc)
 
     return jax.lax.fori_loop(0, st.noise_blocks, one_block, c)
 
 
-def advance(task, st: AgentStatic, p: dict, c: Lane, max_superblocks) -> Lane:
-    """Run superblocks until the run is done or ``max_superblocks`` (traced) more have run."""
+def advance(task, st: AgentStatic, p: dict, c: Lane, max_superblocks, axis_name=None) -> Lane:
+    """Run superblocks until the run is done or ``max_superblocks`` (traced) more have run.
+    ``axis_name``: the name of the ``vmap`` axis over runs, if any (see :func:`_superblock`)."""
     room = (jnp.int32(2**31 - 1) - c.block_idx) // st.noise_blocks
     stop = c.block_idx + jnp.minimum(max_superblocks, room) * st.noise_blocks
     return jax.lax.while_loop(lambda cc: (cc.phase != DONE) & (cc.block_idx < stop),
-                              lambda cc: _superblock(task, st, p, cc), c)
+                              lambda cc: _superblock(task, st, p, cc, axis_name), c)
 
 
 class RunOutput(NamedTuple):
