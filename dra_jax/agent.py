@@ -1,22 +1,33 @@
 """Algorithm 1 (DRA) as a step-synchronous lane machine, vmapped over runs.
 
-Each run is one *lane*. A lane takes one environment step per loop iteration, whatever it is
-doing: the acting episode (expected-SARSA update of the means), one of the ``n_traj`` gradient
-rollouts (accumulating ``Psi_t * grad_sigma log pi(a_t|s_t)``), or one of the evaluation
-rollouts. When a rollout ends the lane starts its next one at once, in Algorithm 1's order::
+Each run is ``W = sub_lanes`` *sub-lanes* wide. Every sub-lane takes one environment step per
+loop iteration, whatever the run is doing; the run's phase says what that is, in Algorithm 1's
+order::
 
-    [eval at k = 0] -> ACT -> GRAD x n_traj -> (sigma update, k += 1) -> [eval if k % every == 0]
-                    -> ACT -> ...
+    [EVAL at k = 0] -> ACT -> GRAD -> (sigma update, k += 1) -> [EVAL if k % every == 0] -> ACT
 
-Steps come in blocks of ``block`` iterations, blocks in superblocks of ``noise_blocks``; the
-random numbers of a superblock (``zeta`` for the action, ``zeta'`` for the expected-SARSA
-target, the action's uniform, a uniform for random starts) are drawn in one call at its start
-from ``fold_in(key, superblock_index)``. After a finished gradient phase or
-evaluation a lane waits (idle) until the block ends, where the *sync* applies the sigma update
-(``sigma += alpha_sigma * (mean_traj_grad - lam * dKL/dsigma)``, clipped to
-``[sigma_min, sigma_max]``), records evaluations and snapshots, and sends the lane on. So a
-lane's numbers depend on its own parameters and key only: batch composition, chunking and
-device count do not change them.
+* ACT (l. 3-9): the acting episode, on sub-lane 0 (the means change at every step, so nothing
+  can run beside it); the other sub-lanes idle.
+* GRAD (l. 10-12): the ``n_traj`` gradient rollouts, which only *read* the memories (q after
+  the acting episode, sigma before its update): trajectory ``j`` runs on sub-lane ``j % W``,
+  the ones of a sub-lane one after another. It starts at the step after the acting episode
+  ends; it is over when every sub-lane has finished its trajectories.
+* EVAL (l. 14): the ``n_rollouts`` evaluation rollouts (read only), rollout ``j`` on sub-lane
+  ``j % W``.
+
+A sub-lane that is not inside a rollout holds a fresh start state, drawn at every step from its
+own reset uniform, and begins its next rollout from it. Steps come in blocks of ``block``
+iterations, blocks in superblocks of ``noise_blocks``; the random numbers of a superblock
+(``zeta`` for the action, the action's uniform and a uniform for random starts per sub-lane;
+``zeta'`` for the expected-SARSA target of the acting episode once per run) are drawn in one
+call at its start from ``fold_in(key, superblock_index)``. After GRAD or EVAL the run waits (idle) until the block
+ends, where the *sync* applies the sigma update (``sigma += alpha_sigma * (mean_traj_grad - lam
+* dKL/dsigma)``, clipped to ``[sigma_min, sigma_max]``), records evaluations and snapshots, and
+sends the run on. So a run's numbers depend on its own parameters, key and the static
+configuration (``block``, ``noise_blocks``, ``sub_lanes``) only: batch composition, chunking
+and device count do not change them. With ``sub_lanes = 1`` this is the one-lane-per-run
+engine; wider runs shorten a run's critical path per episode from ``1 + n_traj`` rollouts to
+about 2 (:mod:`dra_jax.reference` walks the same timeline in NumPy).
 
 Why this layout (DESIGN.md "Performance"): ``vmap`` of a fixed-trip ``fori_loop`` is a loop
 over the vmapped body, while ``vmap`` of a per-rollout ``while_loop`` makes every lane wait for
@@ -35,24 +46,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dra_jax import gradients, memory, policy
+from dra_jax import memory
+from dra_jax.lane_step import (_F_DISC, _F_EVACC, _F_EVH, _F_EVHT, _F_EVKL, _F_EVUND, _I_BUSY,
+                               _I_EVTR, _I_ROW, _I_STEPS, _I_SUB, _I_T, _I_TRUNC, ACT, DONE,
+                               EVAL, GRAD, N_ACC, N_CURVES, NONE, RECORD, UPDATE, WAIT, _step,
+                               _StepCarry, _where_tree, block_noise, split_noise)
 
-# phases of a lane
-ACT, GRAD, EVAL, WAIT, DONE = 0, 1, 2, 3, 4
-# what a waiting lane has pending at the next sync
-NONE, UPDATE, RECORD = 0, 1, 2
+__all__ = ["ACT", "DONE", "EVAL", "GRAD", "N_ACC", "N_CURVES", "WAIT", "AgentStatic", "Lane",
+           "RunOutput", "advance", "block_noise", "finish", "init", "make_run_params",
+           "sigma_gradient", "split_noise", "stack_params", "train"]
+
 PSI_CODES = {"A": 0, "Q": 1, "R": 2}
 # the objective (Acerbi et al. 2022): 0 the paper's F, 1 Eq. 8 (per-access KL and action
 # entropy per step), 2 Eq. 10 (F plus (lam / T) * sum_t H_t)
 OBJECTIVE_CODES = {"dra": 0, "elbo_step": 1, "elbo": 2}
-# the lane's float sums (Lane.acc): return and gamma^t of the current rollout, evaluation
-# returns, the current rollout's sums of KL_t and H_t, their evaluation sums (and of H / T),
-# the task-reward return when Psi = R runs on ELBO-augmented rewards, and the undiscounted sum
-# of the task's rewards of the current rollout and of the evaluation rollouts
-(_F_RET, _F_DISC, _F_EVACC, _F_KLSUM, _F_HSUM, _F_EVKL, _F_EVH, _F_EVHT, _F_RETTASK, _F_UND,
- _F_EVUND) = range(11)
-N_ACC = 11
-N_CURVES = 6  # columns of Lane.curves
 
 
 class AgentStatic(NamedTuple):
@@ -72,6 +79,7 @@ class AgentStatic(NamedTuple):
     block: int = 16  # env steps between syncs
     noise_blocks: int = 8  # blocks per random-number draw (a superblock)
     unroll: int = 1  # unroll of the step loop within a block
+    sub_lanes: int = 1  # W: lanes per run (gradient and evaluation rollouts side by side)
 
     @property
     def eval_episodes(self) -> np.ndarray:
@@ -104,34 +112,36 @@ def stack_params(params: list[dict]) -> dict:
 
 
 class Lane(NamedTuple):
-    """The whole state of one run (a pytree); ``advance`` maps Lane -> Lane."""
+    """The whole state of one run (a pytree); ``advance`` maps Lane -> Lane. Fields marked [W]
+    have one entry per sub-lane."""
 
     q: jax.Array  # [S, A]
     sigma: jax.Array  # [S, A]
     opt_state: Any
-    G: jax.Array  # [S, A] sum over trajectories of Psi-weighted scores (A, Q; R's -S_t part)
+    G: jax.Array  # [W, S, A] per sub-lane sums of Psi-weighted scores (A, Q; R's -S_t part)
     E: jax.Array  # [n_traj, S, A] per-trajectory discounted score sums (Psi = R), else [0]
     R_traj: jax.Array  # [n_traj] return of each gradient trajectory (Psi = R), else [0]
-    env_state: Any
+    env_state: Any  # [W]
     X: jax.Array  # [n_traj, S, A] per-trajectory sums of dH_t/dsigma (objective elbo), else [0]
     T_traj: jax.Array  # [n_traj] length of each gradient trajectory (objective elbo), else [0]
-    row: jax.Array  # memory row of the current state
-    t: jax.Array  # steps in the current rollout
-    acc: jax.Array  # float32[8] running sums, indexed by the _F_* constants below
+    row: jax.Array  # [W] memory row of the current state
+    t: jax.Array  # [W] steps in the current rollout
+    acc: jax.Array  # float32[W, N_ACC] running sums, indexed by the _F_* constants
+    busy: jax.Array  # bool[W]: inside a rollout of the current phase
+    sub: jax.Array  # [W] rollout index within the phase
     phase: jax.Array
-    sub: jax.Array  # rollout index within the phase
     k: jax.Array  # completed episodes (sigma updates)
     pending: jax.Array
     next_eval: jax.Array
     next_snap: jax.Array
-    eval_trunc: jax.Array  # truncated evaluation rollouts of the current evaluation
+    eval_trunc: jax.Array  # [W] truncated evaluation rollouts of the current evaluation
     curves: jax.Array  # [n_evals, 6]: objective, expected (discounted) return, cost, truncated
     #                     fraction, entropy term (0 for objective dra), expected undiscounted
     #                     sum of rewards
     snap_q: jax.Array  # [n_snap, S, A]
     snap_sigma: jax.Array
-    truncations: jax.Array  # truncated acting + gradient rollouts
-    env_steps: jax.Array
+    truncations: jax.Array  # [W] truncated acting + gradient rollouts
+    env_steps: jax.Array  # [W]
     block_idx: jax.Array
     nonfinite_at: jax.Array  # completed episodes when q or sigma was first seen non-finite, or -1
 
@@ -152,7 +162,9 @@ def _kl_mask(task) -> np.ndarray:
 
 def init(task, st: AgentStatic, p: dict) -> Lane:
     """The lane of one run before its first step (evaluation at episode 0 pending)."""
-    S, A = task.n_states, task.n_actions
+    S, A, W = task.n_states, task.n_actions, st.sub_lanes
+    if W < 1:
+        raise ValueError(f"sub_lanes must be >= 1, got {W}")
     key = jax.random.key(p["seed"])
     if st.q_init == "zero":
         q = jnp.zeros((S, A), jnp.float32)
@@ -168,37 +180,37 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
     n_snap = len(st.snapshots)
     nR = st.n_traj if st.need_R else 0
     nX = st.n_traj if st.need_entropy else 0
-    env_state = task.reset(jnp.float32(0.5), p["task"], jnp.int32(0))
+    env_state = jax.vmap(lambda u: task.reset(u, p["task"], jnp.int32(0)))(
+        jnp.full((W,), 0.5, jnp.float32))
+    rows = jax.vmap(lambda e: jnp.asarray(task.row(e, p["task"]), jnp.int32))(env_state)
+    zi = jnp.zeros((W,), jnp.int32)
     lane = Lane(
         q=q, sigma=sigma, opt_state=opt_state,
-        G=jnp.zeros((S, A), jnp.float32),
+        G=jnp.zeros((W, S, A), jnp.float32),
         E=jnp.zeros((nR, S, A), jnp.float32) if nR else jnp.zeros((0,), jnp.float32),
         R_traj=jnp.zeros((nR,), jnp.float32),
         X=jnp.zeros((nX, S, A), jnp.float32) if nX else jnp.zeros((0,), jnp.float32),
         T_traj=jnp.zeros((nX,), jnp.float32),
-        env_state=env_state, row=jnp.asarray(task.row(env_state, p["task"]), jnp.int32),
-        t=jnp.int32(0), acc=jnp.zeros((N_ACC,), jnp.float32).at[_F_DISC].set(1.0),
-        phase=jnp.int32(WAIT), sub=jnp.int32(0), k=jnp.int32(0), pending=jnp.int32(NONE),
+        env_state=env_state, row=rows,
+        t=zi, acc=jnp.zeros((W, N_ACC), jnp.float32).at[:, _F_DISC].set(1.0),
+        busy=jnp.zeros((W,), bool), sub=zi,
+        phase=jnp.int32(WAIT), k=jnp.int32(0), pending=jnp.int32(NONE),
         next_eval=jnp.int32(0), next_snap=jnp.int32(0),
-        eval_trunc=jnp.int32(0),
+        eval_trunc=zi,
         curves=jnp.full((n_evals, N_CURVES), jnp.nan, jnp.float32),
         snap_q=jnp.zeros((n_snap, S, A), jnp.float32),
         snap_sigma=jnp.zeros((n_snap, S, A), jnp.float32),
-        truncations=jnp.int32(0), env_steps=jnp.int32(0), block_idx=jnp.int32(0),
+        truncations=zi, env_steps=zi, block_idx=jnp.int32(0),
         nonfinite_at=jnp.int32(-1),
     )
     return _sync(task, st, p, lane)
-
-
-def _where_tree(c, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(c, a, b), new, old)
 
 
 def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
     """Ascent direction of F for sigma from the accumulated trajectories (Algorithm 1, l. 11-13):
     ``mean_traj sum_t Psi_t grad log pi - lam * dKL/dsigma``, zero on memories that are not
     learned; for equal precision every memory gets the sum over memories (one shared sigma)."""
-    g = lane.G
+    g = memory.fixed_order_sum(lane.G, axis=0)
     # (sums in a fixed order, so a run's bits do not depend on its batch or device: see
     # memory.fixed_order_sum)
     if st.need_R:
@@ -215,7 +227,7 @@ def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
 
 
 def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
-    """Block boundary: apply pending sigma updates and evaluation records; route waiting lanes."""
+    """Block boundary: apply a pending sigma update or evaluation record; route a waiting run."""
     waiting = c.phase == WAIT
     mask = jnp.asarray(_kl_mask(task))
 
@@ -233,18 +245,19 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     X = jnp.where(do_upd, 0.0, c.X)
     k = c.k + do_upd.astype(jnp.int32)
 
-    # 2. evaluation record
+    # 2. evaluation record (the sub-lanes' sums added in a fixed order)
     do_rec = waiting & (c.pending == RECORD)
     n_ro = st.n_rollouts
-    expected = c.acc[_F_EVACC] / n_ro
+    ev = memory.fixed_order_sum(c.acc, axis=0)
+    expected = ev[_F_EVACC] / n_ro
     cost_once = p["lam"] * memory.kl_cost(sigma, p["sigma_base"], mask)
     obj_code = p["objective"]
     # elbo_step: the KL of the visited memories per access, and the action entropy per step
-    cost = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVKL] / n_ro, cost_once)
-    ent = jnp.where(obj_code == 1, p["lam"] * c.acc[_F_EVH] / n_ro,
-                    jnp.where(obj_code == 2, p["lam"] * c.acc[_F_EVHT] / n_ro, 0.0))
-    row = jnp.stack([expected - cost + ent, expected, cost, c.eval_trunc / n_ro, ent,
-                     c.acc[_F_EVUND] / n_ro])
+    cost = jnp.where(obj_code == 1, p["lam"] * ev[_F_EVKL] / n_ro, cost_once)
+    ent = jnp.where(obj_code == 1, p["lam"] * ev[_F_EVH] / n_ro,
+                    jnp.where(obj_code == 2, p["lam"] * ev[_F_EVHT] / n_ro, 0.0))
+    row = jnp.stack([expected - cost + ent, expected, cost, jnp.sum(c.eval_trunc) / n_ro, ent,
+                     ev[_F_EVUND] / n_ro])
     ie = jnp.minimum(c.next_eval, c.curves.shape[0] - 1)
     curves = jnp.where(do_rec, c.curves.at[ie].set(row), c.curves)
     next_eval = c.next_eval + do_rec.astype(jnp.int32)
@@ -265,206 +278,84 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     bad = ~finite & (c.nonfinite_at < 0)
     nonfinite_at = jnp.where(bad, k, c.nonfinite_at)
 
-    # 5. route the waiting lanes
+    # 5. route a waiting run: evaluation rollouts j on sub-lanes j % W, or the acting episode
+    #    on sub-lane 0
     eval_eps = jnp.asarray(st.eval_episodes)
     je = jnp.minimum(next_eval, len(st.eval_episodes) - 1)
     need_eval = (next_eval < len(st.eval_episodes)) & (eval_eps[je] == k)
     nxt = jnp.where(need_eval, EVAL, jnp.where(k < st.episodes, ACT, DONE))
     phase = jnp.where(nonfinite_at >= 0, DONE, jnp.where(waiting, nxt, c.phase))
+    lanes = jnp.arange(st.sub_lanes, dtype=jnp.int32)
+    busy = jnp.where(phase == EVAL, lanes < n_ro, jnp.where(phase == ACT, lanes == 0, False))
+    busy = jnp.where(waiting | (phase == DONE), busy, c.busy)
+    sub = jnp.where(waiting, jnp.where(phase == EVAL, lanes, 0), c.sub)
     pending = jnp.where(waiting, NONE, c.pending)
     eval_sums = np.isin(np.arange(N_ACC), [_F_EVACC, _F_EVKL, _F_EVH, _F_EVHT, _F_EVUND])
     acc = jnp.where(do_rec & eval_sums, 0.0, c.acc)
     eval_trunc = jnp.where(do_rec, 0, c.eval_trunc)
     return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, X=X, k=k, curves=curves,
                       next_eval=next_eval, snap_q=snap_q, snap_sigma=snap_sigma,
-                      next_snap=next_snap, phase=phase, pending=pending, acc=acc,
-                      eval_trunc=eval_trunc, nonfinite_at=nonfinite_at)
-
-
-# Inside a block the lane's per-step state is packed (fewer, larger arrays make fewer kernels
-# per step: XLA on CPU launches one kernel per separately updated array):
-#   mem [S, 3, A] = (q, sigma, G), ints [8]; the lane's float sums are one vector anyway.
-_I_ROW, _I_T, _I_PHASE, _I_SUB, _I_PENDING, _I_EVTR, _I_TRUNC, _I_STEPS = range(8)
-
-
-class _StepCarry(NamedTuple):
-    mem: jax.Array  # [S, 3, A]: q, sigma (read only within a block), G
-    E: jax.Array
-    R_traj: jax.Array
-    X: jax.Array
-    T_traj: jax.Array
-    env_state: Any
-    ints: jax.Array  # int32[8]
-    floats: jax.Array  # float32[N_ACC]
+                      next_snap=next_snap, phase=phase, pending=pending, busy=busy, sub=sub,
+                      acc=acc, eval_trunc=eval_trunc, nonfinite_at=nonfinite_at)
 
 
 def _pack(c: Lane) -> _StepCarry:
-    ints = jnp.stack([c.row, c.t, c.phase, c.sub, c.pending, c.eval_trunc, c.truncations,
-                      c.env_steps]).astype(jnp.int32)
-    return _StepCarry(jnp.stack([c.q, c.sigma, c.G], axis=1), c.E, c.R_traj, c.X, c.T_traj,
-                      c.env_state, ints, c.acc)
+    ints = jnp.stack([c.row, c.t, c.busy.astype(jnp.int32), c.sub, c.eval_trunc, c.truncations,
+                      c.env_steps], axis=1).astype(jnp.int32)
+    return _StepCarry(jnp.stack([c.q, c.sigma], axis=1), c.G, c.E, c.R_traj, c.X, c.T_traj,
+                      c.env_state, ints, jnp.stack([c.phase, c.pending]).astype(jnp.int32), c.acc)
 
 
 def _unpack(c: Lane, sc: _StepCarry) -> Lane:
     i, f = sc.ints, sc.floats
-    return c._replace(q=sc.mem[:, 0], G=sc.mem[:, 2], E=sc.E, R_traj=sc.R_traj, X=sc.X,
-                      T_traj=sc.T_traj, env_state=sc.env_state, row=i[_I_ROW], t=i[_I_T],
-                      phase=i[_I_PHASE], sub=i[_I_SUB], pending=i[_I_PENDING],
-                      eval_trunc=i[_I_EVTR], truncations=i[_I_TRUNC], env_steps=i[_I_STEPS],
-                      acc=f)
+    return c._replace(q=sc.mem[:, 0], G=sc.G, E=sc.E, R_traj=sc.R_traj, X=sc.X,
+                      T_traj=sc.T_traj, env_state=sc.env_state, row=i[:, _I_ROW], t=i[:, _I_T],
+                      busy=i[:, _I_BUSY] > 0, sub=i[:, _I_SUB], phase=sc.run[0],
+                      pending=sc.run[1], eval_trunc=i[:, _I_EVTR], truncations=i[:, _I_TRUNC],
+                      env_steps=i[:, _I_STEPS], acc=f)
 
 
-def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry:
-    """One environment step of one lane (all phases computed, the lane's phase selects).
-
-    ``k`` (completed episodes) is constant within a block: it only changes at a sync.
-    """
-    A = task.n_actions
-    zeta, zeta2, u, u_reset = noise[:A], noise[A:2 * A], noise[2 * A], noise[2 * A + 1]
-    beta, gamma = p["beta"], p["gamma"]
-    ints, floats = c.ints, c.floats
-    s, t0, phase, sub, pending = (ints[_I_ROW], ints[_I_T], ints[_I_PHASE], ints[_I_SUB],
-                                  ints[_I_PENDING])
-    ret0, disc0 = floats[_F_RET], floats[_F_DISC]
-    active = phase < WAIT
-    m_s = c.mem[s]
-    q_row, s_row = m_s[0], m_s[1]
-    pr = policy.probs(q_row, s_row, zeta, beta)
-    a = policy.sample_action(pr, u)
-    env2, r, term = task.step(c.env_state, a, p["task"], k)
-    r = jnp.asarray(r, jnp.float32)
-    s2 = jnp.asarray(task.row(env2, p["task"]), jnp.int32)
-    t1 = t0 + 1
-    trunc = (t1 >= st.max_steps) & ~term
-    end = term | trunc
-
-    # expected SARSA on the acting episode (Algorithm 1, l. 6-9); a truncation bootstraps
-    m_s2 = c.mem[s2]
-    q_next = m_s2[0]
-    p2 = policy.probs(q_next, m_s2[1], zeta2, beta)
-    target = r + gamma * (1.0 - term.astype(jnp.float32)) * memory.fixed_order_sum(p2 * q_next)
-    do_q = active & (phase == ACT) & p["learn_q"]
-    dq = jnp.where(do_q, p["alpha_q"] * (target - q_row[a]), 0.0)
-
-    # gradient rollouts: sum_t Psi_t * d log pi(a_t|s_t) / d sigma[s_t]  (Eq. 3-5)
-    do_g = active & (phase == GRAD)
-    score = gradients.score(st.grad, q_row, s_row, zeta, beta, a, p=pr)
-    psi_q = q_row[a]
-    psi_a = psi_q - memory.fixed_order_sum(q_row) / A
-    # Psi = R: G_t = gamma^-t (S_T - S_t), S_t = sum_{t'<t} gamma^t' r_t'; the -S_t part goes
-    # into G now, the S_T part at the sync through E and R_traj.
-    psi_r = -ret0 / disc0
-    w = jnp.where(p["psi"] == 0, psi_a, jnp.where(p["psi"] == 1, psi_q, psi_r))
-    g_row = w * score
-    X, T_traj = c.X, c.T_traj
-    r_eff = r
-    if st.need_entropy:
-        # the action entropy H_t = H[softmax(beta (q + zeta sigma))] and its reparametrized
-        # sigma gradient (autodiff); the visited memories' KL for the per-access cost
-        h_t, dh = jax.value_and_grad(policy.entropy)(s_row, q_row, zeta, beta)
-        kl_t = memory.fixed_order_sum(memory.kl_per_memory(s_row, p["sigma_base"]))
-        is_step = p["objective"] == 1
-        lam = p["lam"]
-        g_row = g_row + jnp.where(is_step, lam * (dh - memory.kl_grad(s_row, p["sigma_base"])), 0.0)
-        # Psi = R sees the per-step ELBO terms as part of the reward (Eq. 8's r-tilde)
-        r_eff = r + jnp.where(is_step, lam * (h_t - kl_t), 0.0)
-        is_elbo = do_g & (p["objective"] == 2)
-        X = X.at[sub, s].add(jnp.where(is_elbo, dh, 0.0))
-        T_traj = T_traj.at[sub].set(jnp.where(do_g & end, t1.astype(jnp.float32), T_traj[sub]))
-    else:
-        h_t = kl_t = jnp.float32(0.0)
-    onehot = jax.nn.one_hot(a, A, dtype=jnp.float32)
-    upd = jnp.stack([dq * onehot, jnp.zeros((A,), jnp.float32), jnp.where(do_g, g_row, 0.0)])
-    mem = c.mem.at[s].add(upd)
-    ret = ret0 + disc0 * jnp.where(p["psi"] == 2, r_eff, r)
-    E, R_traj = c.E, c.R_traj
-    if st.need_R:
-        is_r = do_g & (p["psi"] == 2)
-        E = E.at[sub, s].add(jnp.where(is_r, score / disc0, 0.0))
-        R_traj = R_traj.at[sub].set(jnp.where(do_g & end, ret, R_traj[sub]))
-
-    # end of a rollout: next rollout or next phase
-    fin = active & end
-    eval_end = fin & (phase == EVAL)
-    sub1 = sub + fin.astype(jnp.int32)
-    n_phase = jnp.where(phase == ACT, 1, jnp.where(phase == GRAD, st.n_traj, st.n_rollouts))
-    phase_done = fin & (sub1 >= n_phase)
-    next_phase = jnp.where(phase == ACT, GRAD, WAIT)
-    new_phase = jnp.where(phase_done, next_phase, phase)
-    new_pending = jnp.where(phase_done & (phase == GRAD), UPDATE,
-                            jnp.where(phase_done & (phase == EVAL), RECORD, pending))
-    new_sub = jnp.where(phase_done, 0, sub1)
-
-    env_reset = task.reset(u_reset, p["task"], k)
-    row_reset = jnp.asarray(task.row(env_reset, p["task"]), jnp.int32)
-    keep = ~active
-    env_state = _where_tree(keep, c.env_state, _where_tree(end, env_reset, env2))
-    ints = jnp.stack([
-        jnp.where(keep, s, jnp.where(end, row_reset, s2)),
-        jnp.where(keep, t0, jnp.where(end, 0, t1)),
-        new_phase, new_sub, new_pending,
-        ints[_I_EVTR] + (eval_end & trunc).astype(jnp.int32),
-        ints[_I_TRUNC] + (fin & trunc & (phase != EVAL)).astype(jnp.int32),
-        ints[_I_STEPS] + active.astype(jnp.int32),
-    ])
-    # evaluation sums: the return of the task's rewards, and the ELBO terms of the rollout
-    ret_task = jnp.where(p["psi"] == 2, floats[_F_RETTASK] + disc0 * r, ret)
-    und = floats[_F_UND] + r
-    kl_sum = floats[_F_KLSUM] + kl_t
-    h_sum = floats[_F_HSUM] + h_t
-    t1f = t1.astype(jnp.float32)
-    floats = jnp.stack([
-        jnp.where(keep, ret0, jnp.where(end, 0.0, ret)),
-        jnp.where(keep, disc0, jnp.where(end, 1.0, disc0 * gamma)),
-        floats[_F_EVACC] + jnp.where(eval_end, ret_task, 0.0),
-        jnp.where(keep, floats[_F_KLSUM], jnp.where(end, 0.0, kl_sum)),
-        jnp.where(keep, floats[_F_HSUM], jnp.where(end, 0.0, h_sum)),
-        floats[_F_EVKL] + jnp.where(eval_end, kl_sum, 0.0),
-        floats[_F_EVH] + jnp.where(eval_end, h_sum, 0.0),
-        floats[_F_EVHT] + jnp.where(eval_end, h_sum / t1f, 0.0),
-        jnp.where(keep, floats[_F_RETTASK], jnp.where(end, 0.0, ret_task)),
-        jnp.where(keep, floats[_F_UND], jnp.where(end, 0.0, und)),
-        floats[_F_EVUND] + jnp.where(eval_end, und, 0.0),
-    ])
-    return _StepCarry(mem, E, R_traj, X, T_traj, env_state, ints, floats)
+def _mark_nonfinite(c: Lane) -> Lane:
+    """What :func:`_sync` does to a run that is not waiting: mark and stop it if its memories
+    are no longer finite (step 4 there), nothing else."""
+    finite = jnp.all(jnp.isfinite(c.q)) & jnp.all(jnp.isfinite(c.sigma))
+    nonfinite_at = jnp.where(~finite & (c.nonfinite_at < 0), c.k, c.nonfinite_at)
+    phase = jnp.where(nonfinite_at >= 0, DONE, c.phase)
+    return c._replace(nonfinite_at=nonfinite_at, phase=phase,
+                      busy=jnp.where(phase == DONE, False, c.busy))
 
 
-def block_noise(key, superblock_idx, n_actions: int, rows: int):
-    """The random numbers of one superblock: ``[rows, 2A + 2]`` = zeta, zeta' (standard
-    normal), u (action), u (reset) (uniform in [0, 1)), from ``fold_in(key, superblock_idx)``.
+def _superblock(task, st: AgentStatic, p: dict, c: Lane, axis_name=None) -> Lane:
+    """``noise_blocks`` blocks of ``block`` steps, each followed by a sync.
 
-    Drawn once per superblock (``noise_blocks * block`` steps): the per-call cost of the RNG
-    dominated when it was drawn every step, and was still a third of the time per block.
-    """
-    k = jax.random.fold_in(key, superblock_idx)
-    kn, ku = jax.random.split(k)
-    normals = jax.random.normal(kn, (rows, 2 * n_actions), jnp.float32)
-    unif = jax.random.uniform(ku, (rows, 2), jnp.float32)
-    return jnp.concatenate([normals, unif], axis=1)
-
-
-def _superblock(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
-    """``noise_blocks`` blocks of ``block`` steps, each followed by a sync."""
+    Under ``vmap(..., axis_name=axis_name)`` the sync's dense work over the table (sigma
+    update, evaluation record) runs only at block ends where some run of the batch waits for
+    it; at the others every run gets :func:`_mark_nonfinite`, which is what the sync does to a
+    run that does not wait, so no run's numbers depend on its batch."""
     K = st.block
     noise = block_noise(jax.random.key(p["seed"]), c.block_idx // st.noise_blocks,
-                        task.n_actions, K * st.noise_blocks)
+                        task.n_actions, K * st.noise_blocks, st.sub_lanes)
 
     def one_block(b, cc):
         rows = jax.lax.dynamic_slice_in_dim(noise, b * K, K)
         sc = jax.lax.fori_loop(0, K, lambda i, x: _step(task, st, p, cc.k, x, rows[i]), _pack(cc),
                                unroll=st.unroll)
-        cc = _unpack(cc, sc)
-        return _sync(task, st, p, cc._replace(block_idx=cc.block_idx + 1))
+        cc = _unpack(cc, sc)._replace(block_idx=cc.block_idx + 1)
+        if axis_name is None:
+            return _sync(task, st, p, cc)
+        any_wait = jax.lax.psum((cc.phase == WAIT).astype(jnp.int32), axis_name) > 0
+        return jax.lax.cond(any_wait, lambda x: _sync(task, st, p, x), _mark_nonfinite, cc)
 
     return jax.lax.fori_loop(0, st.noise_blocks, one_block, c)
 
 
-def advance(task, st: AgentStatic, p: dict, c: Lane, max_superblocks) -> Lane:
-    """Run superblocks until the run is done or ``max_superblocks`` (traced) more have run."""
+def advance(task, st: AgentStatic, p: dict, c: Lane, max_superblocks, axis_name=None) -> Lane:
+    """Run superblocks until the run is done or ``max_superblocks`` (traced) more have run.
+    ``axis_name``: the name of the ``vmap`` axis over runs, if any (see :func:`_superblock`)."""
     room = (jnp.int32(2**31 - 1) - c.block_idx) // st.noise_blocks
     stop = c.block_idx + jnp.minimum(max_superblocks, room) * st.noise_blocks
     return jax.lax.while_loop(lambda cc: (cc.phase != DONE) & (cc.block_idx < stop),
-                              lambda cc: _superblock(task, st, p, cc), c)
+                              lambda cc: _superblock(task, st, p, cc, axis_name), c)
 
 
 class RunOutput(NamedTuple):
@@ -480,8 +371,8 @@ class RunOutput(NamedTuple):
 
 
 def finish(c: Lane) -> RunOutput:
-    return RunOutput(c.q, c.sigma, c.curves, c.snap_q, c.snap_sigma, c.truncations,
-                     c.env_steps, c.k, c.nonfinite_at)
+    return RunOutput(c.q, c.sigma, c.curves, c.snap_q, c.snap_sigma, jnp.sum(c.truncations),
+                     jnp.sum(c.env_steps), c.k, c.nonfinite_at)
 
 
 def train(task, st: AgentStatic, p: dict) -> RunOutput:

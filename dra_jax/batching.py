@@ -30,7 +30,9 @@ def make_batched(task, st: AgentStatic, n_devices: int = 1):
     compiled program; only a new shape (batch size) compiles again.
     """
     init_v = jax.vmap(lambda p: init(task, st, p))
-    adv_v = jax.vmap(lambda p, c, n: advance(task, st, p, c, n), in_axes=(0, 0, None))
+    # (the runs axis is named so that a block end with no run waiting skips the sync's work)
+    adv_v = jax.vmap(lambda p, c, n: advance(task, st, p, c, n, axis_name="lanes"),
+                     in_axes=(0, 0, None), axis_name="lanes")
     fin_v = jax.vmap(finish)
     return (jit_over_runs(init_v, n_devices), jit_over_runs(adv_v, n_devices, batched=(1, 1, 0)),
             jit_over_runs(fin_v, n_devices))

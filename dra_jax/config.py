@@ -146,6 +146,9 @@ DRA_FIELDS: dict[str, Field] = {
                        choices=("dra", "elbo_step", "elbo")),
     "optimizer": Field(str, "sgd", "optax optimizer of the sigma ascent",
                        choices=("sgd", "adam", "rmsprop"), static=True),
+    "sub_lanes": Field(int, 1, "lanes per run of the lane engine: the gradient and evaluation "
+                       "rollouts of an episode run this many side by side (changes the random "
+                       "numbers a run draws, not their distribution)", lo=1, hi=4096, static=True),
 }
 
 EVAL_FIELDS: dict[str, Field] = {

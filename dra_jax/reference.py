@@ -1,12 +1,16 @@
 """A plain-NumPy, one-run-at-a-time implementation of Algorithm 1 (slow; for tests and benchmarks).
 
 Written straight from the paper, episode by episode, with no vectorization. It consumes
-random numbers in the same order as the lane engine (:mod:`dra_jax.agent`) so the two can be
-compared number for number: steps draw rows of ``[zeta (A), zeta' (A), u, u_reset]`` from
-blocks of ``block`` rows, and after a gradient phase or an evaluation the run waits for the
-end of the current block (where the engine's sync applies the sigma update or records the
-evaluation). :class:`NoiseStream` with ``source="numpy"`` draws its own numbers instead (for
-timing the reference without JAX).
+random numbers as the lane engine (:mod:`dra_jax.agent`) does, so the two can be compared
+number for number: it keeps the engine's clock (steps since the start of the run) and its
+``W = sub_lanes`` sub-lanes; a step of sub-lane ``w`` at clock ``i`` takes sub-lane ``w``'s
+``zeta (A), u, u_reset`` and the run's ``zeta' (A)`` from row ``i`` of the engine's noise. The acting episode runs on
+sub-lane 0; gradient trajectory (evaluation rollout) ``j`` on sub-lane ``j % W``, each
+sub-lane's one after another from the step after the acting episode (from the sync); after a
+gradient phase or an evaluation the run waits for the end of the current block of ``block``
+steps (where the engine's sync applies the sigma update or records the evaluation).
+:class:`NoiseStream` with ``source="numpy"`` draws its own numbers instead (for timing the
+reference without JAX).
 """
 from __future__ import annotations
 
@@ -23,48 +27,43 @@ def _jit_block_noise():
 
     from dra_jax.agent import block_noise
 
-    return jax.jit(block_noise, static_argnums=(2, 3))
+    return jax.jit(block_noise, static_argnums=(2, 3, 4))
 
 
 class NoiseStream:
-    """Rows of step noise, block by block; ``skip_block`` jumps to the next block."""
+    """Rows of step noise by (clock, sub-lane), drawn a superblock at a time."""
 
     def __init__(self, seed: int, n_actions: int, block: int, source: str = "jax",
-                 noise_blocks: int = 8):
+                 noise_blocks: int = 8, sub_lanes: int = 1):
         self.seed, self.A, self.block, self.source = seed, n_actions, block, source
-        self.nb = noise_blocks
+        self.nb, self.W = noise_blocks, sub_lanes
         self._super = None
-        self.j = 0
-        self.i = 0
-        self._rng = np.random.default_rng(seed)
-        self._cur = self._make(0)
 
-    def _make(self, j):
+    def _make(self, sj):
+        rows = self.block * self.nb
         if self.source == "jax":
             import jax
 
-            sj = j // self.nb
-            if self._super is None or self._super[0] != sj:
-                rows = self.block * self.nb
-                self._super = (sj, np.asarray(_jit_block_noise()(
-                    jax.random.key(np.uint32(self.seed)), sj, self.A, rows)))
-            i0 = (j % self.nb) * self.block
-            return self._super[1][i0:i0 + self.block]
-        normals = self._rng.standard_normal((self.block, 2 * self.A)).astype(np.float32)
-        unif = self._rng.random((self.block, 2), dtype=np.float32)
+            return np.asarray(_jit_block_noise()(jax.random.key(np.uint32(self.seed)), sj,
+                                                 self.A, rows, self.W))
+        rng = np.random.default_rng([self.seed, sj])
+        normals = rng.standard_normal((rows, (self.W + 1) * self.A)).astype(np.float32)
+        unif = rng.random((rows, 2 * self.W), dtype=np.float32)
         return np.concatenate([normals, unif], axis=1)
 
-    def next(self) -> np.ndarray:
-        if self.i == self.block:
-            self.skip_block()
-        row = self._cur[self.i]
-        self.i += 1
-        return row
+    def row(self, clock: int, w: int) -> np.ndarray:
+        """``[zeta (A), zeta' (A), u, u_reset]`` of sub-lane ``w`` at step ``clock``."""
+        rows = self.block * self.nb
+        sj = clock // rows
+        if self._super is None or self._super[0] != sj:
+            self._super = (sj, self._make(sj))
+        r, A, W = self._super[1][clock % rows], self.A, self.W
+        return np.concatenate([r[w * A:(w + 1) * A], r[W * A:(W + 1) * A],
+                               r[(W + 1) * A + 2 * w:(W + 1) * A + 2 * w + 2]])
 
-    def skip_block(self):
-        self.j += 1
-        self.i = 0
-        self._cur = self._make(self.j)
+    def sync_after(self, clock: int) -> int:
+        """The clock of the first step after the sync that ends the block of step ``clock - 1``."""
+        return -(-clock // self.block) * self.block
 
 
 def _softmax(x):
@@ -111,7 +110,7 @@ class _Adam:
 def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_steps: int,
                   eval_every: int, n_rollouts: int, seed: int, learnable: np.ndarray,
                   block: int = 16, noise_source: str = "jax", dtype=np.float32,
-                  noise_blocks: int = 8, optimizer: str = "sgd"):
+                  noise_blocks: int = 8, optimizer: str = "sgd", sub_lanes: int = 1):
     """Algorithm 1 on a tabular task given as ``{"next": [S, A], "reward": [S, A],
     "terminal": [S], "start": int}``. Returns ``q, sigma, curves [n_evals, 6], env_steps``;
     the curve columns are those of the engine: objective, expected reward, cost, truncated
@@ -123,7 +122,8 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     the action entropy at every step; Psi = R sees them in the reward,
     ``r~ = r + lam (H_t - KL_t)``, and each step adds their pathwise gradient
     ``lam (dH_t/dsigma - dKL_t/dsigma)``) and ``elbo`` (Eq. 10: Eq. 1 plus
-    ``(lam / T) sum_t H_t``, its pathwise gradient per trajectory).
+    ``(lam / T) sum_t H_t``, its pathwise gradient per trajectory). ``sub_lanes``: the
+    engine's ``AgentStatic.sub_lanes`` (whose timeline and noise rows this run follows).
     """
     nxt, rew, term, start = (task_tables["next"], task_tables["reward"], task_tables["terminal"],
                              int(task_tables["start"]))
@@ -142,15 +142,17 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
         adam = _Adam((S, A), dtype, asg)
     elif optimizer != "sgd":
         raise ValueError(f"unknown optimizer {optimizer!r}")
-    noise = NoiseStream(seed, A, block, noise_source, noise_blocks)
+    W = sub_lanes
+    noise = NoiseStream(seed, A, block, noise_source, noise_blocks, W)
+    clock = 0  # the engine's step counter of this run
     eval_eps = list(range(0, episodes + 1, eval_every))
     if eval_eps[-1] != episodes:
         eval_eps.append(episodes)
     curves = []
     steps = 0
 
-    def rollout(mode):
-        """One rollout from the start state; mode 'act' learns q, 'grad' returns the score
+    def rollout(mode, w, i):
+        """One rollout from the start state on sub-lane ``w``, its first step at clock ``i``; mode 'act' learns q, 'grad' returns the score
         terms, 'eval' only the sums. Returns (return of the rewards Psi = R sees, task return,
         sum_t KL_t, sum_t H_t, T, truncated, score terms, pathwise ELBO gradient, undiscounted
         sum of the task's rewards)."""
@@ -160,7 +162,7 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
         terms = []  # (s, score, psi_QA, S_t, disc)
         path = np.zeros((S, A), dtype)  # sum_t of dH_t/dsigma (elbo) or the Eq. 8 step terms
         while True:
-            row = noise.next()
+            row = noise.row(i + t, w)
             zeta, zeta2, u = row[:A], row[A:2 * A], row[2 * A]
             p = _softmax(beta * (q[s] + zeta * sigma[s]))
             a = _sample(p, u)
@@ -197,15 +199,18 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
             s = s2
 
     def evaluate(k):
+        nonlocal clock
         total = n_trunc = total_und = 0.0
         kl_tot = h_tot = ht_tot = 0.0
-        for _ in range(n_rollouts):
-            _, ret_task, kl_sum, h_sum, t, trunc, _, _, und = rollout("eval")
+        ends = [clock] * W  # each sub-lane's clock
+        for j in range(n_rollouts):  # rollout j on sub-lane j % W, after the sub-lane's last one
+            _, ret_task, kl_sum, h_sum, t, trunc, _, _, und = rollout("eval", j % W, ends[j % W])
+            ends[j % W] += t
             total += ret_task
             total_und += und
             n_trunc += trunc
             kl_tot, h_tot, ht_tot = kl_tot + kl_sum, h_tot + h_sum, ht_tot + h_sum / t
-        noise.skip_block()  # the engine records at the end of the block
+        clock = noise.sync_after(max(ends))  # the engine records at the end of the block
         if objective == "elbo_step":
             cost, ent = lam * kl_tot / n_rollouts, lam * h_tot / n_rollouts
         else:
@@ -220,10 +225,12 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
             evaluate(k)
         if k == episodes:
             break
-        rollout("act")
+        clock += rollout("act", 0, clock)[4]  # on sub-lane 0
         G = np.zeros((S, A), dtype)
-        for _ in range(n_traj):
-            R, _, _, _, T, _, terms, path, _ = rollout("grad")
+        ends = [clock] * W  # the trajectories start at the step after the acting episode
+        for j in range(n_traj):  # trajectory j on sub-lane j % W
+            R, _, _, _, T, _, terms, path, _ = rollout("grad", j % W, ends[j % W])
+            ends[j % W] += T
             for s, score, psi_t, s_before, disc in terms:
                 if psi == "R":
                     w = (R - s_before) / disc  # reward-to-go from t (Eq. 4)
@@ -231,7 +238,7 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
                     w = psi_t
                 G[s] += w * score
             G += path * (lam / T if objective == "elbo" else 1.0)
-        noise.skip_block()  # the engine updates sigma at the end of the block
+        clock = noise.sync_after(max(ends))  # the engine updates sigma at the end of the block
         kl_once = 0.0 if objective == "elbo_step" else lam  # Eq. 8 pays it per access (above)
         grad = G / n_traj - kl_once * (sigma / sb ** 2 - 1.0 / sigma)
         grad = np.where(learnable, grad, 0.0)

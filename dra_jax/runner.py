@@ -29,7 +29,7 @@ def agent_static(run: dict, cfg: dict, need_R: bool | None = None,
         episodes=d["episodes"], n_traj=d["n_traj"], grad=d["grad"], max_steps=d["max_steps"],
         eval_every=e["every"], n_rollouts=e["n_rollouts"],
         snapshots=tuple(sorted(set(int(s) for s in e["snapshots"]))),
-        q_init=d["q_init"], optimizer=d["optimizer"],
+        q_init=d["q_init"], optimizer=d["optimizer"], sub_lanes=d.get("sub_lanes", 1),
         need_R=(d["psi"] == "R") if need_R is None else need_R,
         need_entropy=(d["objective"] != "dra") if need_entropy is None else need_entropy)
 
@@ -89,8 +89,8 @@ def auto_max_batch(task, st: agent.AgentStatic, params_one: dict, n_devices: int
     shapes = jax.eval_shape(lambda p: agent.init(task, st, p), params_one)
     lane_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
     by_memory = _available_bytes() // 4 // (8 * max(lane_bytes, 1))
-    if jax.devices()[0].platform == "cpu":
-        by_memory = min(by_memory, CPU_LANES_PER_DEVICE * n_devices)
+    if jax.devices()[0].platform == "cpu":  # (a run is st.sub_lanes lanes wide)
+        by_memory = min(by_memory, max(1, CPU_LANES_PER_DEVICE * n_devices // st.sub_lanes))
     return int(max(2, min(1 << 16, by_memory)))
 
 
