@@ -52,7 +52,7 @@ def _unconverged(summary: dict) -> str:
     labels = []
     for i in bad[:12]:
         r = summary["runs"][i]
-        labels.append(", ".join(f"{k}={v}" for k, v in r["params"].items()) + f", seed {r['seed']}")
+        labels.append(", ".join([f"{k}={v}" for k, v in r["params"].items()] + [f"seed {r['seed']}"]))
     more = f" and {len(bad) - 12} more" if len(bad) > 12 else ""
     return (f"**{len(bad)} of {len(summary['runs'])} runs flagged unconverged** (summary.json "
             f"`unconverged_runs`): " + "; ".join(labels) + more)
