@@ -1,7 +1,7 @@
 """Capacity-limited bandit agents: TS, satisficing TS, BLASTS and the one-state DRA agent.
 
-All functions are pure and jittable; a whole bandit run is one ``lax.scan`` over time steps
-(:func:`make_run`), vmapped over seeds x (beta | epsilon | lam) by the caller. The algorithms
+All functions are pure and jittable; a whole bandit run is one compiled loop over time steps
+(:func:`make_run`; :func:`make_chunked` gives it in resumable pieces), vmapped over seeds x (beta | epsilon | lam) by the caller. The algorithms
 (capacity-limited Bayesian RL review, Sec. "Experiments"; Arumugam & Van Roy 2021):
 
 * **TS** (Thompson sampling): draw ``theta ~ posterior``, play ``argmax_a theta(a)``.
@@ -9,7 +9,8 @@ All functions are pure and jittable; a whole bandit run is one ``lax.scan`` over
   lowest-index arm with ``theta(a) >= max theta - epsilon``; ``epsilon = 0`` is TS.
 * **BLASTS** (Blahut-Arimoto satisficing TS, the review's Algorithm 2; ``beta >= 0``, ``Z``
   posterior samples): draw ``theta_1..theta_Z``; distortion ``d(a, z) = (max theta_z -
-  theta_z(a))^2``; Blahut-Arimoto from the uniform marginal
+  theta_z(a))^2``; Blahut-Arimoto (:mod:`dra_jax.rate_distortion`) from the last step's
+  marginal mixed with ``WARM_MIX`` of the uniform (``Static.ba_warm_start``; else the uniform),
   ``delta(a|z) ∝ q(a) exp(-beta d(a, z))``, ``q(a) = mean_z delta(a|z)`` to a tolerance or an
   iteration cap (:func:`blahut_arimoto`); then draw ``z`` uniformly and ``a ~ delta(.|z)``.
   Its rate ``I(Z; A) = mean_z sum_a delta(a|z) log(delta(a|z) / q(a))`` (nats).
@@ -43,144 +44,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from dra_jax import gradients, memory, policy
+from dra_jax.rate_distortion import (BA_LOOPS, BAResult,  # noqa: F401 (BA_LOOPS re-exported)
+                                     blahut_arimoto, regret_distortion)
 from dra_jax.envs import bandits as envs
 
 AGENTS = ("ts", "sts", "blasts", "dra")
-BA_LOOPS = ("while", "fori")
 WARM_MIX = 1e-3  # weight of the uniform in BLASTS's warm start (an arm of zero mass cannot revive)
-
-
-# --------------------------------------------------------------------------- rate-distortion
-
-
-def regret_distortion(theta: jax.Array) -> jax.Array:
-    """``d(a, z) = (max_a' theta_z(a') - theta_z(a))^2`` for samples ``theta [Z, K]``."""
-    gap = jnp.max(theta, axis=-1, keepdims=True) - theta
-    return gap * gap
-
-
-class BAResult(NamedTuple):
-    """Blahut-Arimoto output: channel ``log delta [Z, K]``, its marginal ``log q [K]``, the rate
-    ``I(Z; A)`` (nats) and expected distortion of the channel, the iterations run, whether
-    the cap stopped it before the tolerance was met, and the duality gap of the returned
-    channel: an upper bound on how far its ``I + beta D`` lies above the optimum (nats)."""
-
-    log_delta: jax.Array
-    log_q: jax.Array
-    rate: jax.Array
-    distortion: jax.Array
-    iters: jax.Array
-    capped: jax.Array
-    gap: jax.Array
-
-
-def _xlogy_rate(delta, log_delta, log_q):
-    """``mean_z sum_a delta log(delta / q)`` with ``0 log 0 = 0`` (and terms whose ``q``
-    underflowed to 0, of size ~1e-38, dropped)."""
-    keep = (delta > 0) & jnp.isfinite(log_q)[None, :]
-    terms = jnp.where(keep, delta * (log_delta - log_q[None, :]), 0.0)
-    return jnp.sum(terms) / delta.shape[0]
-
-
-def _safe_log(x):
-    return jnp.where(x > 0, jnp.log(jnp.where(x > 0, x, 1.0)), -jnp.inf)
-
-
-def blahut_arimoto(d: jax.Array, beta: jax.Array | float, tol: jax.Array | float = 1e-5,
-                   max_iter: int = 200, loop: str = "while", space: str = "prob",
-                   q0: jax.Array | None = None) -> BAResult:
-    """Blahut-Arimoto (Blahut 1972, Arimoto 1972) for the rate-distortion channel of Algorithm 2.
-
-    ``d [Z, K]``: distortion of action ``a`` in sampled environment ``z`` (each ``z`` has weight
-    ``1/Z``). Starts from the marginal ``q0`` (uniform if ``None``; a slot of zero mass stays at
-    zero); iteration ``k`` sets ``delta_k(a|z) ∝ q_k(a) exp(-beta d(a, z))`` and
-    ``q_{k+1}(a) = mean_z delta_k(a|z)``, and it stops after the first iteration with
-    ``max_a |q_{k+1}(a) - q_k(a)| < tol`` or after ``max_iter`` iterations (``capped``: the
-    tolerance was not met). Returned: ``delta_k`` and its own marginal ``q_{k+1}``, so ``rate``
-    is exactly the mutual information of that channel (hence >= 0) and playing
-    ``a ~ delta_k(.|z)``, ``z`` uniform, has marginal ``q_{k+1}``.
-
-    The iteration is the minimization of the convex ``G(q) = -mean_z log (K q)_z`` over the
-    simplex, ``K = exp(-beta (d - min_a d))``: with ``c_a = mean_z K_za / (K q)_z``,
-    ``q_{k+1} = q_k c``. ``gap`` is Blahut's certificate (1972, Thm. 6):
-    ``log max_a c_a - sum_a q_{k+1}(a) log c_a >= 0`` bounds from above how far the returned
-    channel's ``I + beta D`` lies above the rate-distortion optimum (nats).
-
-    ``space`` (static): ``'prob'`` iterates on ``q`` alone with two matrix-vector products a
-    step (the kernel's row maxima are 1, so it cannot overflow and each row keeps a non-zero
-    entry; the channel is formed once, at the end); ``'log'`` iterates on the channel in log
-    space with ``logsumexp`` (the reference; several times slower). ``loop`` (static):
-    ``'while'`` is a ``lax.while_loop`` on (tolerance, cap); ``'fori'`` a fixed
-    ``max_iter``-trip ``lax.fori_loop`` that freezes once converged. Same numbers; under
-    ``vmap`` the while loop runs as long as its slowest lane, the fori loop always ``max_iter``.
-    """
-    z, k = d.shape
-    beta = jnp.asarray(beta, d.dtype)
-    neg_bd = -beta * (d - jnp.min(d, axis=1, keepdims=True))
-    kernel = jnp.exp(neg_bd)
-    tiny = jnp.finfo(d.dtype).tiny
-    q_init = jnp.full((k,), 1.0 / k, d.dtype) if q0 is None else jnp.asarray(q0, d.dtype)
-
-    def ratio(q):  # c_a = mean_z K_za / (K q)_z
-        return (1.0 / jnp.maximum(kernel @ q, tiny)) @ kernel / z
-
-    if space == "prob":
-        def step(q):
-            return q * ratio(q)
-
-        start = q_init
-        to_prob = lambda q: q  # noqa: E731
-    elif space == "log":
-        def step(log_q):
-            logits = log_q[None, :] + neg_bd
-            log_delta = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
-            return jax.nn.logsumexp(log_delta, axis=0) - jnp.log(z)
-
-        start = _safe_log(q_init)
-        to_prob = jnp.exp
-    else:
-        raise ValueError(f"unknown space {space!r}; expected 'prob' or 'log'")
-
-    def body(carry):  # carry: (q_k, q_{k+1}, iterations, converged)
-        _, q, it, _ = carry
-        q_new = step(q)
-        change = jnp.max(jnp.abs(to_prob(q_new) - to_prob(q)))
-        return q, q_new, it + 1, change < tol
-
-    init = (start, start, jnp.int32(0), jnp.array(False))
-    if loop == "while":
-        def cond(carry):
-            return jnp.logical_and(~carry[3], carry[2] < max_iter)
-
-        q_k, _, iters, done = lax.while_loop(cond, body, init)
-    elif loop == "fori":
-        def fbody(_, carry):
-            new = body(carry)
-            return jax.tree.map(lambda a, b: jnp.where(carry[3], a, b), carry, new)
-
-        q_k, _, iters, done = lax.fori_loop(0, max_iter, fbody, init)
-    else:
-        raise ValueError(f"unknown loop {loop!r}; expected one of {BA_LOOPS}")
-
-    # the channel delta_k of q_k and its own marginal
-    if space == "prob":
-        w = q_k[None, :] * kernel
-        delta = w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), tiny)
-        log_delta = _safe_log(delta)
-        q_prob = q_k
-    else:
-        logits = q_k[None, :] + neg_bd
-        log_delta = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
-        delta = jnp.exp(log_delta)
-        q_prob = jnp.exp(q_k)
-    q_next = jnp.mean(delta, axis=0)
-    log_q = _safe_log(q_next)
-    rate = _xlogy_rate(delta, log_delta, log_q)
-    distortion = jnp.sum(delta * d) / z
-    c = ratio(q_prob)
-    gap = jnp.log(jnp.max(c)) - jnp.sum(jnp.where(q_next > 0, q_next * jnp.log(jnp.maximum(c, tiny)), 0.0))
-    return BAResult(log_delta, log_q, jnp.maximum(rate, 0.0), distortion, iters, ~done,
-                    jnp.maximum(gap, 0.0))
 
 
 # --------------------------------------------------------------------------- decision rules
@@ -402,46 +271,91 @@ class RunOut(NamedTuple):
     mean_iters: jax.Array  # BA iterations per step (0 for other agents)
 
 
+class ChunkState(NamedTuple):
+    """One run's whole state between chunks (arrays only, so it checkpoints as is)."""
+
+    key_data: jax.Array  # raw key data of k_steps (typed keys do not serialize)
+    means: jax.Array  # the bandit's true arm means [K]
+    carry: Carry
+    point: jax.Array  # int32: curve points done (each is record_every steps)
+    cum: jax.Array  # [P] cumulative regret at point ends
+    rate: jax.Array  # [P] mean rate over each point's steps
+    kl: jax.Array  # [P]
+
+
+def make_chunked(st: Static):
+    """``(init, advance, finish)``: one run of :func:`make_run` in pieces.
+
+    ``init(key, hp, ep) -> ChunkState``; ``advance(state, hp, ep, start, stop) -> ChunkState``
+    runs points ``start <= i < stop`` (each ``record_every`` steps); ``finish(state) ->
+    RunOut`` (elementwise: batched states give batched outputs; jit it). ``init`` then
+    ``advance`` over ``[0, P)`` in any number of pieces is :func:`make_run`
+    (:mod:`dra_jax.bandit_runner` checkpoints between the pieces).
+    """
+    if st.steps % st.record_every:
+        raise ValueError(f"steps ({st.steps}) must be a multiple of record_every ({st.record_every})")
+    env = envs.Bandit(st.arms, st.kind)
+    n_points = st.steps // st.record_every
+
+    def init(key, hp: Hyper, ep: envs.EnvParams) -> ChunkState:
+        k_env, k_steps = jax.random.split(key)
+        _, es = env.reset_env(k_env, ep)
+        k = st.arms
+        belief = envs.prior_belief(st.kind, k, ep)
+        zf, zi = jnp.float32(0), jnp.int32(0)
+        carry = Carry(belief=belief, q=envs.posterior_mean(st.kind, belief),
+                         sigma=jnp.full((k,), hp.sigma0, jnp.float32),
+                         counts=jnp.zeros((k,), jnp.float32), cum_regret=zf, sum_reward=zf,
+                         sum_rate=zf, sum_kl=zf, max_iters=zi, n_capped=zi,
+                         ba_q=jnp.full((k,), 1.0 / k, jnp.float32), sum_iters=zi)
+        nanp = jnp.full((n_points,), jnp.nan, jnp.float32)
+        return ChunkState(jax.random.key_data(k_steps), es.means, carry, jnp.int32(0),
+                          nanp, nanp, nanp)
+
+    def advance(s: ChunkState, hp: Hyper, ep: envs.EnvParams, start, stop) -> ChunkState:
+        k_steps = jax.random.wrap_key_data(s.key_data)
+
+        def point(i, s):
+            def inner(cc, j):
+                t = i * st.record_every + j
+                return _step(st, env, ep, hp, s.means, cc, jax.random.fold_in(k_steps, t))
+
+            c, outs = lax.scan(inner, s.carry, jnp.arange(st.record_every))
+            return s._replace(carry=c, point=i + 1, cum=s.cum.at[i].set(c.cum_regret),
+                              rate=s.rate.at[i].set(jnp.mean(outs.rate)),
+                              kl=s.kl.at[i].set(jnp.mean(outs.kl)))
+
+        return lax.fori_loop(start, stop, point, s)
+
+    def finish(s: ChunkState) -> RunOut:
+        c = s.carry
+        n = jnp.float32(st.steps)
+        tracked = st.agent == "blasts" or st.track_rate
+        nan = jnp.full(jnp.shape(c.cum_regret), jnp.nan, jnp.float32)
+        return RunOut(means=s.means, cum_regret=s.cum, rate=s.rate, kl=s.kl,
+                         total_regret=c.cum_regret, mean_reward=c.sum_reward / n,
+                         mean_rate=c.sum_rate / n if tracked else nan,
+                         mean_kl=c.sum_kl / n if st.agent == "dra" else nan,
+                         max_iters=c.max_iters, n_capped=c.n_capped, q=c.q, sigma=c.sigma,
+                         counts=c.counts, mean_iters=c.sum_iters / n)
+
+    return init, advance, finish
+
+
+
 def make_run(st: Static):
-    """``run(key, hp, ep) -> RunOut``: one whole bandit run as a ``lax.scan`` over time steps.
+    """``run(key, hp, ep) -> RunOut``: one whole bandit run, a ``fori_loop`` over curve points
+    of a ``lax.scan`` over their time steps (:func:`make_chunked` in one piece).
 
     ``hp``: :class:`Hyper`; ``ep``: :class:`dra_jax.envs.bandits.EnvParams` (both traced). The
     key of step ``t`` is ``fold_in(key, t)`` and the bandit's arm means come from the key alone,
     so results do not depend on batching, and runs of different agents with the same key face
     the same bandit. Pure; ``jax.jit(jax.vmap(run))`` is the intended use.
     """
-    if st.steps % st.record_every:
-        raise ValueError(f"steps ({st.steps}) must be a multiple of record_every ({st.record_every})")
-    env = envs.Bandit(st.arms, st.kind)
-    n_chunks = st.steps // st.record_every
+    init, advance, finish = make_chunked(st)
+    n_points = st.steps // st.record_every
 
     def run(key: jax.Array, hp: Hyper, ep: envs.EnvParams) -> RunOut:
-        k_env, k_steps = jax.random.split(key)
-        _, es = env.reset_env(k_env, ep)
-        means = es.means
-        k = st.arms
-        belief = envs.prior_belief(st.kind, k, ep)
-        carry = Carry(belief, envs.posterior_mean(st.kind, belief),
-                      jnp.full((k,), hp.sigma0, jnp.float32), jnp.zeros((k,), jnp.float32),
-                      jnp.float32(0), jnp.float32(0), jnp.float32(0), jnp.float32(0),
-                      jnp.int32(0), jnp.int32(0), jnp.full((k,), 1.0 / k, jnp.float32),
-                      jnp.int32(0))
-
-        def chunk(c, i):
-            def inner(cc, j):
-                t = i * st.record_every + j
-                return _step(st, env, ep, hp, means, cc, jax.random.fold_in(k_steps, t))
-
-            c, outs = lax.scan(inner, c, jnp.arange(st.record_every))
-            return c, (c.cum_regret, jnp.mean(outs.rate), jnp.mean(outs.kl))
-
-        c, (cum, rate, kl) = lax.scan(chunk, carry, jnp.arange(n_chunks))
-        n = jnp.float32(st.steps)
-        tracked = st.agent == "blasts" or st.track_rate
-        nan = jnp.float32(jnp.nan)
-        return RunOut(means, cum, rate, kl, c.cum_regret, c.sum_reward / n,
-                      c.sum_rate / n if tracked else nan,
-                      c.sum_kl / n if st.agent == "dra" else nan,
-                      c.max_iters, c.n_capped, c.q, c.sigma, c.counts, c.sum_iters / n)
+        return finish(advance(init(key, hp, ep), hp, ep, 0, n_points))
 
     return run

@@ -1,8 +1,7 @@
 """Bandit regret runs in chunks: checkpointed, resumable, split into batches of ``max_batch``.
 
-The same run as :func:`dra_jax.bandit_agents.make_run` (the same per-step keys
-``fold_in(k_steps, t)``, the same steps, the same curve points), cut into ``init -> advance(n
-points)* -> finish`` with the whole state (the agent's carry, the bandit's means, the curves so
+The same run as :func:`dra_jax.bandit_agents.make_run`, in the pieces of
+:func:`dra_jax.bandit_agents.make_chunked` (``init -> advance(n points)* -> finish``), with the whole state (the agent's carry, the bandit's means, the curves so
 far, the next point's index) in one pytree. After each ``advance`` the batch's state is saved
 atomically (:func:`dra_jax.runner._save_checkpoint`) when an output folder is given, and
 ``--resume`` continues from it (:func:`dra_jax.runner._load_checkpoint` refuses a checkpoint of
@@ -16,89 +15,15 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from dra_jax import bandit_agents as ba
 from dra_jax import batching
-from dra_jax.envs import bandits as envs
+from dra_jax.bandit_agents import make_chunked
 from dra_jax.runner import (CheckpointError, ExecOptions, _load_checkpoint, _save_checkpoint,
                             config_fingerprint)
-
-
-class ChunkState(NamedTuple):
-    """One run's whole state between chunks (arrays only, so it checkpoints as is)."""
-
-    key_data: jax.Array  # raw key data of k_steps (typed keys do not serialize)
-    means: jax.Array  # the bandit's true arm means [K]
-    carry: ba.Carry
-    point: jax.Array  # int32: curve points done (each is record_every steps)
-    cum: jax.Array  # [P] cumulative regret at point ends
-    rate: jax.Array  # [P] mean rate over each point's steps
-    kl: jax.Array  # [P]
-
-
-def make_chunked(st: ba.Static):
-    """``(init, advance, finish)`` for one run of :func:`dra_jax.bandit_agents.make_run`.
-
-    ``init(key, hp, ep) -> ChunkState``; ``advance(state, hp, ep, start, stop) -> ChunkState``
-    runs points ``start <= i < stop`` (each ``record_every`` steps); ``finish(state) ->
-    RunOut`` (elementwise: batched states give batched outputs; jit it, as ``make_run``'s
-    divisions are compiled). ``init`` then ``advance`` over ``[0, P)`` in any number of pieces equals
-    ``make_run``.
-    """
-    if st.steps % st.record_every:
-        raise ValueError(f"steps ({st.steps}) must be a multiple of record_every ({st.record_every})")
-    env = envs.Bandit(st.arms, st.kind)
-    n_points = st.steps // st.record_every
-
-    def init(key, hp: ba.Hyper, ep: envs.EnvParams) -> ChunkState:
-        k_env, k_steps = jax.random.split(key)
-        _, es = env.reset_env(k_env, ep)
-        k = st.arms
-        belief = envs.prior_belief(st.kind, k, ep)
-        zf, zi = jnp.float32(0), jnp.int32(0)
-        carry = ba.Carry(belief=belief, q=envs.posterior_mean(st.kind, belief),
-                         sigma=jnp.full((k,), hp.sigma0, jnp.float32),
-                         counts=jnp.zeros((k,), jnp.float32), cum_regret=zf, sum_reward=zf,
-                         sum_rate=zf, sum_kl=zf, max_iters=zi, n_capped=zi,
-                         ba_q=jnp.full((k,), 1.0 / k, jnp.float32), sum_iters=zi)
-        nanp = jnp.full((n_points,), jnp.nan, jnp.float32)
-        return ChunkState(jax.random.key_data(k_steps), es.means, carry, jnp.int32(0),
-                          nanp, nanp, nanp)
-
-    def advance(s: ChunkState, hp: ba.Hyper, ep: envs.EnvParams, start, stop) -> ChunkState:
-        k_steps = jax.random.wrap_key_data(s.key_data)
-
-        def point(i, s):
-            def inner(cc, j):
-                t = i * st.record_every + j
-                return ba._step(st, env, ep, hp, s.means, cc, jax.random.fold_in(k_steps, t))
-
-            c, outs = lax.scan(inner, s.carry, jnp.arange(st.record_every))
-            return s._replace(carry=c, point=i + 1, cum=s.cum.at[i].set(c.cum_regret),
-                              rate=s.rate.at[i].set(jnp.mean(outs.rate)),
-                              kl=s.kl.at[i].set(jnp.mean(outs.kl)))
-
-        return lax.fori_loop(start, stop, point, s)
-
-    def finish(s: ChunkState) -> ba.RunOut:
-        c = s.carry
-        n = jnp.float32(st.steps)
-        tracked = st.agent == "blasts" or st.track_rate
-        nan = jnp.full(jnp.shape(c.cum_regret), jnp.nan, jnp.float32)
-        return ba.RunOut(means=s.means, cum_regret=s.cum, rate=s.rate, kl=s.kl,
-                         total_regret=c.cum_regret, mean_reward=c.sum_reward / n,
-                         mean_rate=c.sum_rate / n if tracked else nan,
-                         mean_kl=c.sum_kl / n if st.agent == "dra" else nan,
-                         max_iters=c.max_iters, n_capped=c.n_capped, q=c.q, sigma=c.sigma,
-                         counts=c.counts, mean_iters=c.sum_iters / n)
-
-    return init, advance, finish
 
 
 def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress):
