@@ -51,6 +51,24 @@ def ppc(ppc_: dict, path: Path) -> Path:
     return path
 
 
+def ppc_episodes(ppc_: dict, path: Path) -> Path:
+    """A sequential task's learning curve: steps per episode, data (dots) vs models (lines)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ppc_["episode"], ppc_["data"], "ko", ms=4, label="data")
+    for name, steps in ppc_["models"].items():
+        ax.plot(np.arange(1, len(steps) + 1), steps, "-", label=name)
+    ax.set_xlabel("episode (within a block)")
+    ax.set_ylabel("steps to the goal")
+    ax.set_yscale("log")
+    ax.set_title("posterior predictive: learning curve")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def recovery_scatter(rec: dict, path: Path) -> Path:
     """True vs recovered, one panel per (generating model, free parameter)."""
     plt = _plt()
@@ -102,7 +120,8 @@ def draw(res, fig_dir: Path) -> list[Path]:
     out = []
     wanted = res.config.get("figures", [])
     if "ppc" in wanted and "ppc" in res.extra:
-        out.append(ppc(res.extra["ppc"], fig_dir / "ppc.png"))
+        draw_ppc = ppc_episodes if "episode" in res.extra["ppc"] else ppc
+        out.append(draw_ppc(res.extra["ppc"], fig_dir / "ppc.png"))
     rec = res.extra.get("recovery")
     if rec is not None and "recovery_scatter" in wanted:
         out.append(recovery_scatter(rec, fig_dir / "recovery_scatter.png"))

@@ -28,6 +28,7 @@ from dra_jax.fitting import data as data_mod
 from dra_jax.fitting import optimize, spec
 from dra_jax.results import atomic_write_bytes, atomic_write_json
 
+_SEQ_COLS = ("next_state", "done", "truncated", "episode_end")
 BASE_COLS = ["subject", "model", "loglik", "loglik_se", "n_trials", "n_missed", "aic", "bic"]
 
 
@@ -58,7 +59,7 @@ def _data_summary(ds) -> dict:
     out = {"n_subjects": len(ds.subjects), "n_rows": int(len(df)),
            "n_trials": int(ds.n_trials.sum()), "n_missed": int(ds.n_missed.sum()),
            "n_blocks": int(df.groupby(["subject", "block"]).ngroups),
-           "covariates": [c for c in df.columns if c not in data_mod.REQUIRED]}
+           "covariates": [c for c in df.columns if c not in data_mod.REQUIRED + _SEQ_COLS]}
     obs = df[df["action"] >= 0]
     out["mean_reward"] = float(obs["reward"].mean()) if len(obs) else float("nan")
     return out
@@ -69,7 +70,7 @@ def fit(data, config, progress=None, done: pd.DataFrame | None = None, on_batch=
     (a CSV path, a DataFrame or a :class:`~dra_jax.fitting.data.Dataset`)."""
     cfg = _config(config)
     f = cfg["fit"]
-    ds = data if isinstance(data, data_mod.Dataset) else data_mod.load(data, f["n_states"], f["n_actions"])
+    ds = data if isinstance(data, data_mod.Dataset) else data_mod.load_for(data, cfg)
     rows = [] if done is None else done.to_dict("records")
     have = {(str(r["subject"]), r["model"]) for r in rows}
     batch = f["max_batch"] or len(ds.subjects)
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
                 raise ConfigError("--data", "required (the config has no [recovery] section)")
             ds = None
         else:
-            ds = data_mod.load(args.data, f["n_states"], f["n_actions"])
+            ds = data_mod.load_for(args.data, cfg)
             if args.subjects:
                 want = [s.strip() for s in args.subjects.split(",") if s.strip()]
                 unknown = [s for s in want if s not in ds.subjects]

@@ -172,3 +172,13 @@ def to_dataset(df: pd.DataFrame, n_states: int, n_actions: int,
 def load(data, n_states: int, n_actions: int) -> Dataset:
     """Validate and pad: the whole path from a CSV/DataFrame to arrays."""
     return to_dataset(validate(data, n_states, n_actions), n_states, n_actions)
+
+
+def load_for(data, cfg: dict) -> Dataset:
+    """:func:`load` for the config's task (a sequential task: :func:`dra_jax.fitting.seqdata.load`)."""
+    f = cfg["fit"]
+    if cfg["task"] == "gridworld":
+        from dra_jax.fitting import seqdata
+
+        return seqdata.load(data, f["n_states"], f["n_actions"])
+    return load(data, f["n_states"], f["n_actions"])

@@ -42,16 +42,16 @@ from dra_jax import memory, policy
 from dra_jax.fitting import bandit_models
 
 PARAMS = ("lam", "beta", "alpha_q", "alpha_sigma", "sigma_base", "sigma0",
-          "epsilon", "ba_beta", "prior_mean", "prior_sd", "noise_sd")
+          "epsilon", "ba_beta", "prior_mean", "prior_sd", "noise_sd", "gamma")
 _DRA = PARAMS[:6]
 _BELIEF = ("prior_mean", "prior_sd", "noise_sd")
 KINDS = ("dra", "dra_equal", "lam0", "qlearn") + bandit_models.KINDS
 BANDIT_KINDS = bandit_models.KINDS  # Bayesian bandit agents (task "bandits" only)
 USES = {  # the parameters each kind reads (free parameters must be among them)
-    "dra": _DRA,
-    "dra_equal": _DRA,
-    "lam0": ("beta", "alpha_q", "sigma0"),
-    "qlearn": ("beta", "alpha_q"),
+    "dra": _DRA + ("gamma",),
+    "dra_equal": _DRA + ("gamma",),
+    "lam0": ("beta", "alpha_q", "sigma0", "gamma"),
+    "qlearn": ("beta", "alpha_q", "gamma"),
     "ts_softmax": ("beta",) + _BELIEF,
     "ts_lapse": ("epsilon",) + _BELIEF,
     "blasts": ("ba_beta", "epsilon") + _BELIEF,

@@ -39,6 +39,23 @@ def static_for(cfg: dict, kind: str) -> models.Static:
                          f["sigma_min"], f["sigma_max"], f["zeta"], f["n_zeta"])
 
 
+def seq_static_for(cfg: dict, kind: str):
+    """The sequential task's static configuration (task ``gridworld``)."""
+    from dra_jax.fitting import sequential
+
+    return sequential.SeqStatic(static_for(cfg, kind), tuple(cfg["fit"]["maze"]),
+                                cfg["fit"]["max_steps"])
+
+
+def stochastic(cfg: dict, kind: str) -> bool:
+    """Whether the model's latent state is random given the data (then it needs particles)."""
+    if cfg["task"] == "gridworld":
+        from dra_jax.fitting import sequential
+
+        return sequential.stochastic(kind)
+    return models.STOCHASTIC[kind]
+
+
 class Transform:
     """Free parameters <-> unbounded coordinates, and the full theta vector (PARAMS order)."""
 
@@ -74,7 +91,7 @@ def _keys(subjects, tags: np.ndarray):
 def _n_particles(cfg, kind, search=False):
     """Particles of a likelihood call: 1 for a deterministic model (exact); during the CMA-ES
     search ``fit.search_particles`` when set, else ``fit.n_particles``."""
-    if not models.STOCHASTIC[kind]:
+    if not stochastic(cfg, kind):
         return 1
     f = cfg["fit"]
     return f["search_particles"] if search and f["search_particles"] else f["n_particles"]
@@ -87,8 +104,14 @@ def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None 
     time (padding the last call), so every search call of a fit has the same shape and compiles
     once; the finalists and the replicates are one call each at their own width (not padded to
     the population: at 256 particles a padded column costs as much as a real one)."""
-    st = static_for(cfg, kind)
-    tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
+    if cfg["task"] == "gridworld":
+        from dra_jax.fitting import sequential
+
+        st, like = seq_static_for(cfg, kind), sequential.loglik
+        tr = sequential.SeqTrials(*(jnp.asarray(x) for x in ds.trials))
+    else:
+        st, like = static_for(cfg, kind), particle.loglik
+        tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
     n, c = theta.shape[:2]
     tags = np.broadcast_to(np.asarray(tags), (c,))
     width = width or c
@@ -99,7 +122,7 @@ def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None 
         if pad:
             th = np.concatenate([th, np.repeat(th[:, -1:], pad, 1)], 1)
             tg = np.concatenate([tg, np.repeat(tg[-1:], pad)])
-        ll, _ = particle.loglik(st, _n_particles(cfg, kind, search), cfg["fit"]["ess_threshold"],
+        ll, _ = like(st, _n_particles(cfg, kind, search), cfg["fit"]["ess_threshold"],
                                jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg))
         out.append(np.asarray(ll, np.float64)[:, :width - pad])
     return np.concatenate(out, 1)

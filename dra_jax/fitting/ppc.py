@@ -25,6 +25,10 @@ def _design(g: pd.DataFrame, n_actions: int) -> sr.Design:
 
 def run(cfg: dict, ds, fits: pd.DataFrame, n_sims: int = 20, seed: int = 0) -> dict:
     """``{"set_size": [...], "data": [...], "models": {name: [...]}, "curves": {...}}``."""
+    if cfg["task"] == "gridworld":  # learning curves in steps per episode
+        from dra_jax.fitting import seqsim
+
+        return seqsim.ppc(cfg, ds, fits, seed=seed)
     df = ds.df.copy()
     if "set_size" not in df:
         df["set_size"] = df.groupby(["subject", "block"])["state"].transform("nunique")

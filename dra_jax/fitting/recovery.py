@@ -59,7 +59,12 @@ def run(cfg: dict, progress=None):
         subjects = [f"{g}_{i:03d}" for i in range(rec["n_subjects"])]
         st = optimize.static_for(cfg, mspec["kind"])
         seed = cfg["seed"] * 1000 + gi
-        if cfg["task"] == "bandits":
+        if cfg["task"] == "gridworld":
+            from dra_jax.fitting import seqsim
+
+            frames.append(seqsim.simulate(optimize.seq_static_for(cfg, mspec["kind"]), theta,
+                                          rec["n_blocks"], rec["n_episodes"], seed, subjects))
+        elif cfg["task"] == "bandits":
             frames.append(simulate.synthetic_bandit_dataset(st, theta, seed, rec["n_blocks"],
                                                             rec["n_trials"], subjects))
         else:
@@ -68,7 +73,7 @@ def run(cfg: dict, progress=None):
         truth.insert(0, "subject", subjects)
         truths[g] = truth
     df = pd.concat(frames, ignore_index=True)
-    ds = data_mod.load(df, f["n_states"], f["n_actions"])
+    ds = data_mod.load_for(df, cfg)
     res = fit(ds, cfg, progress=progress)
     fits = res.fits
     best = res.best("bic").set_index("subject")["model"]

@@ -1,6 +1,6 @@
 """The fit config: TOML -> validated dict (every key checked, naming it, before anything runs).
 
-    task = "stimulus_response" | "bandits"      seed, out, description, figures
+    task = "stimulus_response" | "bandits" | "gridworld"    seed, out, description, figures
     [fit]        particle filter and CMA-ES settings (FIT_FIELDS)
     [models.NAME] kind = dra | dra_equal | lam0 | qlearn (both tasks; on "bandits" DRA is the
                  one-state agent) | ts_softmax | ts_lapse | blasts (bandits); free = [names];
@@ -17,7 +17,7 @@ import math
 from dra_jax.config import ConfigError, Field, load_raw
 from dra_jax.fitting.models import BANDIT_KINDS, KINDS, PARAMS, USES
 
-TASKS = ("stimulus_response", "bandits")
+TASKS = ("stimulus_response", "bandits", "gridworld")
 FIGURES = ("ppc", "recovery_scatter", "confusion")
 
 
@@ -58,15 +58,19 @@ FIT_FIELDS = {
     "sigma_max": _pos(default=100.0, doc="upper clip of sigma"),
     "n_states": Field(int, 6, "largest number of stimuli in a block", lo=1, hi=64),
     "n_actions": Field(int, 3, "actions", lo=2, hi=16),
+    "maze": Field(list, [], "gridworld: the maze's rows ('S' start, 'G' goal, '#' obstacle, "
+                            "'.' free); empty: the Fig. 1 maze", item_kind=str),
+    "max_steps": Field(int, 500, "gridworld: cap of a gradient rollout (and of a simulated "
+                                 "episode)", lo=1),
 }
 
 DEFAULTS = {"lam": 0.1, "beta": 10.0, "alpha_q": 0.3, "alpha_sigma": 0.1, "sigma_base": 1.0,
             "sigma0": 0.5, "epsilon": 0.0, "ba_beta": 1.0, "prior_mean": 0.0, "prior_sd": 1.0,
-            "noise_sd": 1.0}
+            "noise_sd": 1.0, "gamma": 1.0}
 BOUNDS = {"lam": [0.0, 2.0], "beta": [0.5, 50.0], "alpha_q": [0.01, 1.0],
           "alpha_sigma": [0.0, 1.0], "sigma_base": [0.05, 5.0], "sigma0": [0.01, 5.0],
           "epsilon": [0.0, 0.5], "ba_beta": [0.01, 100.0], "prior_mean": [0.0, 5.0],
-          "prior_sd": [0.05, 10.0], "noise_sd": [0.05, 10.0]}
+          "prior_sd": [0.05, 10.0], "noise_sd": [0.05, 10.0], "gamma": [0.0, 1.0]}
 POSITIVE = ("beta", "sigma_base", "sigma0", "ba_beta", "prior_sd", "noise_sd")
 
 RECOVERY_FIELDS = {
@@ -75,7 +79,9 @@ RECOVERY_FIELDS = {
     "reps": Field(int, 13, "presentations of each stimulus in a block", lo=1),
     "generating": Field(list, [], "models (names of [models]) that generate data; empty: all",
                         item_kind=str),
-    "n_blocks": Field(int, 4, "bandits: blocks (fresh arm means ~ N(0, 1)) per subject", lo=1),
+    "n_blocks": Field(int, 4, "bandits: blocks (fresh arm means ~ N(0, 1)) per subject; "
+                              "gridworld: blocks (fresh memories) per subject", lo=1),
+    "n_episodes": Field(int, 30, "gridworld: episodes per block", lo=1),
     "n_trials": Field(int, 50, "bandits: trials per block", lo=1),
 }
 
@@ -89,6 +95,9 @@ def _check_model(name: str, raw, task: str) -> dict:
                               "bounds, " + ", ".join(PARAMS))
     kind = Field(str, name if name in KINDS else None, choices=KINDS).validate(
         f"models.{name}.kind", raw.get("kind", name if name in KINDS else None))
+    if "gamma" in raw and task != "gridworld":
+        raise ConfigError(f"models.{name}.gamma", "the discount is a parameter of task = "
+                          "\"gridworld\" only")
     if (kind in BANDIT_KINDS) != (task == "bandits") and kind in BANDIT_KINDS:
         raise ConfigError(f"models.{name}.kind", f"{kind!r} needs task = \"bandits\"")
     free = Field(list, [], item_kind=str, choices=PARAMS).validate(
@@ -189,12 +198,32 @@ def validate(raw: dict) -> dict:
             raise ConfigError("recovery.set_sizes", "a set size exceeds fit.n_states")
         r["generating"] = r["generating"] or list(cfg["models"])
         cfg["recovery"] = r
+    if task == "gridworld":
+        _gridworld(cfg, sec)
     if task == "bandits" and "ppc" in cfg["figures"]:
         raise ConfigError("figures", "'ppc' (accuracy by set size) is for stimulus_response")
     for fig in cfg["figures"]:
         if fig in ("recovery_scatter", "confusion") and "recovery" not in cfg:
             raise ConfigError("figures", f"{fig!r} needs a [recovery] section")
     return cfg
+
+
+def _gridworld(cfg: dict, sec: dict) -> None:
+    """The maze (default: Fig. 1's) sets ``n_states`` and ``n_actions``."""
+    from dra_jax.envs.gridworld import Layout
+    from dra_jax.fitting.sequential import task_of
+
+    for key in ("n_states", "n_actions"):
+        if key in sec:
+            raise ConfigError(f"fit.{key}", "set by fit.maze for task = \"gridworld\"")
+    maze = tuple(cfg["fit"]["maze"]) or tuple(Layout().to_maze())
+    try:
+        task = task_of(maze)
+    except ConfigError as e:
+        raise ConfigError("fit.maze", str(e).removeprefix("config error: ")) from None
+    if (task.tables.start_probs > 0).sum() != 1:
+        raise ConfigError("fit.maze", "expected exactly one start cell 'S' (the rollouts' start)")
+    cfg["fit"].update(maze=list(maze), n_states=task.n_states, n_actions=task.n_actions)
 
 
 def load(path, overrides=()) -> dict:
