@@ -1,0 +1,76 @@
+"""A plain-NumPy (float64) likelihood of the sequential models, for tests: written from the
+description in :mod:`dra_jax.fitting.sequential` with its own random numbers
+(``numpy.random``), a Python loop over one subject's steps, NumPy arrays over M independent
+latent paths (no resampling). ``log mean_i prod_t P(a_t | s_t; z_i)`` is the brute-force Monte
+Carlo estimate of the likelihood (exact for a deterministic model with M = 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dra_jax.fitting import models
+from dra_jax.fitting.sequential import GAMMA, SeqStatic, task_of
+
+
+def _softmax(x):
+    z = np.exp(x - x.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def loglik(sst: SeqStatic, theta, steps, n_paths: int, rng: np.random.Generator) -> float:
+    """``steps``: rows ``(s, a, r, s2, done, end, new_block)`` of one subject (``a = -1``:
+    missed); ``end``: the episode ends after this row."""
+    st = sst.base
+    lam, beta, alpha_q, alpha_sigma, sigma_base, sigma0 = (float(x) for x in theta[:6])
+    gamma = float(theta[GAMMA])
+    task = task_of(sst.maze)
+    nxt, term = task.tables.next_state[0], task.tables.terminal[0]
+    learn = task.learnable
+    nodes, weights = (np.asarray(x, np.float64) for x in models.zeta_nodes(st))
+    m, na = n_paths, st.n_actions
+    paths = np.arange(m)
+    log_w = np.zeros(m)
+    q = sigma = None
+    for s, a, r, s2, done, end, new_block in steps:
+        if new_block:
+            q = np.zeros((m, st.n_states, na))
+            sigma = np.full_like(q, sigma0)
+        if a >= 0:
+            if st.kind == "qlearn":
+                p = _softmax(beta * q[:, s])[:, a]
+            else:
+                p = np.einsum("k,mk->m", weights, _softmax(
+                    beta * (q[:, s, None, :] + nodes[None] * sigma[:, s, None, :]))[..., a])
+            log_w += np.log(p)
+            if st.kind == "qlearn":
+                p2 = _softmax(beta * q[:, s2])
+            else:
+                p2 = _softmax(beta * (q[:, s2] + rng.standard_normal((m, na)) * sigma[:, s2]))
+            target = r + gamma * (1.0 - done) * np.sum(p2 * q[:, s2], axis=1)
+            q[:, s, a] += alpha_q * (target - q[:, s, a])
+        if end and st.kind in ("dra", "dra_equal"):
+            j = st.n_traj
+            g = np.zeros_like(q)
+            cur = np.full((m, j), task.tables.start)
+            run = np.ones((m, j), bool)
+            for i in range(sst.max_steps):
+                if not run.any():
+                    break
+                qr, sr = q[paths[:, None], cur], sigma[paths[:, None], cur]  # [M, J, A]
+                z = rng.standard_normal((m, j, na))
+                pr = _softmax(beta * (qr + z * sr))
+                u = rng.random((m, j))
+                act = np.minimum((np.cumsum(pr, -1) <= u[..., None]).sum(-1), na - 1)
+                onehot = np.eye(na)[act]
+                psi = (qr * onehot).sum(-1) - (qr.mean(-1) if st.psi == "A" else 0.0)
+                c = np.where(run[..., None], psi[..., None] * beta * z * (onehot - pr), 0.0)
+                np.add.at(g, (paths[:, None].repeat(j, 1), cur), c)
+                s_next = nxt[cur, act]
+                run = run & ~term[s_next] & (i + 1 < sst.max_steps)
+                cur = np.where(run, s_next, cur)
+            asc = np.where(learn, g / j - lam * (sigma / sigma_base**2 - 1.0 / sigma), 0.0)
+            if st.kind == "dra_equal":
+                asc = np.where(learn, asc.sum(axis=(1, 2), keepdims=True), 0.0)
+            sigma = np.clip(sigma + alpha_sigma * asc, st.sigma_min, st.sigma_max)
+    mx = log_w.max()
+    return float(mx + np.log(np.mean(np.exp(log_w - mx))))

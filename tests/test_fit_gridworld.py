@@ -1,0 +1,160 @@
+"""Fitting a sequential task (the grid-world): exact likelihood of the Q-learner, unbiasedness of
+the DRA filter, sequential data validation, parameter recovery."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from dra_jax.fitting import cli, models, seqdata, seqreference, sequential
+from dra_jax.fitting.data import DataError
+
+CORRIDOR = ("S...", ".#.G")  # 2 x 4: start (0, 0), goal (1, 3), obstacle (1, 1)
+
+
+def _theta(**kw):
+    v = dict(lam=0.1, beta=2.0, alpha_q=0.5, alpha_sigma=0.5, sigma_base=2.0, sigma0=1.0,
+             epsilon=0.0, ba_beta=1.0, prior_mean=0.0, prior_sd=1.0, noise_sd=1.0, gamma=0.9)
+    v.update(kw)
+    return np.array([v[p] for p in models.PARAMS])
+
+
+def _rows(maze, blocks, subject="x", missed=(), open_last=False):
+    """A data frame from hand-made action sequences: ``blocks`` = list (blocks) of lists
+    (episodes) of actions; states, rewards, next states and done from the maze's tables."""
+    task = sequential.task_of(maze)
+    nxt, rew, term = (task.tables.next_state[0], task.tables.reward[0], task.tables.terminal[0])
+    rows = []
+    for b, episodes in enumerate(blocks):
+        t = 0
+        for acts in episodes:
+            s = task.tables.start
+            for a in acts:
+                s2 = int(nxt[s, a])
+                rows.append(dict(subject=subject, block=b, trial=t, state=s, action=a,
+                                 reward=float(rew[s, a]), next_state=s2, done=int(term[s2])))
+                s, t = s2, t + 1
+            assert term[s] or open_last, "a hand-made episode must reach the goal"
+    df = pd.DataFrame(rows)
+    df["action"] = df["action"].astype(object)
+    for i in missed:
+        df.loc[i, "action"] = ""
+    return df
+
+
+def _jax_ll(sst, ds, theta, n_particles, tags=(0,), ess=0.5):
+    n, c = len(ds.subjects), len(tags)
+    th = jnp.asarray(np.broadcast_to(theta, (n, c, len(theta))), jnp.float32)
+    keys = jax.vmap(lambda i: jax.vmap(lambda t: jax.random.fold_in(jax.random.key(i), t))(
+        jnp.asarray(tags)))(jnp.arange(n))
+    tr = sequential.SeqTrials(*(jnp.asarray(x) for x in ds.trials))
+    ll, n_res = sequential.loglik(sst, n_particles, ess, th, tr, keys)
+    return np.asarray(ll, np.float64), np.asarray(n_res)
+
+
+def _steps(ds_df):
+    d = ds_df
+    nb = np.concatenate([[True], d["block"].to_numpy()[1:] != d["block"].to_numpy()[:-1]])
+    return list(zip(d["state"], d["action"], d["reward"], d["next_state"], d["done"],
+                    d["episode_end"], nb))
+
+
+MAZE = ("S..#", "....", "#..G")  # 3 x 4
+
+
+def test_qlearn_one_particle_is_the_exact_likelihood():
+    """Expected SARSA under the softmax (gamma = 0.9, two blocks, a missed step, a truncated
+    episode at a block's end): the JAX filter with one particle (float32) equals the NumPy
+    float64 likelihood; two subjects of different lengths in one batch (episode-aligned
+    padding) each get their own number."""
+    a = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3, 1, 3, 1]], [[3, 1, 2, 3, 3, 1, 3]]],
+              missed=(7,))
+    a.loc[len(a) - 1, "done"] = 0  # (the last step reaches the goal: make it a truncation)
+    a.loc[len(a) - 1, "next_state"] = a.loc[len(a) - 1, "state"]
+    a.loc[len(a) - 1, "reward"] = -1.0
+    b = _rows(MAZE, [[[1, 1, 3, 3, 3, 1], [3, 3, 1, 1, 3], [1, 1, 3, 3, 2, 3, 3, 1]]], subject="y")
+    ds = seqdata.load(pd.concat([a, b], ignore_index=True), 12, 4)
+    sst = sequential.SeqStatic(models.Static("qlearn", 12, 4), MAZE, 50)
+    th = _theta(beta=1.5, alpha_q=0.4)
+    ll, _ = _jax_ll(sst, ds, th, 1)
+    exact = [seqreference.loglik(sst, th, _steps(ds.df[ds.df["subject"] == s]), 1,
+                                 np.random.default_rng(0)) for s in ("x", "y")]
+    assert ds.n_missed.tolist() == [1, 0]
+    assert np.all(np.array(exact) < -10)
+    np.testing.assert_allclose(ll[:, 0], exact, rtol=2e-6)
+
+
+def test_dra_filter_is_unbiased_on_a_tiny_sequence():
+    """Three episodes (11 steps) of DRA in a 2 x 4 maze: sigma moves after each episode by
+    the agent's own rollouts and the target draws its own zeta'. A batch-mate with longer
+    episodes pads this subject's episodes (its rollouts run at padded positions). The mean over 2000 replicates of
+    exp(loglik) of the JAX filter (4 particles, resampling when ESS < 0.99 P) equals the
+    brute-force Monte Carlo likelihood of the NumPy reference (no resampling, 20000 paths) within
+    4 standard errors; and the rollouts matter: with alpha_sigma = 0 the likelihood differs by
+    many standard errors. (Measured at 2000 replicates / 40000 paths: 2.420e-8 +- 0.024e-8 vs
+    2.429e-8 +- 0.014e-8, 0.3 SE; alpha_sigma = 0: 8.49e-8, ~200 SE away.)"""
+    df = _rows(CORRIDOR, [[[3, 3, 3, 1], [3, 0, 3, 3, 1], [3, 3]]], open_last=True)
+    mate = _rows(CORRIDOR, [[[0, 3, 2, 3, 3, 3, 1], [3, 3, 1, 3]]], subject="y")
+    ds = seqdata.load(pd.concat([df, mate], ignore_index=True), 8, 4)
+    sst = sequential.SeqStatic(models.Static("dra", 8, 4, n_traj=3, n_zeta=16), CORRIDOR, 12)
+    th = _theta(beta=3.0, alpha_q=0.6, alpha_sigma=0.8, lam=0.05, sigma0=1.0, gamma=1.0)
+    n_rep = 1000
+    ll, n_res = _jax_ll(sst, ds, th, 4, tags=np.arange(n_rep), ess=0.99)
+    assert n_res.mean() > 1
+    lik = np.exp(ll[0])
+    pf_mean, pf_se = lik.mean(), lik.std(ddof=1) / np.sqrt(n_rep)
+    steps = _steps(ds.df[ds.df["subject"] == "x"])
+    batches = [np.exp(seqreference.loglik(sst, th, steps, 4000, np.random.default_rng(10 + b)))
+               for b in range(5)]
+    bf_mean, bf_se = np.mean(batches), np.std(batches, ddof=1) / np.sqrt(len(batches))
+    se = np.hypot(pf_se, bf_se)
+    assert abs(pf_mean - bf_mean) < 4 * se, (pf_mean, bf_mean, se)
+    frozen = [np.exp(seqreference.loglik(sst, _theta(**{**dict(zip(models.PARAMS, th)),
+                                                         "alpha_sigma": 0.0}), steps, 2000,
+                                         np.random.default_rng(50 + b))) for b in range(2)]
+    assert abs(np.mean(frozen) - bf_mean) > 6 * se, (np.mean(frozen), bf_mean, se)
+
+
+@pytest.mark.parametrize("col, value, row, bad_col", [
+    ("next_state", 12, 3, "next_state"),  # out of range
+    ("done", 2, 5, "done"),  # not 0/1
+    ("next_state", 0, 2, "state"),  # the next row does not continue from it
+])
+def test_bad_sequential_data_exits_2_naming_column_and_row(tmp_path, capsys, col, value, row,
+                                                           bad_col):
+    df = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3, 1, 3, 1]]])
+    df.loc[row, col] = value
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('task = "gridworld"\n[fit]\nmaze = ["S..#", "....", "#..G"]\n'
+                   '[models.qlearn]\nfree = ["beta"]\n')
+    out = tmp_path / "out"
+    assert cli.main(["--config", str(cfg), "--data", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    bad_row = row + 1 if bad_col == "state" else row
+    assert f"column '{bad_col}', row {bad_row}" in err, err
+    assert not out.exists()
+    with pytest.raises(DataError, match="missing column"):
+        seqdata.load(df.drop(columns="done"), 12, 4)
+
+
+def test_qlearn_parameter_recovery_on_the_fig1_maze():
+    """10 simulated Q-learners x 10 episodes (~940 steps each) in the Fig. 1 maze, beta and
+    alpha_q drawn from the middle of their boxes, fitted by CMA-ES (15 generations): Spearman r
+    of true vs recovered > 0.85 for both and small biases. Measured (seeds 1 / 2 / 3): beta r =
+    0.99 / 0.95 / 0.99, bias +0.24 / -0.03 / -0.14; alpha_q r = 0.98 / 0.98 / 0.98, bias
+    +0.005 / +0.009 / -0.005 (with 8 subjects x 8 episodes, seed 3 gave beta r = 0.71: too
+    small a set for a kept threshold)."""
+    from dra_jax.fitting import recovery, spec
+
+    cfg = spec.validate({
+        "task": "gridworld", "seed": 1, "figures": [],
+        "recovery": {"n_subjects": 10, "n_blocks": 1, "n_episodes": 10, "generating": ["qlearn"]},
+        "fit": {"max_steps": 100, "restarts": 1, "generations": 15, "n_reps": 2},
+        "models": {"qlearn": {"free": ["beta", "alpha_q"], "beta": 3.0, "alpha_q": 0.3}},
+        "bounds": {"beta": [0.5, 10.0], "alpha_q": [0.05, 1.0]}})
+    rec = recovery.run(cfg).extra["recovery"]["parameters"]["qlearn"]
+    assert rec["beta"]["spearman_r"] > 0.85 and rec["alpha_q"]["spearman_r"] > 0.85, rec
+    assert abs(rec["beta"]["bias"]) < 0.6 and abs(rec["alpha_q"]["bias"]) < 0.05, rec
