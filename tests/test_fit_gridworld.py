@@ -20,22 +20,29 @@ def _theta(**kw):
     return np.array([v[p] for p in models.PARAMS])
 
 
-def _rows(maze, blocks, subject="x", missed=(), open_last=False):
+def _rows(maze, blocks, subject="x", missed=(), open_last=False, marks=None):
     """A data frame from hand-made action sequences: ``blocks`` = list (blocks) of lists
-    (episodes) of actions; states, rewards, next states and done from the maze's tables."""
+    (episodes) of actions; states, rewards, next states and done from the maze's tables.
+    ``marks {(block, episode): "truncated" | "done"}`` ends an episode that has not reached the
+    goal with that flag on its last row (``open_last``: the block's last episode may stop)."""
     task = sequential.task_of(maze)
     nxt, rew, term = (task.tables.next_state[0], task.tables.reward[0], task.tables.terminal[0])
+    marks = marks or {}
     rows = []
     for b, episodes in enumerate(blocks):
         t = 0
-        for acts in episodes:
+        for e, acts in enumerate(episodes):
             s = task.tables.start
             for a in acts:
                 s2 = int(nxt[s, a])
                 rows.append(dict(subject=subject, block=b, trial=t, state=s, action=a,
-                                 reward=float(rew[s, a]), next_state=s2, done=int(term[s2])))
+                                 reward=float(rew[s, a]), next_state=s2, done=int(term[s2]),
+                                 truncated=0))
                 s, t = s2, t + 1
-            assert term[s] or open_last, "a hand-made episode must reach the goal"
+            if (b, e) in marks:
+                rows[-1][marks[b, e]] = 1
+            else:
+                assert term[s] or (open_last and e == len(episodes) - 1), "must reach the goal"
     df = pd.DataFrame(rows)
     df["action"] = df["action"].astype(object)
     for i in missed:
@@ -64,16 +71,15 @@ MAZE = ("S..#", "....", "#..G")  # 3 x 4
 
 
 def test_qlearn_one_particle_is_the_exact_likelihood():
-    """Expected SARSA under the softmax (gamma = 0.9, two blocks, a missed step, a truncated
-    episode at a block's end): the JAX filter with one particle (float32) equals the NumPy
+    """Expected SARSA under the softmax (gamma = 0.9, two blocks, a missed step, an episode
+    truncated mid-block (the target bootstraps), one ended by done = 1 at a non-goal cell (it
+    does not), a block ending mid-episode): the JAX filter with one particle (float32) equals the NumPy
     float64 likelihood; two subjects of different lengths in one batch (episode-aligned
     padding) each get their own number."""
-    a = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3, 1, 3, 1]], [[3, 1, 2, 3, 3, 1, 3]]],
-              missed=(7,))
-    a.loc[len(a) - 1, "done"] = 0  # (the last step reaches the goal: make it a truncation)
-    a.loc[len(a) - 1, "next_state"] = a.loc[len(a) - 1, "state"]
-    a.loc[len(a) - 1, "reward"] = -1.0
-    b = _rows(MAZE, [[[1, 1, 3, 3, 3, 1], [3, 3, 1, 1, 3], [1, 1, 3, 3, 2, 3, 3, 1]]], subject="y")
+    a = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3], [1, 3, 0, 3, 1, 3, 1]], [[3, 1, 2, 3, 3]]],
+              missed=(7,), open_last=True, marks={(0, 1): "truncated"})
+    b = _rows(MAZE, [[[1, 1, 3, 3, 3, 1], [3, 3, 1], [3, 3, 1, 1, 3], [1, 3, 3, 2, 3, 3, 1]]],
+              subject="y", marks={(0, 1): "done"})
     ds = seqdata.load(pd.concat([a, b], ignore_index=True), 12, 4)
     sst = sequential.SeqStatic(models.Static("qlearn", 12, 4), MAZE, 50)
     th = _theta(beta=1.5, alpha_q=0.4)
