@@ -17,18 +17,48 @@ def _softmax(x):
     return z / z.sum(-1, keepdims=True)
 
 
+def sigma_update(sst: SeqStatic, theta, q, sigma, rng: np.random.Generator):
+    """DRA's end-of-episode update of ``sigma [M, S, A]`` for M independent paths: ``n_traj``
+    rollouts from the start state under ``(q, sigma)``, then one plain SGD step, clipped."""
+    st = sst.base
+    lam, beta, _, alpha_sigma, sigma_base = (float(x) for x in theta[:5])
+    task = task_of(sst.maze)
+    nxt, term = task.tables.next_state[0], task.tables.terminal[0]
+    learn = task.learnable
+    m, na, j = q.shape[0], st.n_actions, st.n_traj
+    paths = np.arange(m)
+    g = np.zeros_like(q)
+    cur = np.full((m, j), task.tables.start)
+    run = np.ones((m, j), bool)
+    for i in range(sst.max_steps):
+        if not run.any():
+            break
+        qr, sr = q[paths[:, None], cur], sigma[paths[:, None], cur]  # [M, J, A]
+        z = rng.standard_normal((m, j, na))
+        pr = _softmax(beta * (qr + z * sr))
+        u = rng.random((m, j))
+        act = np.minimum((np.cumsum(pr, -1) <= u[..., None]).sum(-1), na - 1)
+        onehot = np.eye(na)[act]
+        psi = (qr * onehot).sum(-1) - (qr.mean(-1) if st.psi == "A" else 0.0)
+        c = np.where(run[..., None], psi[..., None] * beta * z * (onehot - pr), 0.0)
+        np.add.at(g, (paths[:, None].repeat(j, 1), cur), c)
+        s_next = nxt[cur, act]
+        run = run & ~term[s_next] & (i + 1 < sst.max_steps)
+        cur = np.where(run, s_next, cur)
+    asc = np.where(learn, g / j - lam * (sigma / sigma_base**2 - 1.0 / sigma), 0.0)
+    if st.kind == "dra_equal":
+        asc = np.where(learn, asc.sum(axis=(1, 2), keepdims=True), 0.0)
+    return np.clip(sigma + alpha_sigma * asc, st.sigma_min, st.sigma_max)
+
+
 def loglik(sst: SeqStatic, theta, steps, n_paths: int, rng: np.random.Generator) -> float:
     """``steps``: rows ``(s, a, r, s2, done, end, new_block)`` of one subject (``a = -1``:
     missed); ``end``: the episode ends after this row."""
     st = sst.base
-    lam, beta, alpha_q, alpha_sigma, sigma_base, sigma0 = (float(x) for x in theta[:6])
+    beta, alpha_q, sigma0 = float(theta[1]), float(theta[2]), float(theta[5])
     gamma = float(theta[GAMMA])
-    task = task_of(sst.maze)
-    nxt, term = task.tables.next_state[0], task.tables.terminal[0]
-    learn = task.learnable
     nodes, weights = (np.asarray(x, np.float64) for x in models.zeta_nodes(st))
     m, na = n_paths, st.n_actions
-    paths = np.arange(m)
     log_w = np.zeros(m)
     q = sigma = None
     for s, a, r, s2, done, end, new_block in steps:
@@ -49,28 +79,6 @@ def loglik(sst: SeqStatic, theta, steps, n_paths: int, rng: np.random.Generator)
             target = r + gamma * (1.0 - done) * np.sum(p2 * q[:, s2], axis=1)
             q[:, s, a] += alpha_q * (target - q[:, s, a])
         if end and st.kind in ("dra", "dra_equal"):
-            j = st.n_traj
-            g = np.zeros_like(q)
-            cur = np.full((m, j), task.tables.start)
-            run = np.ones((m, j), bool)
-            for i in range(sst.max_steps):
-                if not run.any():
-                    break
-                qr, sr = q[paths[:, None], cur], sigma[paths[:, None], cur]  # [M, J, A]
-                z = rng.standard_normal((m, j, na))
-                pr = _softmax(beta * (qr + z * sr))
-                u = rng.random((m, j))
-                act = np.minimum((np.cumsum(pr, -1) <= u[..., None]).sum(-1), na - 1)
-                onehot = np.eye(na)[act]
-                psi = (qr * onehot).sum(-1) - (qr.mean(-1) if st.psi == "A" else 0.0)
-                c = np.where(run[..., None], psi[..., None] * beta * z * (onehot - pr), 0.0)
-                np.add.at(g, (paths[:, None].repeat(j, 1), cur), c)
-                s_next = nxt[cur, act]
-                run = run & ~term[s_next] & (i + 1 < sst.max_steps)
-                cur = np.where(run, s_next, cur)
-            asc = np.where(learn, g / j - lam * (sigma / sigma_base**2 - 1.0 / sigma), 0.0)
-            if st.kind == "dra_equal":
-                asc = np.where(learn, asc.sum(axis=(1, 2), keepdims=True), 0.0)
-            sigma = np.clip(sigma + alpha_sigma * asc, st.sigma_min, st.sigma_max)
+            sigma = sigma_update(sst, theta, q, sigma, rng)
     mx = log_w.max()
     return float(mx + np.log(np.mean(np.exp(log_w - mx))))

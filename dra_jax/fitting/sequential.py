@@ -198,7 +198,7 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
         return (jax.tree.map(lambda x: x[idx], lat), jnp.where(do, -jnp.log(float(p)), logw),
                 n_res + do.astype(jnp.int32))
 
-    def move(th, key, lat, obs, s, a, r, s2, done, valid_=True):
+    def move(th, key, lat, obs, s, a, r, s2, done):
         zeta2 = models.normal_box_muller(key, (p, st.n_actions))
         new = jax.vmap(functools.partial(q_update, st, th),
                        in_axes=(0, None, None, None, None, None, 0))(
