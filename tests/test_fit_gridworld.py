@@ -195,3 +195,22 @@ def test_rollout_sigma_update_matches_numpy_in_expectation():
     moved = np.abs(sn.mean(0) - sigma)[learn] > 5 * se[learn]
     assert moved.mean() > 0.8, moved.mean()
     np.testing.assert_array_equal(sj[:, ~learn], np.broadcast_to(sigma[~learn], (m, (~learn).sum())))
+
+
+def test_gridworld_fit_config_validates_and_names_bad_keys():
+    """The shipped config validates (the Fig. 1 maze: 54 states, 4 actions); keys that do not
+    belong to the task are refused by name."""
+    from dra_jax.config import ConfigError
+    from dra_jax.fitting import spec
+
+    cfg = spec.load("configs/fit_gridworld.toml")
+    assert (cfg["fit"]["n_states"], cfg["fit"]["n_actions"]) == (54, 4)
+    assert set(cfg["models"]) == {"qlearn", "lam0", "dra"}
+    base = {"task": "gridworld", "models": {"qlearn": {"free": ["beta"]}}}
+    for raw, key in (({**base, "fit": {"n_states": 9}}, "fit.n_states"),
+                     ({**base, "fit": {"maze": ["S..", "..."]}}, "fit.maze"),
+                     ({"task": "stimulus_response", "models": {"qlearn": {"gamma": 0.9}}},
+                      "models.qlearn.gamma")):
+        with pytest.raises(ConfigError) as e:
+            spec.validate(raw)
+        assert e.value.key == key

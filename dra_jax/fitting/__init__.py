@@ -1,5 +1,6 @@
 """Fitting capacity-limited agents to choice data: particle-filter likelihoods (particle.py),
-models (models.py), data (data.py), CMA-ES (optimize.py), recovery and posterior predictive
+models (models.py), data (data.py), sequential tasks (the grid-world: sequential.py, seqdata.py,
+seqsim.py), CMA-ES (optimize.py), recovery and posterior predictive
 checks (recovery.py, ppc.py), the command (cli.py)."""
 
 

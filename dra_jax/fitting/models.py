@@ -2,7 +2,9 @@
 of an observed action, and the update on an observed trial.
 
 Every model reads one parameter vector ``theta`` in the order of :data:`PARAMS`
-(``lam, beta, alpha_q, alpha_sigma, sigma_base, sigma0``); a model ignores what it does not use.
+(``lam, beta, alpha_q, alpha_sigma, sigma_base, sigma0``, the bandit agents' parameters, and
+``gamma``, the discount of a sequential task: :mod:`dra_jax.fitting.sequential`); a model
+ignores what it does not use.
 
 * ``dra``: the Dynamic Resource Allocator (Patel et al. 2020, Algorithm 1) with one sigma per
   memory. A trial is an episode: the mean of the chosen memory moves by

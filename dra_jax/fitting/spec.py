@@ -2,7 +2,8 @@
 
     task = "stimulus_response" | "bandits" | "gridworld"    seed, out, description, figures
     [fit]        particle filter and CMA-ES settings (FIT_FIELDS)
-    [models.NAME] kind = dra | dra_equal | lam0 | qlearn (both tasks; on "bandits" DRA is the
+    [fit] maze, max_steps   (gridworld) the maze's rows (default Fig. 1) and the rollout cap
+    [models.NAME] kind = dra | dra_equal | lam0 | qlearn (every task; on "bandits" DRA is the
                  one-state agent) | ts_softmax | ts_lapse | blasts (bandits); free = [names];
                  any parameter name = its fixed value (and the search's start)
     [bounds]     parameter = [lo, hi] (the search box; free parameters are mapped to R by a
