@@ -119,8 +119,9 @@ def ppc(cfg: dict, ds, fits: pd.DataFrame, n_sims: int = 10, seed: int = 0) -> d
     for name, mspec in cfg["models"].items():
         tf = optimize.Transform(mspec, cfg["bounds"])
         f = fits[fits["model"] == name].set_index("subject")
-        theta = np.stack([tf.theta(tf.to_y(f.loc[s, tf.free].to_numpy(float)))
-                          if tf.free else tf.base for s in ds.subjects])
+        theta = np.tile(tf.base, (len(ds.subjects), 1))
+        if tf.free:  # (the fitted values themselves: no round trip through the logit)
+            theta[:, tf.idx] = f.loc[ds.subjects, tf.free].to_numpy(float)
         sim = simulate(optimize.seq_static_for(cfg, mspec["kind"]), np.repeat(theta, n_sims, 0),
                        1, n_ep, seed)
         steps = sim.groupby(["subject", "episode"]).size()
