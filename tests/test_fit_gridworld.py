@@ -94,25 +94,26 @@ def test_qlearn_one_particle_is_the_exact_likelihood():
 def test_dra_filter_is_unbiased_on_a_tiny_sequence():
     """Three episodes (11 steps) of DRA in a 2 x 4 maze: sigma moves after each episode by
     the agent's own rollouts and the target draws its own zeta'. A batch-mate with longer
-    episodes pads this subject's episodes (its rollouts run at padded positions). The mean over 2000 replicates of
-    exp(loglik) of the JAX filter (4 particles, resampling when ESS < 0.99 P) equals the
-    brute-force Monte Carlo likelihood of the NumPy reference (no resampling, 20000 paths) within
-    4 standard errors; and the rollouts matter: with alpha_sigma = 0 the likelihood differs by
-    many standard errors. (Measured at 2000 replicates / 40000 paths: 2.420e-8 +- 0.024e-8 vs
-    2.429e-8 +- 0.014e-8, 0.3 SE; alpha_sigma = 0: 8.49e-8, ~200 SE away.)"""
+    episodes pads this subject's episodes (its rollouts run at padded positions). The mean over
+    600 replicates of exp(loglik) of the JAX filter (4 particles, resampling when ESS < 0.99 P)
+    equals the brute-force Monte Carlo likelihood of the NumPy reference (no resampling, 16000
+    paths) within 4 standard errors; and the rollouts matter: with alpha_sigma = 0 the
+    likelihood differs by many standard errors. (Measured at 2000 replicates / 40000 paths:
+    2.420e-8 +- 0.024e-8 vs 2.429e-8 +- 0.014e-8, 0.3 SE; alpha_sigma = 0: 8.49e-8, ~200 SE
+    away.)"""
     df = _rows(CORRIDOR, [[[3, 3, 3, 1], [3, 0, 3, 3, 1], [3, 3]]], open_last=True)
     mate = _rows(CORRIDOR, [[[0, 3, 2, 3, 3, 3, 1], [3, 3, 1, 3]]], subject="y")
     ds = seqdata.load(pd.concat([df, mate], ignore_index=True), 8, 4)
     sst = sequential.SeqStatic(models.Static("dra", 8, 4, n_traj=3, n_zeta=16), CORRIDOR, 12)
     th = _theta(beta=3.0, alpha_q=0.6, alpha_sigma=0.8, lam=0.05, sigma0=1.0, gamma=1.0)
-    n_rep = 1000
+    n_rep = 600
     ll, n_res = _jax_ll(sst, ds, th, 4, tags=np.arange(n_rep), ess=0.99)
     assert n_res.mean() > 1
     lik = np.exp(ll[0])
     pf_mean, pf_se = lik.mean(), lik.std(ddof=1) / np.sqrt(n_rep)
     steps = _steps(ds.df[ds.df["subject"] == "x"])
     batches = [np.exp(seqreference.loglik(sst, th, steps, 4000, np.random.default_rng(10 + b)))
-               for b in range(5)]
+               for b in range(4)]
     bf_mean, bf_se = np.mean(batches), np.std(batches, ddof=1) / np.sqrt(len(batches))
     se = np.hypot(pf_se, bf_se)
     assert abs(pf_mean - bf_mean) < 4 * se, (pf_mean, bf_mean, se)
@@ -146,24 +147,33 @@ def test_bad_sequential_data_exits_2_naming_column_and_row(tmp_path, capsys, col
         seqdata.load(df.drop(columns="done"), 12, 4)
 
 
-def test_qlearn_parameter_recovery_on_the_fig1_maze():
+def test_qlearn_parameter_recovery_on_the_fig1_maze_through_the_cli(tmp_path):
     """10 simulated Q-learners x 10 episodes (~940 steps each) in the Fig. 1 maze, beta and
     alpha_q drawn from the middle of their boxes, fitted by CMA-ES (15 generations): Spearman r
     of true vs recovered > 0.85 for both and small biases. Measured (seeds 1 / 2 / 3): beta r =
     0.99 / 0.95 / 0.99, bias +0.24 / -0.03 / -0.14; alpha_q r = 0.98 / 0.98 / 0.98, bias
     +0.005 / +0.009 / -0.005 (with 8 subjects x 8 episodes, seed 3 gave beta r = 0.71: too
-    small a set for a kept threshold)."""
-    from dra_jax.fitting import recovery, spec
+    small a set for a kept threshold). Run through the command: fits.csv, summary.json (with
+    the episode count) and the learning-curve figure are written."""
+    import json
 
-    cfg = spec.validate({
-        "task": "gridworld", "seed": 1, "figures": [],
-        "recovery": {"n_subjects": 10, "n_blocks": 1, "n_episodes": 10, "generating": ["qlearn"]},
-        "fit": {"max_steps": 100, "restarts": 1, "generations": 15, "n_reps": 2},
-        "models": {"qlearn": {"free": ["beta", "alpha_q"], "beta": 3.0, "alpha_q": 0.3}},
-        "bounds": {"beta": [0.5, 10.0], "alpha_q": [0.05, 1.0]}})
-    rec = recovery.run(cfg).extra["recovery"]["parameters"]["qlearn"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('task = "gridworld"\nseed = 1\nfigures = ["ppc"]\n'
+                   '[recovery]\nn_subjects = 10\nn_blocks = 1\nn_episodes = 10\n'
+                   '[fit]\nmax_steps = 100\nrestarts = 1\ngenerations = 15\nn_reps = 2\n'
+                   '[models.qlearn]\nfree = ["beta", "alpha_q"]\nbeta = 3.0\nalpha_q = 0.3\n'
+                   '[bounds]\nbeta = [0.5, 10.0]\nalpha_q = [0.05, 1.0]\n')
+    out = tmp_path / "out"
+    assert cli.main(["--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rec = summary["recovery"]["parameters"]["qlearn"]
     assert rec["beta"]["spearman_r"] > 0.85 and rec["alpha_q"]["spearman_r"] > 0.85, rec
     assert abs(rec["beta"]["bias"]) < 0.6 and abs(rec["alpha_q"]["bias"]) < 0.05, rec
+    fits = pd.read_csv(out / "fits.csv")
+    assert len(fits) == 10 and np.all(fits["loglik"] < 0)
+    assert summary["data"]["n_episodes"] == 100
+    assert len(summary["ppc"]["data"]) == 10 and len(summary["ppc"]["models"]["qlearn"]) == 10
+    assert (out / "figures" / "ppc.png").stat().st_size > 1000
 
 
 def test_rollout_sigma_update_matches_numpy_in_expectation():
@@ -214,3 +224,4 @@ def test_gridworld_fit_config_validates_and_names_bad_keys():
         with pytest.raises(ConfigError) as e:
             spec.validate(raw)
         assert e.value.key == key
+

@@ -60,6 +60,8 @@ def _data_summary(ds) -> dict:
            "n_trials": int(ds.n_trials.sum()), "n_missed": int(ds.n_missed.sum()),
            "n_blocks": int(df.groupby(["subject", "block"]).ngroups),
            "covariates": [c for c in df.columns if c not in data_mod.REQUIRED + _SEQ_COLS]}
+    if "episode_end" in df:  # a sequential task
+        out["n_episodes"] = int(df["episode_end"].sum())
     obs = df[df["action"] >= 0]
     out["mean_reward"] = float(obs["reward"].mean()) if len(obs) else float("nan")
     return out
