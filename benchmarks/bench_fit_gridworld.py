@@ -1,7 +1,7 @@
 """Throughput of the grid-world particle filter (:func:`dra_jax.fitting.sequential.loglik`).
 
-    PYTHONPATH=. python benchmarks/bench_fit_gridworld.py [--subjects 4] [--candidates 4] [--particles 16]
-                                             [--episodes 20] [--max-steps 200] [--out FILE]
+    PYTHONPATH=. python benchmarks/bench_fit_gridworld.py [--subjects 4] [--candidates 4]
+        [--particles 16] [--episodes 20] [--max-steps 200] [--out FILE]
 
 Synthetic subjects (the models' own simulator, Fig. 1 maze, one block) are filtered in one
 jitted call per model; compile time (first call) is reported apart from the run time (best of

@@ -73,8 +73,8 @@ MAZE = ("S..#", "....", "#..G")  # 3 x 4
 def test_qlearn_one_particle_is_the_exact_likelihood():
     """Expected SARSA under the softmax (gamma = 0.9, two blocks, a missed step, an episode
     truncated mid-block (the target bootstraps), one ended by done = 1 at a non-goal cell (it
-    does not), a block ending mid-episode): the JAX filter with one particle (float32) equals the NumPy
-    float64 likelihood; two subjects of different lengths in one batch (episode-aligned
+    does not), a block ending mid-episode): the JAX filter with one particle (float32) equals
+    the NumPy float64 likelihood; two subjects of different lengths in one batch (episode-aligned
     padding) each get their own number."""
     a = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3], [1, 3, 0, 3, 1, 3, 1]], [[3, 1, 2, 3, 3]]],
               missed=(7,), open_last=True, marks={(0, 1): "truncated"})
@@ -204,7 +204,8 @@ def test_rollout_sigma_update_matches_numpy_in_expectation():
     assert np.all(diff < 4.5 * se[learn] + 1e-6), (diff / se[learn]).max()
     moved = np.abs(sn.mean(0) - sigma)[learn] > 5 * se[learn]
     assert moved.mean() > 0.8, moved.mean()
-    np.testing.assert_array_equal(sj[:, ~learn], np.broadcast_to(sigma[~learn], (m, (~learn).sum())))
+    np.testing.assert_array_equal(sj[:, ~learn],
+                                  np.broadcast_to(sigma[~learn], (m, (~learn).sum())))
 
 
 def test_gridworld_fit_config_validates_and_names_bad_keys():

@@ -175,7 +175,8 @@ def load(data, n_states: int, n_actions: int) -> Dataset:
 
 
 def load_for(data, cfg: dict) -> Dataset:
-    """:func:`load` for the config's task (a sequential task: :func:`dra_jax.fitting.seqdata.load`)."""
+    """:func:`load` for the config's task (a sequential task:
+    :func:`dra_jax.fitting.seqdata.load`)."""
     f = cfg["fit"]
     if cfg["task"] == "gridworld":
         from dra_jax.fitting import seqdata

@@ -142,7 +142,9 @@ def sigma_step(sst: SeqStatic, theta, lat: models.Latent, keys, ep, end) -> mode
     per_particle = jax.vmap(update, in_axes=(None, 0, 0, 0, 0))
     sig2, opt2 = _lanes(per_particle)(theta, lat.q, lat.sigma, lat.opt, g)
     new = models.Latent(lat.q, sig2, opt2)
-    sel = lambda x1, x0: jnp.where(end.reshape(end.shape + (1,) * (x1.ndim - 2)), x1, x0)  # noqa: E731
+    def sel(x1, x0):
+        return jnp.where(end.reshape(end.shape + (1,) * (x1.ndim - 2)), x1, x0)
+
     return jax.tree.map(sel, new, lat)
 
 
