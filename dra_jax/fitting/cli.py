@@ -157,6 +157,7 @@ def main(argv=None) -> int:
             cfg["out"] = args.out
         out = Path(cfg["out"])
         f = cfg["fit"]
+        optimize.n_devices(cfg)  # more devices than this process has: an error before any work
         if args.data is None:
             if "recovery" not in cfg:
                 raise ConfigError("--data", "required (the config has no [recovery] section)")
