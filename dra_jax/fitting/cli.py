@@ -2,6 +2,7 @@
 
     python -m dra_jax.fit --config configs/fit_stimulus_response.toml --data FILE.csv
                           [--out DIR] [--set section.key=value ...] [--subjects ID,ID] [--resume]
+                          [--cpu-devices N]   (read by dra_jax/fit.py before JAX starts)
 
 Writes, each atomically and results before figures: ``fits.csv`` (one row per subject x model:
 ``subject, model, loglik, loglik_se, n_trials, n_missed, aic, bic`` and one column per free

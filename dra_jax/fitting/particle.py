@@ -18,18 +18,26 @@ With a deterministic latent state every particle is the same and one particle gi
 likelihood.
 
 Layout: one ``jit`` of a ``lax.scan`` over trials whose carry holds every lane's particles
-``[N subjects, C candidates, P, ...]``; the per-particle work is vmapped inside the step.
-Noise of trial t comes from ``fold_in(key, t)`` with the lane's own key, so a subject's numbers
-do not depend on its batch-mates or on how many trials they have (common random numbers across
-candidates).
+``[N subjects, C candidates, ..., P]`` with the particle axis LAST: the stimulus-response models'
+arithmetic broadcasts over trailing axes (:func:`dra_jax.fitting.models.update`), so XLA's CPU
+loops run along the particles (the bandit kinds' functions are vmapped over that axis). Noise
+of trial t comes from ``fold_in(key, t)`` with the lane's own key, so a subject's numbers do
+not depend on its batch-mates or on how many trials they have (common random numbers across
+candidates). ``n_devices > 1`` splits the subjects over devices with ``shard_map`` (each device
+runs its own scan; the numbers equal one device's, tests/test_fit_devices.py).
 
 Measured costs (benchmarks/bench_fit.py; 2-core CPU): the choice probability is formed for the
 observed action only (:func:`dra_jax.fitting.models.chosen_prob`), the rollouts are elementwise
-chains over ``[n_traj]`` arrays, their normals come from a Box-Muller transform
+chains, their normals come from a Box-Muller transform
 (:func:`dra_jax.fitting.models.normal_box_muller`) and the whole call is traced with the
 non-partitionable threefry; together 3.5x the first version's throughput at 256 particles
 (2.7x in CPU time), 6x at 16 and 75x for the one-particle lam0 filter
-(benchmarks/results/fit_cpu_v2*.json).
+(benchmarks/results/fit_cpu_v2*.json). Then the particle axis moved last: with the particles
+vmapped, the rollouts' ``[n_traj = 10]`` axis was the minor one of every array; now the DRA
+filter (4 subjects x 4 candidates x 560 trials) takes 3.5 instead of 8.3 CPU s at 256 particles
+and 0.36 instead of 0.99 at 16. Of what is left, the 10 rollouts are ~70% (n_traj = 1: 1.0 CPU
+s), the 128-node choice probability < 10% (16 nodes: 3.2 CPU s), so giving each particle a
+random subset of the nodes (unbiased for the same likelihood) was not worth its extra variance.
 """
 from __future__ import annotations
 
