@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from dra_jax.fitting import optimize, spec
+from dra_jax.fitting import cli, optimize, spec
 
 _CHILD = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
@@ -60,8 +60,9 @@ def test_likelihoods_split_over_two_devices_equal_one_devices():
     assert "OK" in out.stdout
 
 
-def test_more_devices_than_the_process_has_is_a_config_error():
-    """fit.devices is validated (>= 0), and asking for more devices than exist names the key."""
+def test_more_devices_than_the_process_has_is_a_config_error(tmp_path, capsys):
+    """fit.devices is validated (>= 0), and asking for more devices than exist names the key;
+    the fit command then exits 2 and writes nothing."""
     cfg = spec.validate({"task": "stimulus_response", "fit": {"devices": 64},
                          "models": {"qlearn": {"free": ["beta"]}}})
     with pytest.raises(spec.ConfigError, match="fit.devices"):
@@ -69,3 +70,9 @@ def test_more_devices_than_the_process_has_is_a_config_error():
     with pytest.raises(spec.ConfigError, match="fit.devices"):
         spec.validate({"task": "stimulus_response", "fit": {"devices": -1}})
     assert optimize.n_devices(spec.validate({"task": "stimulus_response"})) >= 1
+    csv = tmp_path / "d.csv"
+    csv.write_text("subject,block,trial,state,action,reward\nx,0,0,0,1,1\nx,0,1,1,0,0\n")
+    out = tmp_path / "out"
+    assert cli.main(["--config", "configs/fit_stimulus_response.toml", "--data", str(csv),
+                     "--out", str(out), "--set", "fit.devices=64", "--quiet"]) == 2
+    assert "fit.devices" in capsys.readouterr().err and not out.exists()
