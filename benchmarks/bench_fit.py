@@ -16,7 +16,9 @@ evaluates with configs/fit_stimulus_response.toml's search (2 restarts x 25 gene
 popsize 7, 8 replicates): the search at ``--search-particles``, the 4 finalists and the 8
 replicates at ``--particles``; and with the first version's protocol (every call at
 ``--particles``, finalists and replicates padded to calls of popsize 7).
-Run from the repository root with PYTHONPATH pointing at the tree to measure.
+Run from the repository root with PYTHONPATH pointing at the tree to measure. The fit of that
+data set is MEASURED (on a subset of subjects, compile time apart) by
+benchmarks/bench_fit_classic.py.
 """
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ def test_search_uses_search_particles(monkeypatch):
     padded to the population); deterministic models one particle."""
     calls = []
 
-    def spy(st, n_particles, ess, theta, trials, keys):  # records, computes nothing
+    def spy(st, n_particles, ess, theta, trials, keys, n_devices=1):  # records, computes nothing
         calls.append((st.kind, n_particles, theta.shape[1]))
         return -jnp.sum(theta ** 2, -1), jnp.zeros(theta.shape[:2], jnp.int32)
 

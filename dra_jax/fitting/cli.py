@@ -2,6 +2,7 @@
 
     python -m dra_jax.fit --config configs/fit_stimulus_response.toml --data FILE.csv
                           [--out DIR] [--set section.key=value ...] [--subjects ID,ID] [--resume]
+                          [--cpu-devices N]   (read by dra_jax/fit.py before JAX starts)
 
 Writes, each atomically and results before figures: ``fits.csv`` (one row per subject x model:
 ``subject, model, loglik, loglik_se, n_trials, n_missed, aic, bic`` and one column per free
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
         if args.out:
             cfg["out"] = args.out
         out = Path(cfg["out"])
-        f = cfg["fit"]
+        optimize.n_devices(cfg)  # more devices than this process has: an error before any work
         if args.data is None:
             if "recovery" not in cfg:
                 raise ConfigError("--data", "required (the config has no [recovery] section)")

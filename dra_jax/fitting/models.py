@@ -135,28 +135,46 @@ def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.
     """``P(a | s)`` of one action: the same number as ``action_probs(...)[a]`` on the same zeta
     nodes, computed as ``mean_k 1 / sum_j exp(x_kj - x_ka)`` with ``x_k = beta * (q[s] + zeta_k *
     sigma[s])`` (softmax is shift-invariant; an overflowing term gives the limit 0). Only the
-    observed action's column is formed, from ``[K]`` rows (node axis minor): no max, no
-    normalization of the other columns, no weighted ``[K, A]`` reduction. Measured on this CPU
-    (the lam0 filter, 256 particles, where it is all the work): 27x faster than
-    ``action_probs(...)[a]``."""
+    observed action's column is formed: no max, no normalization of the other columns, no
+    weighted ``[K, A]`` reduction. Measured on this CPU (the lam0 filter, 256 particles, where it
+    is all the work): 27x faster than ``action_probs(...)[a]``.
+
+    Not a bandit kind: ``lat``'s arrays may carry trailing particle axes (``q [S, A, *B]``,
+    :data:`PARTICLE_LAST`), giving ``[*B]`` probabilities with the node axis leading, so the
+    particle axis stays minor (vectorized) in the compiled loop."""
     beta = theta[1]
     q_row, s_row = lat.q[s], lat.sigma[s]
     if st.kind == "qlearn":
         d = beta * (q_row - q_row[a])
-        return 1.0 / memory.fixed_order_sum(jnp.exp(d))
+        return 1.0 / _sum0(jnp.exp(d))
     if st.kind == "ts_lapse":
         p = bandit_models.ts_argmax_prob(q_row, s_row, a)
         return bandit_models.lapse(p, theta[6], st.n_actions)
     if st.kind == "blasts":
         return _bandit_probs(st, theta, q_row, s_row)[a]
     nodes, weights = zeta_nodes(st)
-    nodes_t = jnp.asarray(nodes.T)  # [A, K]
-    xa = q_row[a] + nodes_t[a] * s_row[a]  # [K]
+    trail = (1,) * (q_row.ndim - 1)  # the particle axes, after the node axis
+    nodes_t = jnp.asarray(nodes.T).reshape((st.n_actions, -1) + trail)  # [A, K, 1...]
+    xa = q_row[a] + nodes_t[a] * s_row[a]  # [K, *B]
     den = 1.0
     for j in range(st.n_actions):  # static, A small; the j = a term is exp(0) = 1 (masked)
         e = jnp.exp(beta * (q_row[j] + nodes_t[j] * s_row[j] - xa))
         den = den + jnp.where(j == a, 0.0, e)
-    return memory.fixed_order_sum(jnp.asarray(weights) / den)
+    return _sum0(jnp.asarray(weights).reshape((-1,) + trail) / den)
+
+
+def _sum0(x: jax.Array) -> jax.Array:
+    """Sum over the leading axis in a fixed pairwise order (zero-padded to a power of two, halves
+    added elementwise; :func:`dra_jax.memory.fixed_order_sum` without its transpose, which would
+    make a short axis minor)."""
+    n = x.shape[0]
+    size = 1 << max(0, (n - 1).bit_length())
+    if size != n:
+        x = jnp.concatenate([x, jnp.zeros((size - n,) + x.shape[1:], x.dtype)])
+    while x.shape[0] > 1:
+        h = x.shape[0] // 2
+        x = x[:h] + x[h:]
+    return x[0]
 
 
 def _bandit_probs(st: Static, theta, m, sd) -> jax.Array:
@@ -192,14 +210,17 @@ def normal_box_muller(key, shape) -> jax.Array:
 
 
 def draw_noise(st: Static, key, shape=(), normal: str = "box_muller") -> tuple[jax.Array, jax.Array]:
-    """The rollouts' noise of one update (for ``shape`` particles at once): uniforms
-    ``[..., n_traj, 2]`` (stimulus, action) and normals ``[..., n_traj, A]`` (zeta), the
-    normals by :func:`normal_box_muller` or (``normal="erfinv"``, the simulator's) by
-    ``jax.random.normal``."""
+    """The rollouts' noise of one update (for ``shape`` particles at once, particle axes last):
+    uniforms ``[2, n_traj, *shape]`` (stimulus, action) and normals ``[A, n_traj, *shape]``
+    (zeta), the normals by :func:`normal_box_muller` or (``normal="erfinv"``, the simulator's)
+    by ``jax.random.normal``. (One agent, ``shape = ()``: the transposes of ``[n_traj, 2]`` and
+    ``[n_traj, A]`` draws.)"""
     k1, k2 = jax.random.split(key)
-    zshape = shape + (st.n_traj, st.n_actions)
+    n, na = st.n_traj, st.n_actions
+    zshape, ushape = ((n, na), (n, 2)) if shape == () else ((na, n) + shape, (2, n) + shape)
     z = jax.random.normal(k2, zshape) if normal == "erfinv" else normal_box_muller(k2, zshape)
-    return jax.random.uniform(k1, shape + (st.n_traj, 2)), z
+    u = jax.random.uniform(k1, ushape)
+    return (u.T, z.T) if shape == () else (u, z)
 
 
 def _draw(cdf: list, u: jax.Array) -> jax.Array:
@@ -212,22 +233,24 @@ def _draw(cdf: list, u: jax.Array) -> jax.Array:
 
 
 def _sigma_grad(st: Static, theta, lat: Latent, block: jax.Array, noise) -> jax.Array:
-    """``mean_n Psi_n * score_n - lam * dKL/dsigma`` over the block's memories, ``[S, A]``
+    """``mean_n Psi_n * score_n - lam * dKL/dsigma`` over the block's memories, ``[S, A, *B]``
     (Algorithm 1 step 2-3 for a one-step task; Eq. 5, Eq. 6): rollout n draws a stimulus
     ``s_n`` uniformly from the block, ``a_n ~ softmax(beta * (q[s_n] + zeta_n * sigma[s_n]))``,
     and adds ``Psi_n * beta * zeta_n * (onehot(a_n) - pi_n)`` to row ``s_n``.
 
-    Written as elementwise chains over ``[n_traj]`` arrays (static loops over the few stimuli
-    and actions select rows and scatter back): no gathers and no ``[n, S, A]`` intermediate,
-    which XLA's CPU backend materialized (measured 13x the cost of one rollout for ten)."""
+    Written as elementwise chains over ``[n_traj, *B]`` arrays (``B``: trailing particle axes,
+    :func:`draw_noise`'s layout; static loops over the few stimuli and actions select rows and
+    scatter back): no gathers, no ``[n, S, A]`` intermediate (which XLA's CPU backend
+    materialized: 13x the cost of one rollout for ten), and the particle axis minor (with the
+    rollout axis minor, as when the particles were vmapped, the filter ran 4.6x slower)."""
     lam, beta, sigma_base = theta[0], theta[1], theta[4]
     n, ns, na = st.n_traj, st.n_states, st.n_actions
-    u, zeta = noise[0].T, noise[1].T  # [2, n], [A, n]: the rollout axis minor
+    u, zeta = noise  # [2, n, *B], [A, n, *B]
     pmask = block / jnp.sum(block)
     cum = [pmask[0]]
     for i in range(1, ns):
         cum.append(cum[-1] + pmask[i])
-    s = _draw(cum, u[0])  # [n] stimuli of the block
+    s = _draw(cum, u[0])  # [n, *B] stimuli of the block
     hit = [s == i for i in range(ns)]
     q_rows = [sum(jnp.where(hit[i], lat.q[i, a], 0.0) for i in range(ns)) for a in range(na)]
     s_rows = [sum(jnp.where(hit[i], lat.sigma[i, a], 0.0) for i in range(ns)) for a in range(na)]
@@ -236,30 +259,31 @@ def _sigma_grad(st: Static, theta, lat: Latent, block: jax.Array, noise) -> jax.
     for a in range(1, na):
         m = jnp.maximum(m, x[a])
     e = [jnp.exp(xa - m) for xa in x]
-    den = memory.fixed_order_sum(jnp.stack(e, -1), axis=-1)
+    den = _sum0(jnp.stack(e))
     p = [ea / den for ea in e]  # policy.probs, same arithmetic
     cdf = [p[0]]
     for a in range(1, na):
         cdf.append(cdf[-1] + p[a])
-    act = _draw(cdf, u[1])  # [n]
+    act = _draw(cdf, u[1])  # [n, *B]
     q_sa = sum(jnp.where(act == a, q_rows[a], 0.0) for a in range(na))
     psi = q_sa - sum(q_rows) / na if st.psi == "A" else q_sa
     c = [(psi / n) * (beta * zeta[a] * ((act == a).astype(jnp.float32) - p[a]))
          for a in range(na)]
-    g = jnp.stack([jnp.stack([memory.fixed_order_sum(jnp.where(hit[i], c[a], 0.0), axis=-1)
-                              for a in range(na)])
-                   for i in range(ns)])  # [S, A]
-    learn = block[:, None] > 0
+    g = jnp.stack([jnp.stack([_sum0(jnp.where(hit[i], c[a], 0.0)) for a in range(na)])
+                   for i in range(ns)])  # [S, A, *B]
+    learn = (block > 0).reshape((ns,) + (1,) * (g.ndim - 1))
     g = jnp.where(learn, g - lam * memory.kl_grad(lat.sigma, sigma_base), 0.0)
     if st.kind == "dra_equal":
-        g = jnp.where(learn, memory.fixed_order_sum(g), 0.0)
+        g = jnp.where(learn, _sum0(g.reshape((ns * na,) + g.shape[2:])), 0.0)
     return g
 
 
 def update(st: Static, theta: jax.Array, lat: Latent, s, a, r, block: jax.Array, noise) -> Latent:
     """One observed trial ``(s, a, r)``: delta rule on ``q[s, a]``; for DRA then ``n_traj``
     gradient rollouts and one optax ascent step on sigma (``block``: the stimuli ``[S]`` of the
-    current block, where rollouts draw their stimuli; ``noise`` from :func:`draw_noise`)."""
+    current block, where rollouts draw their stimuli; ``noise`` from :func:`draw_noise`). Not a
+    bandit kind: ``lat``'s arrays may carry trailing particle axes (``q [S, A, *B]``), updated
+    at once with the noise of ``draw_noise(st, key, B)``."""
     if st.kind in BANDIT_KINDS:  # the conjugate posterior of the pulled arm
         m, sd = bandit_models.update(lat.q[s], lat.sigma[s], a, r, theta[10])
         return lat._replace(q=lat.q.at[s].set(m), sigma=lat.sigma.at[s].set(sd))

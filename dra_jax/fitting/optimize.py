@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dra_jax.config import ConfigError
 from dra_jax.fitting import models, particle
 from dra_jax.fitting.data import Dataset, subject_seed
 
@@ -97,6 +98,16 @@ def _n_particles(cfg, kind, search=False):
     return f["search_particles"] if search and f["search_particles"] else f["n_particles"]
 
 
+def n_devices(cfg) -> int:
+    """Devices a likelihood call is split over: ``fit.devices``, 0 = all of this process's."""
+    n = len(jax.local_devices())
+    want = cfg["fit"]["devices"] or n
+    if want > n:
+        raise ConfigError("fit.devices", f"{want} devices asked for, this process has {n} "
+                          f"({jax.local_devices()[0].platform}; on CPU: --cpu-devices)")
+    return want
+
+
 def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None = None,
              search: bool = False):
     """Log-likelihoods ``[N, C]`` of ``theta [N, C, 6]`` with candidate c's particle noise from
@@ -123,7 +134,7 @@ def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None 
             th = np.concatenate([th, np.repeat(th[:, -1:], pad, 1)], 1)
             tg = np.concatenate([tg, np.repeat(tg[-1:], pad)])
         ll, _ = like(st, _n_particles(cfg, kind, search), cfg["fit"]["ess_threshold"],
-                               jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg))
+                     jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg), n_devices(cfg))
         out.append(np.asarray(ll, np.float64)[:, :width - pad])
     return np.concatenate(out, 1)
 

@@ -18,27 +18,37 @@ With a deterministic latent state every particle is the same and one particle gi
 likelihood.
 
 Layout: one ``jit`` of a ``lax.scan`` over trials whose carry holds every lane's particles
-``[N subjects, C candidates, P, ...]``; the per-particle work is vmapped inside the step.
-Noise of trial t comes from ``fold_in(key, t)`` with the lane's own key, so a subject's numbers
-do not depend on its batch-mates or on how many trials they have (common random numbers across
-candidates).
+``[N subjects, C candidates, ..., P]`` with the particle axis LAST: the stimulus-response models'
+arithmetic broadcasts over trailing axes (:func:`dra_jax.fitting.models.update`), so XLA's CPU
+loops run along the particles (the bandit kinds' functions are vmapped over that axis). Noise
+of trial t comes from ``fold_in(key, t)`` with the lane's own key, so a subject's numbers do
+not depend on its batch-mates or on how many trials they have (common random numbers across
+candidates). ``n_devices > 1`` splits the subjects over devices with ``shard_map`` (each device
+runs its own scan; the numbers equal one device's, tests/test_fit_devices.py).
 
 Measured costs (benchmarks/bench_fit.py; 2-core CPU): the choice probability is formed for the
 observed action only (:func:`dra_jax.fitting.models.chosen_prob`), the rollouts are elementwise
-chains over ``[n_traj]`` arrays, their normals come from a Box-Muller transform
+chains, their normals come from a Box-Muller transform
 (:func:`dra_jax.fitting.models.normal_box_muller`) and the whole call is traced with the
 non-partitionable threefry; together 3.5x the first version's throughput at 256 particles
 (2.7x in CPU time), 6x at 16 and 75x for the one-particle lam0 filter
-(benchmarks/results/fit_cpu_v2*.json).
+(benchmarks/results/fit_cpu_v2*.json). Then the particle axis moved last: with the particles
+vmapped, the rollouts' ``[n_traj = 10]`` axis was the minor one of every array; now the DRA
+filter (4 subjects x 4 candidates x 560 trials) takes 3.5 instead of 8.3 CPU s at 256 particles
+and 0.36 instead of 0.99 at 16. Of what is left, the 10 rollouts are ~70% (n_traj = 1: 1.0 CPU
+s), the 128-node choice probability < 10% (16 nodes: 3.2 CPU s), so giving each particle a
+random subset of the nodes (unbiased for the same likelihood) was not worth its extra variance.
 """
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from dra_jax.batching import jit_over_runs
 from dra_jax.fitting import models
 from dra_jax.memory import fixed_order_sum
 
@@ -73,26 +83,37 @@ def _lanes(f):
     return jax.vmap(jax.vmap(f))
 
 
+def _per_particle(st: models.Static, f, in_axes):
+    """A model function on a lane's P particles stored particle-last (``q [S, A, P]``): the
+    stimulus-response kinds take the trailing axis as it is (their arithmetic broadcasts over
+    it, which keeps the particle axis minor), the bandit kinds' functions are vmapped over it."""
+    if st.kind in models.BANDIT_KINDS:
+        return jax.vmap(partial(f, st), in_axes=in_axes, out_axes=-1)
+    return partial(f, st)
+
+
 def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
             tr: Trials, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The filter of every lane (subject x candidate) at once: one ``lax.scan`` over trials
-    whose carry holds ``[N, C, P, ...]`` particles. Resampling, the one step that is not
-    per-particle, runs under a ``lax.cond`` taken only on trials where some lane's ESS fell
-    below the threshold (a lane that does not resample gets the identity, so its numbers do not
-    depend on its batch-mates)."""
+    whose carry holds ``[N, C, ..., P]`` particles (the particle axis last). Resampling, the one
+    step that is not per-particle, runs under a ``lax.cond`` taken only on trials where some
+    lane's ESS fell below the threshold (a lane that does not resample gets the identity, so its
+    numbers do not depend on its batch-mates)."""
     p = n_particles
     n, c = theta.shape[:2]
+    chosen = _per_particle(st, models.chosen_prob, (None, -1, None, None))
+    update = _per_particle(st, models.update, (None, -1, None, None, None, None, -1))
     lat0 = _lanes(partial(models.init, st))(theta)
-    lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[:, :, None], (n, c, p) + x.shape[2:]), lat0)
+    lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[..., None], x.shape + (p,)), lat0)
     logw0 = jnp.full((n, c, p), -jnp.log(float(p)), jnp.float32)
 
     def weigh(th, lat, logw, ll, s, a, new_block, valid):
         """Reset at a block's start, weigh by P(a | s), accumulate log mean weight (one lane)."""
-        lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0, x), lat, models.init(st, th))
+        lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0[..., None], x), lat,
+                           models.init(st, th))
         logw = jnp.where(new_block, -jnp.log(float(p)), logw)
         obs = valid & (a >= 0)
-        w = jax.vmap(partial(models.chosen_prob, st, th), in_axes=(0, None, None))(
-            lat, s, jnp.maximum(a, 0))
+        w = chosen(th, lat, s, jnp.maximum(a, 0))  # [P]
         lw = logw + jnp.log(jnp.maximum(w, 1e-30))
         inc = _log_sum_exp(lw)  # log sum_i W_i w_i (W normalized)
         ll = ll + jnp.where(obs, inc, 0.0)
@@ -102,12 +123,11 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
 
     def resample(key, do, lat, logw, n_res):
         idx = jnp.where(do, _systematic(key, logw), jnp.arange(p, dtype=jnp.int32))
-        return (jax.tree.map(lambda x: x[idx], lat), jnp.where(do, -jnp.log(float(p)), logw),
-                n_res + do.astype(jnp.int32))
+        return (jax.tree.map(lambda x: x[..., idx], lat),
+                jnp.where(do, -jnp.log(float(p)), logw), n_res + do.astype(jnp.int32))
 
     def move(th, key, lat, obs, s, a, r, block):
-        new = jax.vmap(partial(models.update, st, th), in_axes=(0, None, None, None, None, 0))(
-            lat, s, jnp.maximum(a, 0), r, block, models.draw_noise(st, key, (p,)))
+        new = update(th, lat, s, jnp.maximum(a, 0), r, block, models.draw_noise(st, key, (p,)))
         return jax.tree.map(lambda x1, x0: jnp.where(obs, x1, x0), new, lat)
 
     def step(carry, xs):
@@ -133,21 +153,43 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
     return ll, n_res
 
 
-@partial(jax.jit, static_argnames=("st", "n_particles", "ess_threshold"))
-def _loglik(st, n_particles, ess_threshold, theta, trials, keys):
-    return _filter(st, n_particles, ess_threshold, theta, trials, keys)
+@functools.lru_cache(maxsize=64)
+def _compiled(st: models.Static, n_particles: int, ess_threshold: float, n_devices: int):
+    """The jitted filter of a (static, particles, threshold) triple, its subjects axis split over
+    ``n_devices`` of this process's devices with ``shard_map`` (:func:`dra_jax.batching.
+    jit_over_runs`, as the sweep's batches). Lanes never talk to each other, so each device runs
+    its own scan (a resampling ``lax.cond`` is taken per device)."""
+    return jit_over_runs(partial(_filter, st, n_particles, ess_threshold), n_devices, (1, 1, 1))
 
 
 def loglik(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
-           trials: Trials, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+           trials: Trials, keys: jax.Array, n_devices: int = 1) -> tuple[jax.Array, jax.Array]:
     """Log-likelihood estimates ``[N, C]`` (and resampling counts) of N subjects x C candidate
     parameter vectors ``theta [N, C, len(PARAMS)]`` in one compiled call. ``keys [N, C]``: the
     particle noise of each candidate -- the same key for a subject's candidates gives common
     random numbers; the same theta under different keys gives independent replicates.
 
+    ``n_devices > 1``: the subjects are split over the first ``n_devices`` of
+    ``jax.local_devices()``; the batch is padded (repeating its last subject) to a multiple of
+    ``n_devices`` and at least 2 subjects a device, and the padding is cut from the results.
+
     Traced with ``jax_threefry_partitionable`` off (a key in the jit cache): the rollouts' noise
     is drawn per trial in small blocks, where the partitionable threefry was measured 12x slower
     on this CPU (DESIGN.md); both are streams of the same key, and a key's draws do not depend
     on how keys are batched in either mode."""
+    return call_split(_compiled(st, n_particles, float(ess_threshold), n_devices), n_devices,
+                      theta, trials, keys)
+
+
+def call_split(fn, n_devices: int, theta, trials, keys) -> tuple[jax.Array, jax.Array]:
+    """``fn(theta, trials, keys)`` (a filter from :func:`dra_jax.batching.jit_over_runs`) with the
+    subjects padded (repeating the last) to a multiple of ``n_devices`` and at least 2 a device
+    when ``n_devices > 1``, the padding cut from the results; non-partitionable threefry."""
+    n = theta.shape[0]
+    if n_devices > 1:
+        size = max(2 * n_devices, -(-n // n_devices) * n_devices)
+        idx = jnp.minimum(jnp.arange(size), n - 1)
+        theta, trials, keys = jax.tree.map(lambda x: x[idx], (theta, trials, keys))
     with jax.threefry_partitionable(False):
-        return _loglik(st, n_particles, ess_threshold, theta, trials, keys)
+        ll, n_res = fn(theta, trials, keys)
+    return ll[:n], n_res[:n]

@@ -46,7 +46,6 @@ def run(cfg: dict, progress=None):
     from dra_jax.fitting.cli import fit
 
     rec = cfg["recovery"]
-    f = cfg["fit"]
     rng = np.random.default_rng(cfg["seed"])
     frames, truths = [], {}
     for gi, g in enumerate(rec["generating"]):

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dra_jax import policy
 from dra_jax.fitting import models, sequential
 
 _ACT = 0x20000000  # stream tag of the acting steps: fold_in(key, _ACT + episode)

@@ -37,8 +37,9 @@ import numpy as np
 import optax
 
 from dra_jax import memory, policy
+from dra_jax.batching import jit_over_runs
 from dra_jax.envs.tabular import TabularTask
-from dra_jax.fitting import models
+from dra_jax.fitting import models, particle
 
 GAMMA = models.PARAMS.index("gamma")
 _ROLL = 0x40000000  # stream tag of an episode's rollouts: fold_in(key, _ROLL + episode)
@@ -229,14 +230,18 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
     return ll, n_res
 
 
-@functools.partial(jax.jit, static_argnames=("sst", "n_particles", "ess_threshold"))
-def _loglik(sst, n_particles, ess_threshold, theta, trials, keys):
-    return _filter(sst, n_particles, ess_threshold, theta, trials, keys)
+@functools.lru_cache(maxsize=64)
+def _compiled(sst: SeqStatic, n_particles: int, ess_threshold: float, n_devices: int):
+    """The jitted filter, its subjects axis split over ``n_devices`` devices (as
+    :func:`dra_jax.fitting.particle._compiled`; episodes stay aligned within every device)."""
+    return jit_over_runs(functools.partial(_filter, sst, n_particles, ess_threshold), n_devices,
+                         (1, 1, 1))
 
 
 def loglik(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, trials: SeqTrials,
-           keys) -> tuple[jax.Array, jax.Array]:
+           keys, n_devices: int = 1) -> tuple[jax.Array, jax.Array]:
     """Log-likelihood estimates ``[N, C]`` and resampling counts of N subjects x C candidates
-    (``theta [N, C, len(PARAMS)]``, ``keys [N, C]``), as :func:`dra_jax.fitting.particle.loglik`."""
-    with jax.threefry_partitionable(False):
-        return _loglik(sst, n_particles, ess_threshold, theta, trials, keys)
+    (``theta [N, C, len(PARAMS)]``, ``keys [N, C]``), as :func:`dra_jax.fitting.particle.loglik`
+    (``n_devices``: the subjects split over devices)."""
+    return particle.call_split(_compiled(sst, n_particles, float(ess_threshold), n_devices),
+                               n_devices, theta, trials, keys)

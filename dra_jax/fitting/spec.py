@@ -47,6 +47,8 @@ FIT_FIELDS = {
     "popsize": Field(int, 0, "CMA-ES population (0: cma's default 4 + 3 ln d)", lo=0),
     "step": _pos(default=1.0, doc="CMA-ES initial step in the transformed (logit) space"),
     "max_batch": Field(int, 0, "subjects per compiled call (0: all)", lo=0),
+    "devices": Field(int, 0, "devices the subjects of a call are split over (0: all of this "
+                             "process's jax.local_devices(); on CPU see --cpu-devices)", lo=0),
     "n_traj": Field(int, 10, "DRA gradient rollouts per trial", lo=1),
     "psi": Field(str, "A", "Psi of the rollouts' policy gradient", choices=("A", "Q")),
     "optimizer": Field(str, "sgd", "optax optimizer of sigma", choices=("sgd", "adam")),
