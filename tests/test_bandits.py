@@ -134,6 +134,20 @@ def test_ba_vertex_certificate_stops_at_the_optimum():
             np.testing.assert_array_equal(r.log_q, plain.log_q)
             assert q.max() < 0.99
     assert seen == {"vertex", "interior"}, seen
+    # at the edge (binary source, Cover & Thomas 10.3.1): the optimum leaves the vertex e_A
+    # where the BSC crossover eps = 1 / (1 + exp(beta D)) falls below 1 - pi; just past that
+    # (q_A = 0.995, max_a c_a(e_A) = 1.003) the certificate must fail, just before it hold
+    pi, dist = 2 / 3, 0.49
+    d = ba.regret_distortion(_binary_source(2, 3, dist))
+    for q_a, vertex_optimal in ((0.995, False), (1.005, True)):
+        eps = (q_a - pi) / (2 * q_a - 1)
+        beta = math.log(1 / eps - 1) / dist
+        r = solve(d, beta, 1e-9, 5000, q0=jnp.asarray([0.9, 0.1]), vertex=True)
+        got = float(np.exp(r.log_q[0]))
+        if vertex_optimal:
+            assert got == 1.0 and int(r.iters) == 0
+        else:
+            assert got == pytest.approx(q_a, abs=5e-4) and int(r.iters) > 0
 
 
 def test_rate_nonnegative_and_falls_with_beta():
