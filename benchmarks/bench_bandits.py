@@ -74,7 +74,8 @@ def bench(agent: str, kind: str, seeds: int, betas: np.ndarray, steps: int, arms
         res["ba_warm_start"] = warm
         res["ba_vertex"] = vertex
         b_of = np.asarray(beta)[lane]
-        res["per_beta"] = [{"beta": float(b), "regret_per_step": float(np.mean(out.total_regret[b_of == b]) / steps),
+        res["per_beta"] = [{"beta": float(b),
+                            "regret_per_step": float(np.mean(out.total_regret[b_of == b]) / steps),
                             "ba_iters_per_step_mean": float(np.mean(out.mean_iters[b_of == b])),
                             "ba_max_iters": int(np.max(out.max_iters[b_of == b])),
                             "ba_capped_frac": float(np.sum(out.n_capped[b_of == b]) / (seeds * steps))}

@@ -35,11 +35,11 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
     (``--max-batch``, else the config's ``max_batch``, 0: the whole group); BLASTS batches also
     end where ``beta`` changes: under ``vmap`` a step lasts as long as its slowest lane, and
     Blahut-Arimoto's iterations depend on ``beta``, so a batch of one ``beta`` waits only for
-    its own slowest lane (with ``ba_loop = 'while'``). Batches are padded to one size (>= 2, so a run's numbers do
-    not depend on its batch), compiled once, and advanced in chunks of curve points sized to
-    about ``chunk_seconds`` each, checkpointed after each chunk. Returns ``(outs, compile_s,
-    run_s, group_timing)`` with ``outs[i]`` run ``i``'s :class:`~dra_jax.bandit_agents.RunOut`
-    (numpy).
+    its own slowest lane (with ``ba_loop = 'while'``). Batches are padded to one size (>= 2,
+    so a run's numbers do not depend on its batch), compiled once, and advanced in chunks of
+    curve points sized to about ``chunk_seconds`` each, checkpointed after each chunk.
+    Returns ``(outs, compile_s, run_s, group_timing)`` with ``outs[i]`` run ``i``'s
+    :class:`~dra_jax.bandit_agents.RunOut` (numpy).
     """
     opts: ExecOptions = getattr(progress, "options", None) or ExecOptions()
     ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
