@@ -8,11 +8,14 @@ All functions are pure and jittable; a whole bandit run is one compiled loop ove
 * **Satisficing TS** (``epsilon >= 0``; Russo & Van Roy 2022): draw ``theta``, play the
   lowest-index arm with ``theta(a) >= max theta - epsilon``; ``epsilon = 0`` is TS.
 * **BLASTS** (Blahut-Arimoto satisficing TS, the review's Algorithm 2; ``beta >= 0``, ``Z``
-  posterior samples): draw ``theta_1..theta_Z``; distortion ``d(a, z) = (max theta_z -
+  posterior samples): draw ``theta_1..theta_Z`` (Gaussian bandit: normals by the inverse CDF,
+  :func:`dra_jax.envs.bandits.ndtri_normal`); distortion ``d(a, z) = (max theta_z -
   theta_z(a))^2``; Blahut-Arimoto (:mod:`dra_jax.rate_distortion`) from the last step's
   marginal mixed with ``WARM_MIX`` of the uniform (``Static.ba_warm_start``; else the uniform),
   ``delta(a|z) ∝ q(a) exp(-beta d(a, z))``, ``q(a) = mean_z delta(a|z)`` to a tolerance or an
-  iteration cap (:func:`blahut_arimoto`); then draw ``z`` uniformly and ``a ~ delta(.|z)``.
+  iteration cap (:func:`blahut_arimoto`), or no iteration at all where the start's argmax is a
+  certified optimal vertex (``Static.ba_vertex``); then draw ``z`` uniformly and ``a ~
+  delta(.|z)``.
   Its rate ``I(Z; A) = mean_z sum_a delta(a|z) log(delta(a|z) / q(a))`` (nats).
 * **DRA** (Patel et al. 2020, Algorithm 1 on a one-state task): memories ``N(q_a, sigma_a^2)``,
   soft Thompson policy ``softmax(beta (q + zeta sigma))`` (:mod:`dra_jax.policy`), ``q`` learned
@@ -142,12 +145,13 @@ class Static(NamedTuple):
     record_every: int = 1  # curves keep one point per this many steps
     z_samples: int = 64  # BLASTS samples; also the samples of every rate estimate
     ba_max_iter: int = 100
-    ba_loop: str = "fori"  # measured faster under vmap (benchmarks/bench_bandits.py)
+    ba_loop: str = "while"  # faster with one beta a batch (benchmarks/bench_bandits.py)
     track_rate: bool = True  # estimate the rate of TS / STS / DRA every step (Z samples)
     n_traj: int = 10  # DRA: model samples per sigma update
     grad: str = "analytic"  # DRA: Eq. 5 or autodiff
     q_rule: str = "posterior_mean"  # DRA: q = conjugate posterior mean, or alpha_q steps
     ba_warm_start: bool = True  # BLASTS: start Blahut-Arimoto from the last step's marginal
+    ba_vertex: bool = True  # BLASTS: stop Blahut-Arimoto at a certified optimal vertex
 
 
 class Carry(NamedTuple):
@@ -208,12 +212,12 @@ def _step(st: Static, env: envs.Bandit, ep: envs.EnvParams, hp: Hyper, means, ca
             rate = histogram_entropy(tgt, st.arms)
     elif st.agent == "blasts":
         k_th, k_pick = jax.random.split(k_act)
-        th = envs.sample_belief(st.kind, k_th, belief, st.z_samples)
+        th = envs.sample_belief(st.kind, k_th, belief, st.z_samples, envs.ndtri_normal)
         q0 = None
         if st.ba_warm_start:
             q0 = (1.0 - WARM_MIX) * carry.ba_q + WARM_MIX / st.arms
         ba = blahut_arimoto(regret_distortion(th), hp.ba_beta, hp.ba_tol, st.ba_max_iter, st.ba_loop,
-                            q0=q0)
+                            q0=q0, vertex=st.ba_vertex)
         a = blasts_action(k_pick, ba)
         ba_q = jnp.exp(ba.log_q)
         rate, iters, capped = ba.rate, ba.iters, ba.capped

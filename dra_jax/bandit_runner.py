@@ -30,12 +30,16 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
     """Train every group of bandit regret runs; ``groups``: ``{Static: [run indices]}``;
     ``make_inputs(i) -> (seed, Hyper, EnvParams)`` of run ``i``.
 
-    Each group is split into batches of at most ``max_batch`` runs (``--max-batch``, else the
-    config's ``max_batch``, 0: the whole group), padded to one size (>= 2, so a run's numbers do
-    not depend on its batch), compiled once, and advanced in chunks of curve points sized to
-    about ``chunk_seconds`` each, checkpointed after each chunk. Returns ``(outs, compile_s,
-    run_s, group_timing)`` with ``outs[i]`` run ``i``'s :class:`~dra_jax.bandit_agents.RunOut`
-    (numpy).
+    Each group's runs are ordered by their hyperparameters (stable: the runs of one BLASTS
+    ``beta`` stay together, in seed order) and split into batches of at most ``max_batch`` runs
+    (``--max-batch``, else the config's ``max_batch``, 0: the whole group); BLASTS batches also
+    end where ``beta`` changes: under ``vmap`` a step lasts as long as its slowest lane, and
+    Blahut-Arimoto's iterations depend on ``beta``, so a batch of one ``beta`` waits only for
+    its own slowest lane (with ``ba_loop = 'while'``). Batches are padded to one size (>= 2,
+    so a run's numbers do not depend on its batch), compiled once, and advanced in chunks of
+    curve points sized to about ``chunk_seconds`` each, checkpointed after each chunk.
+    Returns ``(outs, compile_s, run_s, group_timing)`` with ``outs[i]`` run ``i``'s
+    :class:`~dra_jax.bandit_agents.RunOut` (numpy).
     """
     opts: ExecOptions = getattr(progress, "options", None) or ExecOptions()
     ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
@@ -49,18 +53,21 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
         init, advance, finish = make_chunked(st)
         n_points = st.steps // st.record_every
         mb = opts.max_batch or cfg.get("max_batch", 0) or len(idx)
-        per = min(len(idx), mb)
-        size = max(2, per)
         inputs = [make_inputs(i) for i in idx]
+        order = sorted(range(len(idx)), key=lambda j: _hyper_key(inputs[j][1]))  # stable
+        idx, inputs = [idx[j] for j in order], [inputs[j] for j in order]
+        starts = _batch_starts([_hyper_key(x[1]) for x in inputs], mb, st.agent == "blasts")
+        per = max(b - a for a, b in zip(starts, starts[1:]))
+        size = max(2, per)
         progress.message(f"{st.agent} on {st.kind} K={st.arms}: {len(idx)} runs x {st.steps} pulls"
-                         + (f" in batches of {per}" if per < len(idx) else ""))
+                         + (f" in {len(starts) - 1} batches of <= {per}" if per < len(idx) else ""))
         init_c = jax.jit(jax.vmap(init))
         adv_j = jax.jit(jax.vmap(advance, in_axes=(0, 0, 0, None, None)))
         fin_c = jax.jit(finish)
         g_compile = g_run = 0.0
         compiled = None
-        for bi, b0 in enumerate(range(0, len(idx), per)):
-            bidx = idx[b0:b0 + per]
+        for bi, (b0, b1) in enumerate(zip(starts, starts[1:])):
+            bidx = idx[b0:b1]
             seeds = np.asarray([inputs[j][0] for j in range(b0, b0 + len(bidx))])
             args = {"k": np.stack([np.asarray(jax.random.key_data(jax.random.key(int(s))))
                                    for s in seeds]),
@@ -110,13 +117,28 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
         compile_s += g_compile
         run_s += g_run
         group_timing.append({"agent": st.agent, "kind": st.kind, "runs": len(idx),
-                             "batches": -(-len(idx) // per), "compile_s": g_compile,
+                             "batches": len(starts) - 1, "compile_s": g_compile,
                              "run_s": g_run, "agent_steps_per_s": len(idx) * st.steps / max(g_run, 1e-9)})
         progress.update(done.sum(), extra=f"{st.agent}/{st.kind}: compile {g_compile:.1f}s "
                         f"run {g_run:.1f}s", force=True)
     if ckpt_dir is not None and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)  # finished: the results are written next
     return outs, compile_s, run_s, group_timing
+
+
+def _batch_starts(keys: list, max_batch: int, split_keys: bool) -> list[int]:
+    """Batch boundaries ``[0, ..., len(keys)]`` over runs ordered by ``keys``: pieces of at most
+    ``max_batch``, and (``split_keys``) a new batch wherever the key changes."""
+    starts, b0 = [0], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or i - b0 == max_batch or (split_keys and keys[i] != keys[b0]):
+            starts.append(i)
+            b0 = i
+    return starts
+
+
+def _hyper_key(hp) -> tuple:
+    return tuple(float(np.asarray(x)) for x in hp)
 
 
 def _stack(items):

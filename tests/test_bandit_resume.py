@@ -90,3 +90,13 @@ def test_interrupted_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys)
     assert not (out / "checkpoint").exists()
     t = json.loads((out / "summary.json").read_text())["timing"]
     assert [g["batches"] for g in t["groups"]] == [2, 2]
+
+
+def test_blasts_batches_end_where_beta_changes():
+    """Runs ordered by hyperparameters: pieces of at most max_batch, and (BLASTS) a new batch
+    at every change of beta, so a batch waits only for its own beta's slowest lane."""
+    keys = [(1.0,), (1.0,), (1.0,), (10.0,), (10.0,)]
+    assert bandit_runner._batch_starts(keys, 5, True) == [0, 3, 5]
+    assert bandit_runner._batch_starts(keys, 2, True) == [0, 2, 3, 5]
+    assert bandit_runner._batch_starts(keys, 5, False) == [0, 5]
+    assert bandit_runner._batch_starts(keys, 2, False) == [0, 2, 4, 5]

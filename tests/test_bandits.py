@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import special
 
 from dra_jax import bandit_agents as ba
 from dra_jax import config
@@ -90,6 +91,63 @@ def test_ba_duality_gap_bounds_the_suboptimality():
         assert -2e-5 <= excess <= float(r.gap) + 2e-5, (cap, excess, float(r.gap))
         gaps.append(float(r.gap))
     assert gaps[0] > 1e-3 and gaps[-1] < gaps[0] / 10
+
+
+def _np_objective(q, d, beta):
+    """``I + beta D`` (nats) of the Blahut-Arimoto channel of marginal ``q``, in float64."""
+    w = q * np.exp(-beta * (d - d.min(axis=1, keepdims=True)))
+    delta = w / w.sum(axis=1, keepdims=True)
+    marg = delta.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.sum(np.where(delta > 0, delta * np.log(delta / marg), 0.0)) / len(d)
+    return rate + beta * np.sum(delta * d) / len(d)
+
+
+def test_ba_vertex_certificate_stops_at_the_optimum():
+    """``vertex=True``, started near a vertex ``e_b``: where the KKT conditions hold there the
+    result is ``e_b`` after 0 iterations (rate 0), whose ``I + beta D`` is not above that of
+    2000 plain float64 iterations (which creep towards ``e_b``); where they do not it
+    changes nothing (same iterations, same marginal)."""
+    theta = jnp.asarray([0.3, 0.0, -0.1, -0.4]) + 0.3 * jax.random.normal(jax.random.key(8), (64, 4))
+    d = ba.regret_distortion(theta)
+    d64 = np.asarray(d, np.float64)
+    seen = set()
+    solve = jax.jit(ba.blahut_arimoto, static_argnames=("max_iter", "vertex"))
+    q0 = jnp.asarray([0.97, 0.01, 0.01, 0.01])
+    for beta in (0.5, 2.0, 10.0, 100.0):
+        r = solve(d, beta, 1e-5, 100, q0=q0, vertex=True)
+        plain = solve(d, beta, 1e-5, 100, q0=q0)
+        q = np.asarray(q0, np.float64)
+        for _ in range(2000):
+            w = q * np.exp(-beta * (d64 - d64.min(axis=1, keepdims=True)))
+            q = (w / w.sum(axis=1, keepdims=True)).mean(axis=0)
+        q_v = np.exp(np.asarray(r.log_q, np.float64))
+        if float(r.rate) == 0.0:
+            seen.add("vertex")
+            b = int(np.argmax(q_v))
+            np.testing.assert_array_equal(q_v, np.eye(4)[b])
+            assert b == 0 and q[b] > 0.99 and int(r.iters) == 0 < int(plain.iters)
+            assert _np_objective(np.eye(4)[b], d64, beta) <= _np_objective(q, d64, beta) + 1e-9
+        else:
+            seen.add("interior")
+            assert int(r.iters) == int(plain.iters)
+            np.testing.assert_array_equal(r.log_q, plain.log_q)
+            assert q.max() < 0.99
+    assert seen == {"vertex", "interior"}, seen
+    # at the edge (binary source, Cover & Thomas 10.3.1): the optimum leaves the vertex e_A
+    # where the BSC crossover eps = 1 / (1 + exp(beta D)) falls below 1 - pi; just past that
+    # (q_A = 0.995, max_a c_a(e_A) = 1.003) the certificate must fail, just before it hold
+    pi, dist = 2 / 3, 0.49
+    d = ba.regret_distortion(_binary_source(2, 3, dist))
+    for q_a, vertex_optimal in ((0.995, False), (1.005, True)):
+        eps = (q_a - pi) / (2 * q_a - 1)
+        beta = math.log(1 / eps - 1) / dist
+        r = solve(d, beta, 1e-9, 5000, q0=jnp.asarray([0.9, 0.1]), vertex=True)
+        got = float(np.exp(r.log_q[0]))
+        if vertex_optimal:
+            assert got == 1.0 and int(r.iters) == 0
+        else:
+            assert got == pytest.approx(q_a, abs=5e-4) and int(r.iters) > 0
 
 
 def test_rate_nonnegative_and_falls_with_beta():
@@ -278,28 +336,44 @@ def test_bad_values_are_rejected_naming_the_key(override, key):
 # --------------------------------------------------------------------------- BLASTS end to end
 
 
-def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep, warm=True):
+def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep, warm=True,
+                  vertex=True):
     """BLASTS (the review's Algorithm 2) on a Gaussian bandit in plain NumPy (float64), fed the
-    random numbers the JAX agent draws (same keys, same calls): the bandit's means, the posterior
-    samples' normals, the sample index, the Gumbel noise of the categorical draw, the reward
-    noise. Everything else (posterior, distortion, Blahut-Arimoto, the draw) is computed here.
+    random numbers the JAX agent draws (same keys, same calls): the bandit's means, the random
+    bits of the posterior samples (made normal here: scipy's ``ndtri`` of the midpoint
+    uniforms), the sample index, the Gumbel noise of the categorical draw, the reward noise.
+    Everything else (posterior, distortion, Blahut-Arimoto, the draw) is computed here.
     Blahut-Arimoto starts from the uniform marginal, or with ``warm`` from the last step's
-    marginal mixed with ``ba.WARM_MIX`` of the uniform. Returns per step the action, the
-    posterior (mean, precision) after it and the channel's rate I(Z; A) (nats)."""
+    marginal mixed with ``ba.WARM_MIX`` of the uniform; with ``vertex`` it is ``e_b`` after 0
+    iterations (``b`` the argmax of the start) when the KKT conditions ``mean_z K_za / K_zb <=
+    1`` hold for every ``a``. Returns per step the action,
+    the posterior (mean, precision) after it and the channel's rate I(Z; A) (nats)."""
     k_env, k_steps = jax.random.split(key)
     means = ep.prior_mean + ep.prior_sd * np.asarray(jax.random.normal(k_env, (arms,)), np.float64)
     m = np.full(arms, ep.prior_mean, np.float64)
     tau = np.full(arms, 1.0 / ep.prior_sd ** 2)
-    actions, beliefs, rates, iters = [], [], [], []
+    actions, beliefs, rates, iters, vertices = [], [], [], [], []
     q_last = np.full(arms, 1.0 / arms)
     for t in range(steps):
         k_act, k_rew, _, _ = jax.random.split(jax.random.fold_in(k_steps, t), 4)
         k_th, k_pick = jax.random.split(k_act)
-        theta = m + np.asarray(jax.random.normal(k_th, (z_samples, arms)), np.float64) / np.sqrt(tau)
+        bits = np.asarray(jax.random.bits(k_th, (z_samples, arms), jnp.uint32)) >> 9
+        normals = special.ndtri((bits.astype(np.float64) + 0.5) * 2.0 ** -23)
+        theta = m + normals / np.sqrt(tau)
         d = (theta.max(axis=1, keepdims=True) - theta) ** 2
         kernel = np.exp(-ba_beta * (d - d.min(axis=1, keepdims=True)))
+
+        def optimal_vertex(q):  # e_b if the KKT conditions hold there, else None
+            b = int(np.argmax(q))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c = np.mean(kernel / kernel[:, [b]], axis=0)
+            c[b] = 0.0
+            return np.eye(arms)[b] if vertex and (c <= 1.0).all() else None
+
         q = (1 - ba.WARM_MIX) * q_last + ba.WARM_MIX / arms if warm else np.full(arms, 1.0 / arms)
-        for it in range(1, max_iter + 1):  # Blahut-Arimoto
+        it, e_b = 0, optimal_vertex(q)
+        while e_b is None and it < max_iter:  # Blahut-Arimoto
+            it += 1
             delta = q * kernel
             delta /= delta.sum(axis=1, keepdims=True)
             q_new = delta.mean(axis=0)
@@ -307,8 +381,11 @@ def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep, warm=
             q = q_new
             if done:
                 break
+        if e_b is not None:
+            q, delta = e_b, np.tile(e_b, (z_samples, 1))
         q_last = q
         iters.append(it)
+        vertices.append(e_b is not None)
         with np.errstate(divide="ignore", invalid="ignore"):
             rates.append(np.nansum(np.where(delta > 0, delta * np.log(delta / q), 0.0)) / z_samples)
         kz, ka = jax.random.split(k_pick)
@@ -322,21 +399,25 @@ def _numpy_blasts(key, arms, steps, ba_beta, tol, max_iter, z_samples, ep, warm=
         tau[a] = tau_new
         actions.append(a)
         beliefs.append((m.copy(), tau.copy()))
-    return means, np.asarray(actions), beliefs, np.asarray(rates), np.asarray(iters)
+    return (means, np.asarray(actions), beliefs, np.asarray(rates), np.asarray(iters),
+            np.asarray(vertices))
 
 
-@pytest.mark.parametrize("warm", [True, False])
-def test_blasts_agent_equals_a_numpy_blasts_step_by_step(warm):
+@pytest.mark.parametrize("warm,vertex", [(True, True), (False, False)])
+def test_blasts_agent_equals_a_numpy_blasts_step_by_step(warm, vertex):
     """50 steps of the JAX BLASTS agent on a 3-arm Gaussian bandit, with and without the warm
-    start: the same actions, channel rates and posteriors as the NumPy agent, and make_run's
-    whole-run regret curve and pull counts."""
+    start (and its vertex certificate): the same actions, channel rates, iteration counts and
+    posteriors as the NumPy agent, and make_run's whole-run regret curve and pull counts. With
+    the certificate both kinds of step occur: channels stopped at a vertex, and interior ones."""
     arms, steps, z, cap = 3, 50, 64, 100
     ep = envs.EnvParams(noise_sd=0.7)
     hp = ba.make_hyper(ba_beta=3.0, ba_tol=1e-4)
     key = jax.random.key(21)
-    means, acts, beliefs, rates, iters = _numpy_blasts(key, arms, steps, 3.0, 1e-4, cap, z, ep, warm)
+    means, acts, beliefs, rates, iters, at_vertex = _numpy_blasts(key, arms, steps, 3.0, 1e-4, cap,
+                                                                  z, ep, warm, vertex)
+    assert 0 < at_vertex.sum() < steps if vertex else not at_vertex.any()
     st = ba.Static("blasts", "gaussian", arms, steps, record_every=1, z_samples=z,
-                   ba_max_iter=cap, ba_loop="while", ba_warm_start=warm)
+                   ba_max_iter=cap, ba_loop="while", ba_warm_start=warm, ba_vertex=vertex)
     env = envs.Bandit(arms, "gaussian")
     k_env, k_steps = jax.random.split(key)
     means_j = env.reset_env(k_env, ep)[1].means

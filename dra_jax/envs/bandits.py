@@ -211,11 +211,26 @@ def sample_beta(key: jax.Array, a: jax.Array, b: jax.Array, shape: tuple[int, ..
     return x / (x + y)
 
 
-def sample_belief(kind: str, key: jax.Array, belief: Belief, n: int | None = None) -> jax.Array:
-    """Environments ``theta ~ posterior``: shape ``[arms]`` (``n=None``) or ``[n, arms]``."""
+def midpoint_uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Uniforms ``(i + 1/2) 2^-23``, ``i`` from 23 random bits: in (0, 1), symmetric about 1/2."""
+    i = jax.random.bits(key, shape, jnp.uint32) >> 9
+    return (i.astype(jnp.float32) + 0.5) * jnp.float32(2.0 ** -23)
+
+
+def ndtri_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normals by the inverse CDF, ``ndtri`` of :func:`midpoint_uniform` (tails cut at
+    +-5.3, as ``jax.random.normal``'s are). Same law as ``jax.random.normal`` (whose ``erf_inv``
+    measured ~2x slower under ``vmap`` on CPU), different numbers from the same key."""
+    return jax.scipy.special.ndtri(midpoint_uniform(key, shape))
+
+
+def sample_belief(kind: str, key: jax.Array, belief: Belief, n: int | None = None,
+                  normal=jax.random.normal) -> jax.Array:
+    """Environments ``theta ~ posterior``: shape ``[arms]`` (``n=None``) or ``[n, arms]``;
+    ``normal(key, shape)`` gives the Gaussian bandit's standard normals."""
     shape = belief.a.shape if n is None else (n,) + belief.a.shape
     if kind == "gaussian":
-        return belief.a + jax.random.normal(key, shape) * jax.lax.rsqrt(belief.b)
+        return belief.a + normal(key, shape) * jax.lax.rsqrt(belief.b)
     return sample_beta(key, belief.a, belief.b, shape)
 
 
