@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from dra_jax.fitting import cli, models, seqdata, seqreference, sequential
 from dra_jax.fitting.data import DataError
