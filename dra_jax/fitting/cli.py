@@ -154,6 +154,9 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", default=None, help="comma-separated subject ids")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--no-compile-cache", action="store_true",
+                    help="do not use JAX's persistent compilation cache (default: on, in "
+                         "$XDG_CACHE_HOME/dra_jax/jax-compile, as the sweep command)")
     args = ap.parse_args(argv)
     try:
         cfg = spec.load(args.config, args.overrides)
@@ -180,6 +183,10 @@ def main(argv=None) -> int:
     except (ConfigError, data_mod.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not args.no_compile_cache:  # a repeated fit (same models and shapes) skips XLA compiles
+        from dra_jax.sweep import enable_compile_cache
+
+        enable_compile_cache()
     prog = _Progress(args.quiet)
     if ds is None:
         from dra_jax.fitting import recovery
