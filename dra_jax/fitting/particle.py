@@ -78,6 +78,28 @@ def _log_sum_exp(x: jax.Array) -> jax.Array:
     return m + jnp.log(fixed_order_sum(jnp.exp(x - m)))
 
 
+def reweigh(logw: jax.Array, ll: jax.Array, w: jax.Array, obs: jax.Array,
+            ess_threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One trial of a lane's weights: with the particles' choice probabilities ``w [P]`` of the
+    observed action, ``ll += log sum_i W_i w_i`` and ``W_i <- W_i w_i / sum_j W_j w_j`` (both only
+    where ``obs``); returns ``(logw, ll, resample)``, ``resample`` where ESS = 1 / sum_i W_i^2
+    fell below ``ess_threshold * P``."""
+    lw = logw + jnp.log(jnp.maximum(w, 1e-30))
+    inc = _log_sum_exp(lw)  # log sum_i W_i w_i (W normalized)
+    ll = ll + jnp.where(obs, inc, 0.0)
+    logw = jnp.where(obs, lw - inc, logw)
+    ess = 1.0 / fixed_order_sum(jnp.exp(2.0 * logw))
+    return logw, ll, obs & (ess < ess_threshold * logw.shape[0])
+
+
+def resample_indices(key, do: jax.Array, logw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Systematic resampling of a lane where ``do`` (else the identity): the particle indices
+    ``[P]`` and the log-weights after it (uniform where resampled)."""
+    p = logw.shape[0]
+    idx = jnp.where(do, _systematic(key, logw), jnp.arange(p, dtype=jnp.int32))
+    return idx, jnp.where(do, -jnp.log(float(p)), logw)
+
+
 def _lanes(f):
     """vmap over subjects (axis 0) and candidates (axis 1) of a per-lane function."""
     return jax.vmap(jax.vmap(f))
@@ -112,19 +134,12 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
         lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0[..., None], x), lat,
                            models.init(st, th))
         logw = jnp.where(new_block, -jnp.log(float(p)), logw)
-        obs = valid & (a >= 0)
         w = chosen(th, lat, s, jnp.maximum(a, 0))  # [P]
-        lw = logw + jnp.log(jnp.maximum(w, 1e-30))
-        inc = _log_sum_exp(lw)  # log sum_i W_i w_i (W normalized)
-        ll = ll + jnp.where(obs, inc, 0.0)
-        logw = jnp.where(obs, lw - inc, logw)
-        ess = 1.0 / fixed_order_sum(jnp.exp(2.0 * logw))
-        return lat, logw, ll, obs & (ess < ess_threshold * p)
+        return (lat,) + reweigh(logw, ll, w, valid & (a >= 0), ess_threshold)
 
     def resample(key, do, lat, logw, n_res):
-        idx = jnp.where(do, _systematic(key, logw), jnp.arange(p, dtype=jnp.int32))
-        return (jax.tree.map(lambda x: x[..., idx], lat),
-                jnp.where(do, -jnp.log(float(p)), logw), n_res + do.astype(jnp.int32))
+        idx, logw = resample_indices(key, do, logw)
+        return jax.tree.map(lambda x: x[..., idx], lat), logw, n_res + do.astype(jnp.int32)
 
     def move(th, key, lat, obs, s, a, r, block):
         new = update(th, lat, s, jnp.maximum(a, 0), r, block, models.draw_noise(st, key, (p,)))

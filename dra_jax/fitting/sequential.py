@@ -174,8 +174,6 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
     ``P(a | s)``, resample systematically when ESS < threshold, move each particle by expected
     SARSA on the observed step (its own zeta'), and at an episode's end the rollouts and the
     sigma update (:func:`sigma_step`, under a ``lax.cond`` taken only where some lane ends)."""
-    from dra_jax.fitting.particle import _log_sum_exp, _systematic
-
     st = sst.base
     p = n_particles
     n, c = theta.shape[:2]
@@ -186,20 +184,13 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
     def weigh(th, lat, logw, ll, s, a, new_block, valid):
         lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0, x), lat, models.init(st, th))
         logw = jnp.where(new_block, -jnp.log(float(p)), logw)
-        obs = valid & (a >= 0)
         w = jax.vmap(functools.partial(models.chosen_prob, st, th), in_axes=(0, None, None))(
             lat, s, jnp.maximum(a, 0))
-        lw = logw + jnp.log(jnp.maximum(w, 1e-30))
-        inc = _log_sum_exp(lw)
-        ll = ll + jnp.where(obs, inc, 0.0)
-        logw = jnp.where(obs, lw - inc, logw)
-        ess = 1.0 / memory.fixed_order_sum(jnp.exp(2.0 * logw))
-        return lat, logw, ll, obs & (ess < ess_threshold * p)
+        return (lat,) + particle.reweigh(logw, ll, w, valid & (a >= 0), ess_threshold)
 
     def resample(key, do, lat, logw, n_res):
-        idx = jnp.where(do, _systematic(key, logw), jnp.arange(p, dtype=jnp.int32))
-        return (jax.tree.map(lambda x: x[idx], lat), jnp.where(do, -jnp.log(float(p)), logw),
-                n_res + do.astype(jnp.int32))
+        idx, logw = particle.resample_indices(key, do, logw)
+        return jax.tree.map(lambda x: x[idx], lat), logw, n_res + do.astype(jnp.int32)
 
     def move(th, key, lat, obs, s, a, r, s2, done):
         zeta2 = models.normal_box_muller(key, (p, st.n_actions))
