@@ -18,6 +18,7 @@ import copy
 import importlib
 import itertools
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -469,3 +470,15 @@ def iter_run_params(cfg: dict):
 
 def grid_shape(cfg: dict) -> tuple[int, ...]:
     return tuple(len(v) for _, v in grid_axes(cfg))
+
+
+def set_host_device_count(n: int) -> bool:
+    """Split the host CPU into ``n`` XLA devices: ``--xla_force_host_platform_device_count=n`` in
+    ``XLA_FLAGS``, read once, when JAX's CPU backend starts (so call it before anything starts
+    JAX). A count already in ``XLA_FLAGS`` (the user's) wins: then nothing changes and this
+    returns False. Used by the sweep and fit commands' ``--cpu-devices``."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return False
+    os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
+    return True

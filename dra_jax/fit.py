@@ -8,6 +8,8 @@ already in ``XLA_FLAGS`` wins. No number depends on it.
 import os
 import sys
 
+from dra_jax.config import set_host_device_count
+
 
 def _choose_cpu_devices(argv: list[str]) -> list[str]:
     """Remove ``--cpu-devices N`` from ``argv`` and put the host device count in XLA_FLAGS."""
@@ -24,10 +26,7 @@ def _choose_cpu_devices(argv: list[str]) -> list[str]:
     if n is not None and (not n.isdigit() or int(n) < 1):
         print("error: config error: --cpu-devices: expected an integer >= 1", file=sys.stderr)
         sys.exit(2)
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = int(n) if n is not None else (os.cpu_count() or 1)
-        os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={count}").strip()
+    set_host_device_count(int(n) if n is not None else (os.cpu_count() or 1))
     return argv
 
 

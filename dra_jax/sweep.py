@@ -173,9 +173,8 @@ def _choose_cpu_devices(args) -> None:
     validating a config does, starts it): ``--cpu-devices``, or one device per core with at least
     4 runs a device (so padding stays small). Only the CPU platform is affected, and no number
     depends on it. A count the user put in XLA_FLAGS wins."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags:
-        return
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return  # the user's count wins (and the raw config need not be read)
     n_dev = args.cpu_devices
     if n_dev is None:
         try:  # the grid's size from the raw file (validation comes next and reports errors)
@@ -187,7 +186,7 @@ def _choose_cpu_devices(args) -> None:
         except (ConfigError, TypeError, ValueError):
             n_runs = 1
         n_dev = max(1, min(os.cpu_count() or 1, n_runs // 4))
-    os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n_dev}").strip()
+    config_mod.set_host_device_count(n_dev)
 
 
 def main(argv: list[str] | None = None) -> int:
