@@ -3,19 +3,10 @@ import jax
 import numpy as np
 import pytest
 
+from lane_reference import DRA, TASK, reference
+from lane_reference import train as _train
+
 from dra_jax import agent, batching
-from dra_jax.envs.gridworld import GridTask
-from dra_jax.reference import run_reference
-
-TASK = GridTask()
-DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,
-           sigma0=3.0, sigma_min=0.01, sigma_max=100.0, psi="A", allocation="flexible",
-           learn_q=True, learn_sigma=True)
-
-
-def _train(st, dras, seeds):
-    params = agent.stack_params([agent.make_run_params(d, s) for d, s in zip(dras, seeds)])
-    return jax.tree.map(np.asarray, batching.train_batch(TASK, st, params))
 
 
 @pytest.mark.parametrize("psi,allocation,gamma,objective,optimizer,alpha_sigma", [
@@ -43,13 +34,7 @@ def test_engine_matches_numpy_reference(psi, allocation, gamma, objective, optim
     dra = dict(DRA, psi=psi, allocation=allocation, gamma=gamma, objective=objective,
                alpha_sigma=alpha_sigma)
     out = _train(st, [dra], [7])
-    t = TASK.tables
-    tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0], "start": t.start}
-    q, sigma, curves, steps = run_reference(tables, dra, st.episodes, st.n_traj, st.max_steps,
-                                            st.eval_every, st.n_rollouts, seed=7,
-                                            learnable=TASK.learnable, block=st.block,
-                                            noise_blocks=st.noise_blocks, dtype=np.float64,
-                                            optimizer=optimizer)
+    q, sigma, curves, steps = reference(st, dra, 7, optimizer=optimizer)
     assert int(out.env_steps[0]) == steps
     assert int(out.truncations[0]) > 0 or psi != "A"  # truncations happen in this set-up
     np.testing.assert_allclose(out.q[0], q, rtol=1e-4, atol=1e-4)
@@ -128,12 +113,7 @@ def test_equal_precision_shares_sigma_and_lambda0_learns_sigma_at_no_cost():
     shared = out.sigma[0][learned]
     assert np.ptp(shared) == 0.0 and shared[0] != 3.0
     assert np.all(out.curves[1][:, 2] == 0.0)  # lam = 0: no cost
-    t = TASK.tables
-    tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0], "start": t.start}
-    _, sigma, curves, _ = run_reference(tables, free, st.episodes, st.n_traj, st.max_steps,
-                                        st.eval_every, st.n_rollouts, seed=1, learnable=learned,
-                                        block=st.block, noise_blocks=st.noise_blocks,
-                                        dtype=np.float64)
+    _, sigma, curves, _ = reference(st, free, 1)
     np.testing.assert_allclose(out.sigma[1], sigma, rtol=1e-4, atol=3e-4)
     np.testing.assert_allclose(out.curves[1], curves, rtol=1e-4, atol=1e-3)
     assert np.abs(out.sigma[1] - 0.5).max() > 0.1  # sigma learned

@@ -3,20 +3,10 @@ reference walking the same timeline, and invariant to batch and chunking."""
 import jax
 import numpy as np
 import pytest
+from lane_reference import DRA, TASK, reference
+from lane_reference import train as _train
 
-from dra_jax import agent, batching
-from dra_jax.envs.gridworld import GridTask
-from dra_jax.reference import run_reference
-
-TASK = GridTask()
-DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,
-           sigma0=3.0, sigma_min=0.01, sigma_max=100.0, psi="A", allocation="flexible",
-           learn_q=True, learn_sigma=True)
-
-
-def _train(st, dras, seeds, **kw):
-    params = agent.stack_params([agent.make_run_params(d, s) for d, s in zip(dras, seeds)])
-    return jax.tree.map(np.asarray, batching.train_batch(TASK, st, params, **kw))
+from dra_jax import agent
 
 
 @pytest.mark.parametrize("W,psi,allocation,gamma,objective,optimizer,alpha_sigma,max_steps", [
@@ -37,13 +27,7 @@ def test_sub_lanes_match_numpy_reference(W, psi, allocation, gamma, objective, o
     dra = dict(DRA, psi=psi, allocation=allocation, gamma=gamma, objective=objective,
                alpha_sigma=alpha_sigma)
     out = _train(st, [dra], [7])
-    t = TASK.tables
-    tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0], "start": t.start}
-    q, sigma, curves, steps = run_reference(tables, dra, st.episodes, st.n_traj, st.max_steps,
-                                            st.eval_every, st.n_rollouts, seed=7,
-                                            learnable=TASK.learnable, block=st.block,
-                                            noise_blocks=st.noise_blocks, dtype=np.float64,
-                                            optimizer=optimizer, sub_lanes=W)
+    q, sigma, curves, steps = reference(st, dra, 7, optimizer=optimizer, sub_lanes=W)
     n_rollouts = st.episodes * (1 + st.n_traj) + len(st.eval_episodes) * st.n_rollouts
     assert 0 < int(out.truncations[0]) < n_rollouts  # lengths differ: some rollouts truncated
     assert int(out.env_steps[0]) == steps
