@@ -131,6 +131,17 @@ def _setup(seed):
     return q, sigma
 
 
+def _run_params(budget: int, **extra) -> dict:
+    """One planning run's traced parameters (Table B.1, planning column; means fixed at q*)."""
+    p = {k: np.float32(v) for k, v in dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0,
+                                            lam=1.0, sigma_base=100.0, sigma0=50.0,
+                                            sigma_min=0.01, sigma_max=100.0, a_dec=0.025,
+                                            t_nondec=1.0).items()}
+    p.update(budget=np.int32(budget), learn_q=np.bool_(False), learn_sigma=np.bool_(True),
+             equal=np.bool_(False), rate=np.bool_(False), seed=np.uint32(0), **extra)
+    return p
+
+
 @pytest.mark.parametrize("budget", [M, 2 * M + 1])
 def test_sigma_ascent_is_the_exact_gradient(budget):
     """Flexible (per-memory) and equal (one shared sigma: the sum over memories) ascent
@@ -195,12 +206,7 @@ def test_trainer_steps_sigma_by_sigma_ascent_only(monkeypatch):
 
     monkeypatch.setattr(planner, "sigma_ascent", fake)
     st = pt.PlanStatic(moves=M, n_traj=4, episodes=1, every=1)
-    p = {k: np.float32(v) for k, v in dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0,
-                                            lam=1.0, sigma_base=100.0, sigma0=50.0,
-                                            sigma_min=0.01, sigma_max=100.0, a_dec=0.025,
-                                            t_nondec=1.0).items()}
-    p.update(budget=np.int32(6), learn_q=np.bool_(False), learn_sigma=np.bool_(True),
-             equal=np.bool_(False), rate=np.bool_(False), seed=np.uint32(0))
+    p = _run_params(budget=6)
     ts = pt.advance(st, p, pt.init(st, p), 1)
     assert calls == [(4, env.N_STATES, M, 2)]  # called once, on the n_traj gradient trials
     np.testing.assert_allclose(ts.sigma, np.clip(50.0 + 0.1 * np.asarray(G), 0.01, 100.0),
@@ -291,13 +297,7 @@ def test_trainer_fallback_baseline_is_from_past_updates_only(monkeypatch):
 
     monkeypatch.setattr(planner, "sigma_ascent", fake)
     st = pt.PlanStatic(moves=M, n_traj=12, episodes=2, every=1)
-    p = {k: np.float32(v) for k, v in dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0,
-                                            lam=1.0, sigma_base=100.0, sigma0=50.0,
-                                            sigma_min=0.01, sigma_max=100.0, a_dec=0.025,
-                                            t_nondec=1.0).items()}
-    p.update(budget=np.int32(4), learn_q=np.bool_(False), learn_sigma=np.bool_(True),
-             equal=np.bool_(False), rate=np.bool_(False), seed=np.uint32(0),
-             baseline=np.int32(2))
+    p = _run_params(budget=4, baseline=np.int32(2))
     key = pt._keys(p)[0]
     step = jax.jit(lambda ts: pt.episode(st, p, ts, key))
     ts1 = step(pt.init(st, p))
