@@ -116,9 +116,10 @@ def test_search_uses_search_particles(monkeypatch):
     padded to the population); deterministic models one particle."""
     calls = []
 
-    def spy(st, n_particles, ess, theta, trials, keys, n_devices=1):  # records, computes nothing
-        calls.append((st.kind, n_particles, theta.shape[1]))
-        return -jnp.sum(theta ** 2, -1), jnp.zeros(theta.shape[:2], jnp.int32)
+    def spy(st, n_particles, ess, theta, trials, keys, n_devices=1, per_trial=False):
+        calls.append((st.kind, n_particles, theta.shape[1]))  # records, computes nothing
+        out = (-jnp.sum(theta ** 2, -1), jnp.zeros(theta.shape[:2], jnp.int32))
+        return out + (jnp.zeros(theta.shape[:2] + trials.s.shape[1:]),) if per_trial else out
 
     monkeypatch.setattr(particle, "loglik", spy)
     cfg = spec.validate({"task": "bandits", "fit": {"n_actions": 3, "n_particles": 8,

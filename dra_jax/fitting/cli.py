@@ -2,11 +2,13 @@
 
     python -m dra_jax.fit --config configs/fit_stimulus_response.toml --data FILE.csv
                           [--out DIR] [--set section.key=value ...] [--subjects ID,ID] [--resume]
-                          [--cpu-devices N]   (read by dra_jax/fit.py before JAX starts)
+                          [--models NAME,NAME] [--cpu-devices N]
+                          (--cpu-devices is read by dra_jax/fit.py before JAX starts)
 
 Writes, each atomically and results before figures: ``fits.csv`` (one row per subject x model:
 ``subject, model, loglik, loglik_se, n_trials, n_missed, aic, bic`` and one column per free
-parameter), ``summary.json`` (config, data summary, per-model totals, timing) and
+parameter), ``trials.csv`` (per answered trial of every winning fit: ``subject, model, block,
+trial, p_chosen, loglik``; not for the grid-world), ``summary.json`` (config, data summary, per-model totals, timing) and
 ``figures/*.png``. Subjects are fitted in batches of ``fit.max_batch``; after every batch the
 finished (subject, model) rows go to ``fits.partial.csv``, which ``--resume`` continues from.
 A config without ``--data`` but with a ``[recovery]`` section simulates its subjects
@@ -68,13 +70,17 @@ def _data_summary(ds) -> dict:
     return out
 
 
-def fit(data, config, progress=None, done: pd.DataFrame | None = None, on_batch=None) -> FitResults:
+def fit(data, config, progress=None, done: pd.DataFrame | None = None, on_batch=None,
+        done_trials: pd.DataFrame | None = None) -> FitResults:
     """Fit every model of ``config`` (a validated dict, a raw dict or a TOML path) to ``data``
-    (a CSV path, a DataFrame or a :class:`~dra_jax.fitting.data.Dataset`)."""
+    (a CSV path, a DataFrame or a :class:`~dra_jax.fitting.data.Dataset`). ``done`` (and
+    ``done_trials``): rows of fits already made (``--resume``), not fitted again;
+    ``on_batch(fits, trials)`` is called after every batch with everything so far."""
     cfg = _config(config)
     f = cfg["fit"]
     ds = data if isinstance(data, data_mod.Dataset) else data_mod.load_for(data, cfg)
     rows = [] if done is None else done.to_dict("records")
+    trial_tables = [] if done_trials is None else [done_trials]
     have = {(str(r["subject"]), r["model"]) for r in rows}
     batch = f["max_batch"] or len(ds.subjects)
     t0 = time.perf_counter()
@@ -90,18 +96,22 @@ def fit(data, config, progress=None, done: pd.DataFrame | None = None, on_batch=
                 if progress is not None:
                     progress(_n + frac * _k, total, name)
 
-            rows += optimize.fit_model(cfg, m, sub, prog)
+            rows += optimize.fit_model(cfg, m, sub, prog, trials_out=trial_tables)
             n_done += len(chunk)
             if on_batch is not None:
-                on_batch(_order_cols(pd.DataFrame(rows)))
+                on_batch(_order_cols(pd.DataFrame(rows)),
+                         pd.concat(trial_tables, ignore_index=True) if trial_tables else None)
     fits = _order_cols(pd.DataFrame(rows))
     order = {s: i for i, s in enumerate(ds.subjects)}
     morder = {m: i for i, m in enumerate(cfg["models"])}
     fits = fits.assign(_s=fits["subject"].map(order), _m=fits["model"].map(morder))
     fits = fits.sort_values(["_m", "_s"]).drop(columns=["_s", "_m"]).reset_index(drop=True)
     timing = {"fit_s": time.perf_counter() - t0, "subject_models_fitted": total}
+    extra = {"dataset": ds}
+    if trial_tables:
+        extra["trials"] = pd.concat(trial_tables, ignore_index=True)
     return FitResults(fits, optimize.model_totals(fits.to_dict("records")), cfg,
-                      _data_summary(ds), timing, {"dataset": ds})
+                      _data_summary(ds), timing, extra)
 
 
 def _config(config) -> dict:
@@ -120,13 +130,30 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
 
 
 def write_results(res: FitResults, out: Path) -> None:
-    """fits.csv and summary.json (before any figure)."""
+    """fits.csv, trials.csv (each winning fit's answered trials: ``subject, model, block, trial,
+    p_chosen, loglik``; the stimulus-response and bandit tasks) and summary.json (before any
+    figure)."""
     _write_csv(out / "fits.csv", res.fits)
+    if isinstance(res.extra.get("trials"), pd.DataFrame):
+        _write_csv(out / "trials.csv", res.extra["trials"])
     cfg = {k: v for k, v in res.config.items()}
     summary = {"config": cfg, "data": res.data_summary, "totals": res.totals, "timing": res.timing}
     summary.update({k: v for k, v in res.extra.items() if k != "dataset"
                     and not isinstance(v, (pd.DataFrame, np.ndarray))})
     atomic_write_json(out / "summary.json", summary)
+
+
+def select_models(cfg: dict, names: list[str]) -> None:
+    """Keep only the models ``names`` of a validated config (``--models``), in that order;
+    an unknown name is a ConfigError."""
+    unknown = [m for m in names if m not in cfg["models"]]
+    if unknown or not names:
+        raise ConfigError("--models", f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
+                          f"the config has {', '.join(cfg['models'])}")
+    cfg["models"] = {m: cfg["models"][m] for m in dict.fromkeys(names)}
+    if "recovery" in cfg:
+        cfg["recovery"]["generating"] = [g for g in cfg["recovery"]["generating"]
+                                         if g in cfg["models"]] or list(cfg["models"])
 
 
 class _Progress:
@@ -152,6 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     ap.add_argument("--subjects", default=None, help="comma-separated subject ids")
+    ap.add_argument("--models", default=None, help="comma-separated model names of the config's "
+                                                   "[models] to fit (default: all)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--no-compile-cache", action="store_true",
@@ -162,6 +191,8 @@ def main(argv=None) -> int:
         cfg = spec.load(args.config, args.overrides)
         if args.out:
             cfg["out"] = args.out
+        if args.models:
+            select_models(cfg, [m.strip() for m in args.models.split(",") if m.strip()])
         out = Path(cfg["out"])
         optimize.n_devices(cfg)  # more devices than this process has: an error before any work
         if args.data is None:
@@ -176,10 +207,12 @@ def main(argv=None) -> int:
                 if unknown:
                     raise ConfigError("--subjects", f"not in the data: {', '.join(unknown)}")
                 ds = ds.subset(want)
-        done = None
-        partial = out / "fits.partial.csv"
+        done = done_trials = None
+        partial, partial_trials = out / "fits.partial.csv", out / "trials.partial.csv"
         if args.resume and partial.is_file():
             done = pd.read_csv(partial, dtype={"subject": str})
+            if partial_trials.is_file():
+                done_trials = pd.read_csv(partial_trials, dtype={"subject": str})
     except (ConfigError, data_mod.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -193,16 +226,21 @@ def main(argv=None) -> int:
 
         res = recovery.run(cfg, progress=prog)
     else:
-        res = fit(ds, cfg, progress=prog, done=done,
-                  on_batch=lambda df: _write_csv(partial, df))
+        def on_batch(fits_df, trials_df):
+            if trials_df is not None:
+                _write_csv(partial_trials, trials_df)
+            _write_csv(partial, fits_df)
+
+        res = fit(ds, cfg, progress=prog, done=done, done_trials=done_trials, on_batch=on_batch)
     if "ppc" in cfg["figures"]:
         from dra_jax.fitting import ppc
 
         res.extra["ppc"] = ppc.run(cfg, res.extra["dataset"], res.fits, seed=cfg["seed"])
         res.extra["ppc"]["best"] = min(res.totals, key=lambda m: res.totals[m]["aic"])
     write_results(res, out)
-    if partial.exists():
-        partial.unlink()
+    for path in (partial, partial_trials):
+        if path.exists():
+            path.unlink()
     from dra_jax.figures import fitting as figs
 
     for path in figs.draw(res, out / "figures"):

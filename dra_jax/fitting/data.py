@@ -89,6 +89,8 @@ def validate(data, n_states: int, n_actions: int) -> pd.DataFrame:
         raise DataError("reward", i, f"expected a finite number (empty only on a missed trial), "
                                      f"got {df['reward'].iloc[i]!r}")
     out["reward"] = rew.fillna(0.0).astype(np.float64)
+    if "set_size" in df.columns:
+        out["set_size"] = _integers(df, "set_size", lo=1, hi=n_states + 1)
     # sorted: each subject's rows together, (block, trial) strictly increasing within a subject
     subj = out["subject"].to_numpy()
     change = np.flatnonzero(subj[1:] != subj[:-1]) + 1
@@ -109,7 +111,23 @@ def validate(data, n_states: int, n_actions: int) -> pd.DataFrame:
         i, col = min(first)
         raise DataError(col, i, f"rows are not sorted by subject, block, trial "
                                 f"({col} {out[col].iloc[i]} after {out[col].iloc[i - 1]})")
+    if "set_size" in out:
+        _check_set_size(out, same & (b == prev_b))
     return out
+
+
+def _check_set_size(df: pd.DataFrame, same_block: np.ndarray) -> None:
+    """``set_size`` is constant within a block and every stimulus index is below it."""
+    ns = df["set_size"].to_numpy()
+    bad = same_block & (ns != np.roll(ns, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError("set_size", i, f"changes inside a block ({ns[i]} after {ns[i - 1]}, "
+                                       f"block {df['block'].iloc[i]})")
+    bad = df["state"].to_numpy() >= ns
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError("state", i, f"stimulus index {df['state'].iloc[i]} >= set_size {ns[i]}")
 
 
 @dataclass
@@ -151,6 +169,7 @@ def to_dataset(df: pd.DataFrame, n_states: int, n_actions: int,
     nb = np.zeros((n, t_max), bool)
     valid = np.zeros((n, t_max), bool)
     blk = np.zeros((n, t_max, n_states), np.float32)
+    ns = np.ones((n, t_max), np.float32)
     for i, sid in enumerate(order):
         g = groups[sid]
         k = len(g)
@@ -163,7 +182,9 @@ def to_dataset(df: pd.DataFrame, n_states: int, n_actions: int,
         for bv in np.unique(b):
             rows = np.flatnonzero(b == bv)
             blk[i, rows[:, None], np.unique(s_arr[i, rows])[None, :]] = 1.0
-    trials = Trials(s_arr, a_arr, r_arr, nb, valid, blk)
+        # the block's set size: the data's set_size column, else the stimuli the block shows
+        ns[i, :k] = (g["set_size"].to_numpy() if "set_size" in g else blk[i, :k].sum(-1))
+    trials = Trials(s_arr, a_arr, r_arr, nb, valid, blk, ns)
     n_tr = ((a_arr >= 0) & valid).sum(1)
     n_mi = ((a_arr < 0) & valid).sum(1)
     return Dataset(df, order, trials, n_tr, n_mi, n_states, n_actions)
@@ -176,10 +197,15 @@ def load(data, n_states: int, n_actions: int) -> Dataset:
 
 def load_for(data, cfg: dict) -> Dataset:
     """:func:`load` for the config's task (a sequential task:
-    :func:`dra_jax.fitting.seqdata.load`)."""
+    :func:`dra_jax.fitting.seqdata.load`); an ``rlwm`` model needs the ``set_size`` column."""
     f = cfg["fit"]
     if cfg["task"] == "gridworld":
         from dra_jax.fitting import seqdata
 
         return seqdata.load(data, f["n_states"], f["n_actions"])
-    return load(data, f["n_states"], f["n_actions"])
+    ds = load(data, f["n_states"], f["n_actions"])
+    rlwm = [n for n, m in cfg["models"].items() if m["kind"] == "rlwm"]
+    if rlwm and "set_size" not in ds.df:
+        raise DataError("set_size", None, f"missing column: model {rlwm[0]!r} (kind rlwm) "
+                                          "weighs working memory by the block's set size")
+    return ds

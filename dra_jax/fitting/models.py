@@ -44,21 +44,28 @@ from dra_jax import memory, policy
 from dra_jax.fitting import bandit_models
 
 PARAMS = ("lam", "beta", "alpha_q", "alpha_sigma", "sigma_base", "sigma0",
-          "epsilon", "ba_beta", "prior_mean", "prior_sd", "noise_sd", "gamma")
+          "epsilon", "ba_beta", "prior_mean", "prior_sd", "noise_sd", "gamma",
+          "stick", "forget", "rho", "capacity", "bias_wm", "bias_rl", "r0")
 _DRA = PARAMS[:6]
 _BELIEF = ("prior_mean", "prior_sd", "noise_sd")
-KINDS = ("dra", "dra_equal", "lam0", "qlearn") + bandit_models.KINDS
+_RLWM = ("beta", "alpha_q", "rho", "capacity", "forget", "bias_wm", "bias_rl", "r0")
+KINDS = ("dra", "dra_equal", "lam0", "qlearn", "rlwm") + bandit_models.KINDS
 BANDIT_KINDS = bandit_models.KINDS  # Bayesian bandit agents (task "bandits" only)
+COMPONENTS = ("epsilon", "stick", "forget")  # lapse, perseveration, decay of the means
+COMPONENT_KINDS = ("dra", "dra_equal", "lam0", "qlearn", "rlwm")  # the kinds that take them
 USES = {  # the parameters each kind reads (free parameters must be among them)
-    "dra": _DRA + ("gamma",),
-    "dra_equal": _DRA + ("gamma",),
-    "lam0": ("beta", "alpha_q", "sigma0", "gamma"),
-    "qlearn": ("beta", "alpha_q", "gamma"),
+    "dra": _DRA + ("gamma",) + COMPONENTS,
+    "dra_equal": _DRA + ("gamma",) + COMPONENTS,
+    "lam0": ("beta", "alpha_q", "sigma0", "gamma") + COMPONENTS,
+    "qlearn": ("beta", "alpha_q", "gamma") + COMPONENTS,
+    "rlwm": _RLWM + ("epsilon", "stick"),
     "ts_softmax": ("beta",) + _BELIEF,
     "ts_lapse": ("epsilon",) + _BELIEF,
     "blasts": ("ba_beta", "epsilon") + _BELIEF,
 }
 STOCHASTIC = {k: k in ("dra", "dra_equal") for k in KINDS}
+(LAM, BETA, ALPHA_Q, ALPHA_SIGMA, SIGMA_BASE, SIGMA0, EPSILON, BA_BETA, PRIOR_MEAN, PRIOR_SD,
+ NOISE_SD, GAMMA, STICK, FORGET, RHO, CAPACITY, BIAS_WM, BIAS_RL, R0) = range(len(PARAMS))
 
 
 class Static(NamedTuple):
@@ -74,14 +81,21 @@ class Static(NamedTuple):
     sigma_max: float = 100.0
     zeta: str = "qmc"  # qmc | quadrature
     n_zeta: int = 128  # number of points (qmc) or Gauss-Hermite order per action (quadrature)
+    lapse: bool = False  # epsilon: P = epsilon / A + (1 - epsilon) P
+    stick: bool = False  # stick: + stick * onehot(last answered choice) inside the softmax
+    forget: bool = False  # forget: the means decay toward their initial value every trial
 
 
 class Latent(NamedTuple):
-    """One particle: the memories and the optimizer state of sigma."""
+    """One particle: the memories, the optimizer state of sigma, the working memory of
+    ``rlwm`` (``[S, A]``; an empty array for the other kinds) and the last answered choice of
+    the block as a one-hot ``[A]`` (zeros before the first: no perseveration bonus)."""
 
     q: jax.Array  # [S, A]
     sigma: jax.Array  # [S, A]
     opt: optax.OptState
+    wm: jax.Array  # [S, A] (rlwm) or [0]
+    prev: jax.Array  # [A]
 
 
 def zeta_nodes(st: Static) -> tuple[np.ndarray, np.ndarray]:
@@ -107,31 +121,68 @@ def _optimizer(st: Static, alpha_sigma):
     return optax.sgd(alpha_sigma)
 
 
+def q_init(st: Static) -> float:
+    """The means' initial value (and the target of ``forget``): ``1 / A`` for ``rlwm`` (both
+    modules, as Collins & Frank 2012), else 0."""
+    return 1.0 / st.n_actions if st.kind == "rlwm" else 0.0
+
+
 def init(st: Static, theta: jax.Array) -> Latent:
-    """The block's initial state: ``q = 0``, ``sigma = sigma0``, a fresh optimizer state (a
-    bandit agent: ``q, sigma`` = its prior mean and sd)."""
-    q = jnp.zeros((st.n_states, st.n_actions), jnp.float32)
-    sigma = jnp.full_like(q, theta[5])
+    """The block's initial state: ``q = 0`` (``rlwm``: ``Q = WM = 1 / A``), ``sigma = sigma0``,
+    a fresh optimizer state, no last choice (a bandit agent: ``q, sigma`` = its prior mean and
+    sd)."""
+    q = jnp.full((st.n_states, st.n_actions), q_init(st), jnp.float32)
+    sigma = jnp.full_like(q, theta[SIGMA0])
     if st.kind in BANDIT_KINDS:
-        q, sigma = q + theta[8], jnp.full_like(q, theta[9])
-    return Latent(q, sigma, _optimizer(st, theta[3]).init(sigma))
+        q, sigma = q + theta[PRIOR_MEAN], jnp.full_like(q, theta[PRIOR_SD])
+    wm = q if st.kind == "rlwm" else jnp.zeros((0,), jnp.float32)
+    prev = jnp.zeros((st.n_actions,), jnp.float32)
+    return Latent(q, sigma, _optimizer(st, theta[ALPHA_SIGMA]).init(sigma), wm, prev)
 
 
-def action_probs(st: Static, theta: jax.Array, lat: Latent, s: jax.Array) -> jax.Array:
-    """``P(. | s)`` of the model: the zeta-marginal soft Thompson probabilities (``qlearn``:
-    the plain softmax), ``[A]``."""
-    beta = theta[1]
-    q_row = lat.q[s]
+def _bonus(st: Static, theta, lat: Latent, row: jax.Array) -> jax.Array:
+    """``row + stick * onehot(last choice)`` (the perseveration bonus, inside the softmax's
+    ``beta * (.)``), or ``row`` for a model without ``stick``."""
+    return row + theta[STICK] * lat.prev if st.stick else row
+
+
+def _lapse(st: Static, theta, p: jax.Array) -> jax.Array:
+    """``epsilon / A + (1 - epsilon) p`` (a lapse to the uniform), or ``p`` without a lapse."""
+    if not st.lapse:
+        return p
+    eps = theta[EPSILON]
+    return eps / st.n_actions + (1.0 - eps) * p
+
+
+def wm_weight(theta, ns) -> jax.Array:
+    """RLWM's working-memory weight of a block of set size ``ns``: ``rho * min(1, K / ns)``."""
+    return theta[RHO] * jnp.minimum(1.0, theta[CAPACITY] / jnp.maximum(ns, 1.0))
+
+
+def action_probs(st: Static, theta: jax.Array, lat: Latent, s: jax.Array,
+                 ns: jax.Array | float = 0.0) -> jax.Array:
+    """``P(. | s)`` of the model, ``[A]``: the zeta-marginal soft Thompson probabilities
+    (``qlearn``: the plain softmax; ``rlwm``: ``w p_WM + (1 - w) p_RL`` with ``w =``
+    :func:`wm_weight` of the block's set size ``ns``), with the perseveration bonus inside the
+    softmax and the lapse outside it where the model has them."""
+    beta = theta[BETA]
+    q_row = _bonus(st, theta, lat, lat.q[s])
     if st.kind == "qlearn":
-        return jax.nn.softmax(beta * q_row)
+        return _lapse(st, theta, jax.nn.softmax(beta * q_row))
+    if st.kind == "rlwm":
+        p_rl = _lapse(st, theta, jax.nn.softmax(beta * q_row))
+        p_wm = _lapse(st, theta, jax.nn.softmax(beta * _bonus(st, theta, lat, lat.wm[s])))
+        w = wm_weight(theta, ns)
+        return w * p_wm + (1.0 - w) * p_rl
     if st.kind in ("ts_lapse", "blasts"):
         return _bandit_probs(st, theta, q_row, lat.sigma[s])
     nodes, weights = zeta_nodes(st)
     p = policy.probs(q_row[None], lat.sigma[s][None], jnp.asarray(nodes), beta)  # [K, A]
-    return jnp.sum(jnp.asarray(weights)[:, None] * p, axis=0)  # (no tiny dot: slow on CPU)
+    return _lapse(st, theta, jnp.sum(jnp.asarray(weights)[:, None] * p, axis=0))
 
 
-def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.Array) -> jax.Array:
+def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.Array,
+                ns: jax.Array | float = 0.0) -> jax.Array:
     """``P(a | s)`` of one action: the same number as ``action_probs(...)[a]`` on the same zeta
     nodes, computed as ``mean_k 1 / sum_j exp(x_kj - x_ka)`` with ``x_k = beta * (q[s] + zeta_k *
     sigma[s])`` (softmax is shift-invariant; an overflowing term gives the limit 0). Only the
@@ -141,12 +192,18 @@ def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.
 
     Not a bandit kind: ``lat``'s arrays may carry trailing particle axes (``q [S, A, *B]``,
     :data:`PARTICLE_LAST`), giving ``[*B]`` probabilities with the node axis leading, so the
-    particle axis stays minor (vectorized) in the compiled loop."""
-    beta = theta[1]
-    q_row, s_row = lat.q[s], lat.sigma[s]
+    particle axis stays minor (vectorized) in the compiled loop. ``ns``: the block's set size
+    (``rlwm``'s working-memory weight). The lapse and the perseveration bonus enter as in
+    :func:`action_probs`."""
+    beta = theta[BETA]
+    q_row, s_row = _bonus(st, theta, lat, lat.q[s]), lat.sigma[s]
     if st.kind == "qlearn":
-        d = beta * (q_row - q_row[a])
-        return 1.0 / _sum0(jnp.exp(d))
+        return _lapse(st, theta, _softmax_at(beta * q_row, a))
+    if st.kind == "rlwm":
+        p_rl = _lapse(st, theta, _softmax_at(beta * q_row, a))
+        p_wm = _lapse(st, theta, _softmax_at(beta * _bonus(st, theta, lat, lat.wm[s]), a))
+        w = wm_weight(theta, ns)
+        return w * p_wm + (1.0 - w) * p_rl
     if st.kind == "ts_lapse":
         p = bandit_models.ts_argmax_prob(q_row, s_row, a)
         return bandit_models.lapse(p, theta[6], st.n_actions)
@@ -160,7 +217,13 @@ def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.
     for j in range(st.n_actions):  # static, A small; the j = a term is exp(0) = 1 (masked)
         e = jnp.exp(beta * (q_row[j] + nodes_t[j] * s_row[j] - xa))
         den = den + jnp.where(j == a, 0.0, e)
-    return _sum0(jnp.asarray(weights).reshape((-1,) + trail) / den)
+    return _lapse(st, theta, _sum0(jnp.asarray(weights).reshape((-1,) + trail) / den))
+
+
+def _softmax_at(x: jax.Array, a: jax.Array) -> jax.Array:
+    """``softmax(x)[a]`` over the leading axis as ``1 / sum_j exp(x_j - x_a)`` (trailing axes
+    broadcast; an overflowing term gives the limit 0)."""
+    return 1.0 / _sum0(jnp.exp(x - x[a]))
 
 
 def _sum0(x: jax.Array) -> jax.Array:
@@ -188,12 +251,14 @@ def _bandit_probs(st: Static, theta, m, sd) -> jax.Array:
     return bandit_models.lapse(p, theta[6], st.n_actions)
 
 
-def sample_zeta_action(st: Static, theta, lat: Latent, s, z, u) -> jax.Array:
-    """The agent's own choice (the simulator): one zeta draw ``z`` then ``a ~ softmax``; the
-    ``qlearn`` agent draws from its softmax."""
-    if st.kind == "qlearn":
-        return policy.sample_action(jax.nn.softmax(theta[1] * lat.q[s]), u)
-    return policy.sample_action(policy.probs(lat.q[s], lat.sigma[s], z, theta[1]), u)
+def sample_zeta_action(st: Static, theta, lat: Latent, s, z, u, ns=0.0) -> jax.Array:
+    """The agent's own choice (the simulator): one zeta draw ``z`` then ``a ~ softmax`` (with
+    the perseveration bonus inside and the lapse outside, where the model has them); the
+    ``qlearn`` and ``rlwm`` agents draw from their choice probabilities."""
+    if st.kind in ("qlearn", "rlwm"):
+        return policy.sample_action(action_probs(st, theta, lat, s, ns), u)
+    q_row = _bonus(st, theta, lat, lat.q[s])
+    return policy.sample_action(_lapse(st, theta, policy.probs(q_row, lat.sigma[s], z, theta[BETA])), u)
 
 
 def normal_box_muller(key, shape) -> jax.Array:
@@ -285,14 +350,43 @@ def update(st: Static, theta: jax.Array, lat: Latent, s, a, r, block: jax.Array,
     bandit kind: ``lat``'s arrays may carry trailing particle axes (``q [S, A, *B]``), updated
     at once with the noise of ``draw_noise(st, key, B)``."""
     if st.kind in BANDIT_KINDS:  # the conjugate posterior of the pulled arm
-        m, sd = bandit_models.update(lat.q[s], lat.sigma[s], a, r, theta[10])
+        m, sd = bandit_models.update(lat.q[s], lat.sigma[s], a, r, theta[NOISE_SD])
         return lat._replace(q=lat.q.at[s].set(m), sigma=lat.sigma.at[s].set(sd))
-    alpha_q = theta[2]
-    q = lat.q.at[s, a].add(alpha_q * (r - lat.q[s, a]))
+    if st.stick:
+        lat = lat._replace(prev=choice_onehot(a, lat.prev))
+    if st.kind == "rlwm":
+        return _rlwm_update(st, theta, lat, s, a, r)
+    q = lat.q
+    if st.forget:  # decay toward the initial means, every entry
+        q = q + theta[FORGET] * (q_init(st) - q)
+    q = q.at[s, a].add(theta[ALPHA_Q] * (r - q[s, a]))
     lat = lat._replace(q=q)
     if not STOCHASTIC[st.kind]:
         return lat
     g = _sigma_grad(st, theta, lat, block, noise)
-    upd, opt = _optimizer(st, theta[3]).update(-g, lat.opt, lat.sigma)
+    upd, opt = _optimizer(st, theta[ALPHA_SIGMA]).update(-g, lat.opt, lat.sigma)
     sigma = jnp.clip(optax.apply_updates(lat.sigma, upd), st.sigma_min, st.sigma_max)
-    return Latent(q, sigma, opt)
+    return lat._replace(sigma=sigma, opt=opt)
+
+
+def choice_onehot(a, like: jax.Array) -> jax.Array:
+    """``onehot(a)`` on the leading (action) axis of ``like [A, *B]`` (the last choice)."""
+    hot = jnp.arange(like.shape[0]) == a
+    return jnp.broadcast_to(hot.reshape(hot.shape + (1,) * (like.ndim - 1)), like.shape).astype(
+        like.dtype)
+
+
+def _rlwm_update(st: Static, theta, lat: Latent, s, a, r) -> Latent:
+    """RLWM's update after an answered trial (Collins & Frank 2012; Collins 2024's variants), in
+    this order: ``WM <- WM + forget * (1/A - WM)`` on every entry; ``Q[s, a] += alpha_q * b_RL *
+    (rv - Q[s, a])`` with ``rv = r0`` and ``b_RL = bias_rl`` after a reward of 0 (else ``rv = r``,
+    ``b_RL = 1``); ``WM[s, a] += b_WM * (r - WM[s, a])`` with ``b_WM = bias_wm`` after a reward
+    of 0 (else 1)."""
+    zero = r == 0
+    wm = lat.wm + theta[FORGET] * (q_init(st) - lat.wm)
+    rv = jnp.where(zero, theta[R0], r)
+    b_rl = jnp.where(zero, theta[BIAS_RL], 1.0)
+    b_wm = jnp.where(zero, theta[BIAS_WM], 1.0)
+    q = lat.q.at[s, a].add(theta[ALPHA_Q] * b_rl * (rv - lat.q[s, a]))
+    wm = wm.at[s, a].add(b_wm * (r - wm[s, a]))
+    return lat._replace(q=q, wm=wm)

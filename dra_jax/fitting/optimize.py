@@ -18,8 +18,10 @@ not depend on which other subjects share its batch.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
+from functools import partial
 
 import cma
 import jax
@@ -34,22 +36,33 @@ from dra_jax.fitting.data import Dataset, subject_seed
 _FINALISTS, _WINNER = 1_000_003, 1_000_033
 
 
-def static_for(cfg: dict, kind: str) -> models.Static:
+def static_for(cfg: dict, model) -> models.Static:
+    """The compiled program's configuration of ``model``: a validated model spec (its kind and
+    the components it lists) or a bare kind (no components)."""
+    kind, comps = (model["kind"], model.get("components", ())) if isinstance(model, dict) \
+        else (model, ())
     f = cfg["fit"]
     return models.Static(kind, f["n_states"], f["n_actions"], f["n_traj"], f["psi"], f["optimizer"],
-                         f["sigma_min"], f["sigma_max"], f["zeta"], f["n_zeta"])
+                         f["sigma_min"], f["sigma_max"], f["zeta"], f["n_zeta"],
+                         lapse="epsilon" in comps, stick="stick" in comps,
+                         forget="forget" in comps)
 
 
-def seq_static_for(cfg: dict, kind: str):
+def seq_static_for(cfg: dict, model):
     """The sequential task's static configuration (task ``gridworld``)."""
     from dra_jax.fitting import sequential
 
-    return sequential.SeqStatic(static_for(cfg, kind), tuple(cfg["fit"]["maze"]),
+    return sequential.SeqStatic(static_for(cfg, model), tuple(cfg["fit"]["maze"]),
                                 cfg["fit"]["max_steps"])
 
 
-def stochastic(cfg: dict, kind: str) -> bool:
+def _kind(model) -> str:
+    return model["kind"] if isinstance(model, dict) else model
+
+
+def stochastic(cfg: dict, model) -> bool:
     """Whether the model's latent state is random given the data (then it needs particles)."""
+    kind = _kind(model)
     if cfg["task"] == "gridworld":
         from dra_jax.fitting import sequential
 
@@ -76,9 +89,13 @@ class Transform:
         return np.log(u / (1.0 - u))
 
     def theta(self, y) -> np.ndarray:
-        y = np.asarray(y)
-        th = np.broadcast_to(self.base, y.shape[:-1] + (len(models.PARAMS),)).copy()
-        th[..., self.idx] = self.to_x(y)
+        return self.theta_at(self.to_x(y))
+
+    def theta_at(self, x) -> np.ndarray:
+        """The full theta vectors at the free parameters' natural values ``x [..., d]``."""
+        x = np.asarray(x, np.float64)
+        th = np.broadcast_to(self.base, x.shape[:-1] + (len(models.PARAMS),)).copy()
+        th[..., self.idx] = x
         return th
 
 
@@ -89,10 +106,10 @@ def _keys(subjects, tags: np.ndarray):
     return jax.vmap(lambda k: jax.vmap(lambda t: jax.random.fold_in(k, t))(tags))(base)
 
 
-def _n_particles(cfg, kind, search=False):
+def _n_particles(cfg, model, search=False):
     """Particles of a likelihood call: 1 for a deterministic model (exact); during the CMA-ES
     search ``fit.search_particles`` when set, else ``fit.n_particles``."""
-    if not stochastic(cfg, kind):
+    if not stochastic(cfg, model):
         return 1
     f = cfg["fit"]
     return f["search_particles"] if search and f["search_particles"] else f["n_particles"]
@@ -108,9 +125,11 @@ def n_devices(cfg) -> int:
     return want
 
 
-def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None = None,
-             search: bool = False):
-    """Log-likelihoods ``[N, C]`` of ``theta [N, C, 6]`` with candidate c's particle noise from
+def evaluate(cfg, model, ds: Dataset, theta: np.ndarray, tags, width: int | None = None,
+             search: bool = False, per_trial: bool = False):
+    """Log-likelihoods ``[N, C]`` of ``theta [N, C, P]`` (``model``: a model spec or a kind;
+    ``per_trial``: also each trial's log predictive probability, ``[N, C, T]``, 0 where no
+    answered trial) with candidate c's particle noise from
     ``tags[c]`` (one tag for all: common random numbers). Candidates are evaluated ``width`` at a
     time (padding the last call), so every search call of a fit has the same shape and compiles
     once; the finalists and the replicates are one call each at their own width (not padded to
@@ -118,40 +137,156 @@ def evaluate(cfg, kind, ds: Dataset, theta: np.ndarray, tags, width: int | None 
     if cfg["task"] == "gridworld":
         from dra_jax.fitting import sequential
 
-        st, like = seq_static_for(cfg, kind), sequential.loglik
+        if per_trial:
+            raise NotImplementedError("per-trial output of the sequential filter")
+        st, like = seq_static_for(cfg, model), sequential.loglik
         tr = sequential.SeqTrials(*(jnp.asarray(x) for x in ds.trials))
     else:
-        st, like = static_for(cfg, kind), particle.loglik
+        st, like = static_for(cfg, model), particle.loglik
         tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
+        if per_trial:
+            like = partial(like, per_trial=True)
     n, c = theta.shape[:2]
     tags = np.broadcast_to(np.asarray(tags), (c,))
     width = width or c
-    out = []
+    out, trial_out = [], []
     for c0 in range(0, c, width):
         th, tg = theta[:, c0:c0 + width], tags[c0:c0 + width]
         pad = width - th.shape[1]
         if pad:
             th = np.concatenate([th, np.repeat(th[:, -1:], pad, 1)], 1)
             tg = np.concatenate([tg, np.repeat(tg[-1:], pad)])
-        ll, _ = like(st, _n_particles(cfg, kind, search), cfg["fit"]["ess_threshold"],
-                     jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg), n_devices(cfg))
-        out.append(np.asarray(ll, np.float64)[:, :width - pad])
+        res = like(st, _n_particles(cfg, model, search), cfg["fit"]["ess_threshold"],
+                   jnp.asarray(th, jnp.float32), tr, _keys(ds.subjects, tg), n_devices(cfg))
+        out.append(np.asarray(res[0], np.float64)[:, :width - pad])
+        if per_trial:
+            trial_out.append(np.asarray(res[2], np.float64)[:, :width - pad])
+    if per_trial:
+        return np.concatenate(out, 1), np.concatenate(trial_out, 1)
     return np.concatenate(out, 1)
 
 
-def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
-    """Fit model ``name`` to every subject of ``ds``; one record per subject."""
+def polish(cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray, y: np.ndarray,
+           iters: int = 40, tol: float = 1e-4) -> np.ndarray:
+    """Quasi-Newton refinement in the search's logit coordinates from ``y [L, d]``, every lane
+    at once, for a model whose likelihood is a deterministic, smooth function of its parameters
+    (one particle is exact: ``qlearn``, ``lam0``, ``rlwm`` on the stimulus-response task): the
+    role fmincon plays in the published fits. Each lane starts from its exact Hessian (JAX:
+    reverse mode through the filter, then one forward-mode pass per free parameter; the lanes
+    are independent, so a tangent on every lane at once gives each lane's Hessian column),
+    made positive definite, then takes BFGS steps (Nocedal & Wright 2006, Alg. 6.1) with one
+    value-and-gradient call per iteration for all lanes. A step is kept only where it lowers
+    the lane's negative log-likelihood (else it is halved), so the result is never worse than
+    ``y``. A lane stops when a kept step gains less than ``tol`` nats, or after 8 halvings.
+    ``base [L, P]``: each lane's theta (its fixed values). Returns the polished ``y``."""
+    st = static_for(cfg, mspec)
+    tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
+    keys = _keys(ds.subjects, np.array([_FINALISTS]))
+    idx = jnp.asarray(tf.idx)
+    lo, hi = jnp.asarray(tf.lo, jnp.float32), jnp.asarray(tf.hi, jnp.float32)
+    base_j = jnp.asarray(base, jnp.float32)
+    n, d = y.shape
+
+    def nll(yy):  # [L, d] -> [L]
+        th = base_j.at[:, idx].set(lo + (hi - lo) * jax.nn.sigmoid(yy))
+        with jax.threefry_partitionable(False):
+            ll, _ = particle._filter(st, 1, 1.0, False, th[:, None], tr, keys)
+        return -ll[:, 0]
+
+    total = lambda yy: jnp.sum(nll(yy))  # noqa: E731  (lanes independent: per-lane gradients)
+    tangents = jnp.broadcast_to(jnp.eye(d, dtype=jnp.float32)[:, None, :], (d, n, d))
+
+    @jax.jit
+    def hessians(yy):  # [L, d, d]
+        _, lin = jax.linearize(jax.grad(total), yy)
+        return jax.vmap(lin, out_axes=-1)(tangents)
+
+    value_grad = jax.jit(lambda yy: (nll(yy), jax.grad(total)(yy)))
+    f64 = lambda *xs: [np.asarray(x, np.float64) for x in xs]  # noqa: E731
+    y = np.clip(np.asarray(y, np.float64), -_Y_MAX, _Y_MAX)
+    f, g = f64(*value_grad(jnp.asarray(y, jnp.float32)))
+    (h,) = f64(hessians(jnp.asarray(y, jnp.float32)))
+    h = 0.5 * (h + np.swapaxes(h, 1, 2))
+    w, v = np.linalg.eigh(h)
+    inv = np.einsum("lij,lj,lkj->lik", v, 1.0 / np.maximum(np.abs(w), 1e-2), v)  # [L, d, d]
+    step = np.ones(n)
+    active = np.ones(n, bool)
+    for _ in range(iters):
+        dirn = -np.einsum("lij,lj->li", inv, g)
+        y_new = np.clip(y + step[:, None] * dirn, -_Y_MAX, _Y_MAX)
+        f_new, g_new = f64(*value_grad(jnp.asarray(y_new, jnp.float32)))
+        ok = active & (f_new < f)
+        # BFGS update of the inverse Hessian where a step was kept and curvature is positive
+        sv, yv = y_new - y, g_new - g
+        sy = np.einsum("li,li->l", sv, yv)
+        upd = ok & (sy > 1e-10)
+        rho = np.where(upd, 1.0 / np.where(upd, sy, 1.0), 0.0)
+        eye = np.eye(d)[None]
+        left = eye - rho[:, None, None] * np.einsum("li,lj->lij", sv, yv)
+        new_inv = np.einsum("lij,ljk,lmk->lim", left, inv, left) + \
+            rho[:, None, None] * np.einsum("li,lj->lij", sv, sv)
+        inv = np.where(upd[:, None, None], new_inv, inv)
+        active &= ~(ok & (f - f_new < tol))
+        y, f, g = (np.where(ok[:, None], y_new, y), np.where(ok, f_new, f),
+                   np.where(ok[:, None], g_new, g))
+        step = np.where(ok, 1.0, step * 0.5)
+        active &= step > 2.0 ** -8
+        if not active.any():
+            break
+    return y
+
+
+_Y_MAX = 12.0  # |logit| cap of a polished parameter (within 6e-6 of its box's edge)
+
+
+def _profile(mspec: dict, bounds: dict) -> list[int]:
+    """The integer capacities a model's fit profiles (one search each; the best is kept):
+    ``bounds.capacity`` when ``capacity`` is free, else none."""
+    if "capacity" not in mspec["free"]:
+        return []
+    lo, hi = {**bounds, **mspec.get("bounds", {})}["capacity"]
+    return list(range(int(lo), int(hi) + 1))
+
+
+def _tile(ds: Dataset, k: int) -> Dataset:
+    """``ds`` with its subjects repeated ``k`` times (one lane per subject x profiled value;
+    a lane keeps its subject's label, so its random streams are the subject's own)."""
+    if k == 1:
+        return ds
+    return dataclasses.replace(ds, subjects=list(ds.subjects) * k,
+                               trials=type(ds.trials)(*(np.concatenate([x] * k) for x in ds.trials)),
+                               n_trials=np.tile(ds.n_trials, k), n_missed=np.tile(ds.n_missed, k))
+
+
+def fit_model(cfg: dict, name: str, ds: Dataset, progress=None, trials_out: list | None = None
+              ) -> list[dict]:
+    """Fit model ``name`` to every subject of ``ds``; one record per subject. A free integer
+    ``capacity`` is profiled: one continuous search per value of its box, all values' searches
+    batched as lanes of the same calls, and each subject's best value kept. ``trials_out``:
+    a list that receives the winning fit's per-trial table (:func:`_trial_table`)."""
     mspec = cfg["models"][name]
     kind, f = mspec["kind"], cfg["fit"]
-    tf = Transform(mspec, cfg["bounds"])
+    prof = _profile(mspec, cfg["bounds"])
+    free = [p for p in mspec["free"] if p != "capacity"]
+    tf = Transform({**mspec, "free": free}, cfg["bounds"])
     n, d = len(ds.subjects), len(tf.free)
+    lanes = _tile(ds, max(len(prof), 1))
+    cap = np.repeat(np.asarray(prof, float), n) if prof else None  # [L] per lane
+
+    def thetas(y):
+        th = tf.theta(y)
+        if cap is not None:
+            th[..., models.CAPACITY] = cap.reshape((-1,) + (1,) * (th.ndim - 2))
+        return th
+
     t0 = time.perf_counter()
-    finalists = [[] for _ in range(n)]
+    nl = len(lanes.subjects)
+    finalists = [[] for _ in range(nl)]
     popsize = f["popsize"] or 4 + int(3 * np.log(max(d, 1)))
     if d > 0:
         for run in range(f["restarts"]):
             es, states = [], []
-            for i, s in enumerate(ds.subjects):
+            for s in lanes.subjects:
                 rng = np.random.default_rng([subject_seed(s), run, cfg["seed"]])
                 y0 = tf.to_y(tf.base[tf.idx]) if run == 0 else tf.to_y(
                     tf.lo + (tf.hi - tf.lo) * rng.uniform(0.05, 0.95, d))
@@ -168,8 +303,9 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
                     ys.append(np.asarray(e.ask()) if not e.stop() else np.repeat(
                         e.mean[None], popsize, 0))
                     states[i] = np.random.get_state()
-                ys = np.stack(ys)  # [N, popsize, d]
-                ll = evaluate(cfg, kind, ds, tf.theta(ys), run * 10_000 + gen, popsize, search=True)
+                ys = np.stack(ys)  # [L, popsize, d]
+                ll = evaluate(cfg, mspec, lanes, thetas(ys), run * 10_000 + gen, popsize,
+                              search=True)
                 for i, e in enumerate(es):
                     if not e.stop():
                         with warnings.catch_warnings():
@@ -179,28 +315,59 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None) -> list[dict]:
                     progress(name, (run * f["generations"] + gen + 1) / (f["restarts"] * f["generations"]))
             for i, e in enumerate(es):
                 finalists[i] += [np.asarray(e.result.xbest, float), np.asarray(e.mean, float)]
-        cand = np.stack([np.stack(c) for c in finalists])  # [N, 2 * restarts, d]
-        ll = evaluate(cfg, kind, ds, tf.theta(cand), _FINALISTS)  # width 2 x restarts
-        best_y = cand[np.arange(n), np.argmax(ll, axis=1)]
+        cand = np.stack([np.stack(c) for c in finalists])  # [L, 2 * restarts, d]
+        ll = evaluate(cfg, mspec, lanes, thetas(cand), _FINALISTS)  # width 2 x restarts
+        best_y = cand[np.arange(nl), np.argmax(ll, axis=1)]
+        if f["polish"] and cfg["task"] == "stimulus_response" and not stochastic(cfg, mspec):
+            best_y = polish(cfg, mspec, lanes, tf, thetas(best_y), best_y)
     else:
-        best_y = np.zeros((n, 0))
-    reps = evaluate(cfg, kind, ds, tf.theta(np.repeat(best_y[:, None, :], f["n_reps"], 1)),
-                    _WINNER + np.arange(f["n_reps"]))  # [N, R] independent replicates
+        best_y = np.zeros((nl, 0))
+    pt = cfg["task"] != "gridworld"  # the stimulus-response filter reports per-trial terms
+    res = evaluate(cfg, mspec, lanes, thetas(np.repeat(best_y[:, None, :], f["n_reps"], 1)),
+                   _WINNER + np.arange(f["n_reps"]), per_trial=pt)  # [L, R] replicates
+    reps, per_trial = res if pt else (res, None)
+    m = reps.max(1, keepdims=True)
+    ll_hat = (m + np.log(np.mean(np.exp(reps - m), 1, keepdims=True)))[:, 0]  # [L]
+    win = np.argmax(ll_hat.reshape(-1, n), 0) * n + np.arange(n)  # each subject's best lane
     elapsed = time.perf_counter() - t0
     out = []
+    k = d + (1 if prof else 0)
     for i, s in enumerate(ds.subjects):
-        r = reps[i]
-        m = r.max()
-        ll_hat = float(m + np.log(np.mean(np.exp(r - m))))
+        j = win[i]
+        r = reps[j]
         se = float(np.std(r, ddof=1) / np.sqrt(len(r)))
-        k, nt = d, int(ds.n_trials[i])
-        rec = {"subject": s, "model": name, "kind": kind, "loglik": ll_hat, "loglik_se": se,
-               "n_trials": nt, "n_missed": int(ds.n_missed[i]), "n_free": k,
-               "aic": 2 * k - 2 * ll_hat, "bic": k * np.log(max(nt, 1)) - 2 * ll_hat,
+        nt = int(ds.n_trials[i])
+        rec = {"subject": s, "model": name, "kind": kind, "loglik": float(ll_hat[j]),
+               "loglik_se": se, "n_trials": nt, "n_missed": int(ds.n_missed[i]), "n_free": k,
+               "aic": 2 * k - 2 * ll_hat[j], "bic": k * np.log(max(nt, 1)) - 2 * ll_hat[j],
                "fit_s": elapsed / n}
-        rec.update({p: float(v) for p, v in zip(tf.free, tf.to_x(best_y[i]))})
+        rec.update({p: float(v) for p, v in zip(tf.free, tf.to_x(best_y[j]))})
+        if prof:
+            rec["capacity"] = int(cap[j])
         out.append(rec)
+    if trials_out is not None and per_trial is not None:
+        trials_out.append(_trial_table(ds, name, per_trial[win]))
     return out
+
+
+def _trial_table(ds: Dataset, name: str, per_trial: np.ndarray):
+    """The winning fit's trials (``subject, model, block, trial, p_chosen, loglik``): each
+    answered trial's log predictive probability, averaged over the winner's replicates
+    (``per_trial [N, R, T]``; a deterministic model's replicates are equal, and its
+    ``p_chosen`` is exact), and ``p_chosen = exp(loglik)``."""
+    import pandas as pd
+
+    lt = per_trial.mean(1)  # [N, T]
+    groups = dict(tuple(ds.df.groupby("subject", sort=False)))
+    rows = []
+    for i, sid in enumerate(ds.subjects):
+        g = groups[sid]
+        ans = g["action"].to_numpy() >= 0
+        ll = lt[i, :len(g)][ans]
+        rows.append(pd.DataFrame({"subject": sid, "model": name, "block": g["block"].to_numpy()[ans],
+                                  "trial": g["trial"].to_numpy()[ans], "p_chosen": np.exp(ll),
+                                  "loglik": ll}))
+    return pd.concat(rows, ignore_index=True)
 
 
 def model_totals(fits) -> dict:

@@ -62,6 +62,7 @@ class Trials(NamedTuple):
     new_block: jax.Array  # [T] bool, first trial of a block
     valid: jax.Array  # [T] bool, False on padding
     block: jax.Array  # [T, S] float32, 1 on the stimuli of the trial's block
+    ns: jax.Array  # [T] float32, the set size of the trial's block (rlwm's capacity weight)
 
 
 def _systematic(key, log_w: jax.Array) -> jax.Array:
@@ -78,18 +79,39 @@ def _log_sum_exp(x: jax.Array) -> jax.Array:
     return m + jnp.log(fixed_order_sum(jnp.exp(x - m)))
 
 
-def reweigh(logw: jax.Array, ll: jax.Array, w: jax.Array, obs: jax.Array,
-            ess_threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+def reweigh_inc(logw: jax.Array, ll: jax.Array, w: jax.Array, obs: jax.Array,
+                ess_threshold: float) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One trial of a lane's weights: with the particles' choice probabilities ``w [P]`` of the
     observed action, ``ll += log sum_i W_i w_i`` and ``W_i <- W_i w_i / sum_j W_j w_j`` (both only
-    where ``obs``); returns ``(logw, ll, resample)``, ``resample`` where ESS = 1 / sum_i W_i^2
-    fell below ``ess_threshold * P``."""
+    where ``obs``); returns ``(logw, ll, resample, inc)``, ``resample`` where ESS = 1 /
+    sum_i W_i^2 fell below ``ess_threshold * P``, ``inc`` the trial's term (0 where not
+    ``obs``). ``ll [2]`` is a compensated (Kahan 1965) float32 sum, ``(sum, compensation)``:
+    :func:`ll_value` reads it. (A plain float32 sum of ~700 terms drifted by up to 1.3e-3 from
+    the float64 likelihood of the RLWM data; compensated, by ~1e-5.)"""
     lw = logw + jnp.log(jnp.maximum(w, 1e-30))
     inc = _log_sum_exp(lw)  # log sum_i W_i w_i (W normalized)
-    ll = ll + jnp.where(obs, inc, 0.0)
+    x = jnp.where(obs, inc, 0.0)
+    y = x - ll[..., 1]
+    t = ll[..., 0] + y
+    ll = jnp.stack([t, (t - ll[..., 0]) - y], -1)
     logw = jnp.where(obs, lw - inc, logw)
     ess = 1.0 / fixed_order_sum(jnp.exp(2.0 * logw))
-    return logw, ll, obs & (ess < ess_threshold * logw.shape[0])
+    return logw, ll, obs & (ess < ess_threshold * logw.shape[0]), x
+
+
+def reweigh(logw, ll, w, obs, ess_threshold):
+    """:func:`reweigh_inc` without the trial's term: ``(logw, ll, resample)``."""
+    return reweigh_inc(logw, ll, w, obs, ess_threshold)[:3]
+
+
+def ll_zeros(shape) -> jax.Array:
+    """A compensated log-likelihood accumulator ``[*shape, 2]`` at 0 (:func:`reweigh_inc`)."""
+    return jnp.zeros(tuple(shape) + (2,), jnp.float32)
+
+
+def ll_value(ll: jax.Array) -> jax.Array:
+    """The value ``sum - compensation`` of a compensated accumulator ``[..., 2]``."""
+    return ll[..., 0] - ll[..., 1]
 
 
 def resample_indices(key, do: jax.Array, logw: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -114,8 +136,8 @@ def _per_particle(st: models.Static, f, in_axes):
     return partial(f, st)
 
 
-def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
-            tr: Trials, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _filter(st: models.Static, n_particles: int, ess_threshold: float, per_trial: bool,
+            theta: jax.Array, tr: Trials, keys: jax.Array):
     """The filter of every lane (subject x candidate) at once: one ``lax.scan`` over trials
     whose carry holds ``[N, C, ..., P]`` particles (the particle axis last). Resampling, the one
     step that is not per-particle, runs under a ``lax.cond`` taken only on trials where some
@@ -123,19 +145,19 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
     numbers do not depend on its batch-mates)."""
     p = n_particles
     n, c = theta.shape[:2]
-    chosen = _per_particle(st, models.chosen_prob, (None, -1, None, None))
+    chosen = _per_particle(st, models.chosen_prob, (None, -1, None, None, None))
     update = _per_particle(st, models.update, (None, -1, None, None, None, None, -1))
     lat0 = _lanes(partial(models.init, st))(theta)
     lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[..., None], x.shape + (p,)), lat0)
     logw0 = jnp.full((n, c, p), -jnp.log(float(p)), jnp.float32)
 
-    def weigh(th, lat, logw, ll, s, a, new_block, valid):
+    def weigh(th, lat, logw, ll, s, a, new_block, valid, ns):
         """Reset at a block's start, weigh by P(a | s), accumulate log mean weight (one lane)."""
         lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0[..., None], x), lat,
                            models.init(st, th))
         logw = jnp.where(new_block, -jnp.log(float(p)), logw)
-        w = chosen(th, lat, s, jnp.maximum(a, 0))  # [P]
-        return (lat,) + reweigh(logw, ll, w, valid & (a >= 0), ess_threshold)
+        w = chosen(th, lat, s, jnp.maximum(a, 0), ns)  # [P]
+        return (lat,) + reweigh_inc(logw, ll, w, valid & (a >= 0), ess_threshold)
 
     def resample(key, do, lat, logw, n_res):
         idx, logw = resample_indices(key, do, logw)
@@ -147,10 +169,10 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
 
     def step(carry, xs):
         lat, logw, ll, n_res = carry
-        t, s, a, r, new_block, valid, block = xs  # [N] / [N, S]: broadcast over candidates
+        t, s, a, r, new_block, valid, block, ns = xs  # [N] / [N, S]: broadcast over candidates
         bc = lambda x: jnp.broadcast_to(x[:, None], (n, c) + x.shape[1:])  # noqa: E731
-        s, a, r, new_block, valid, block = map(bc, (s, a, r, new_block, valid, block))
-        lat, logw, ll, do = _lanes(weigh)(theta, lat, logw, ll, s, a, new_block, valid)
+        s, a, r, new_block, valid, block, ns = map(bc, (s, a, r, new_block, valid, block, ns))
+        lat, logw, ll, do, inc = _lanes(weigh)(theta, lat, logw, ll, s, a, new_block, valid, ns)
         kt = jax.vmap(jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t))))(keys)
         if p > 1:
             lat, logw, n_res = jax.lax.cond(jnp.any(do), _lanes(resample),
@@ -158,27 +180,31 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, theta: ja
                                             kt[:, :, 0], do, lat, logw, n_res)
         obs = valid & (a >= 0)
         lat = _lanes(move)(theta, kt[:, :, 1], lat, obs, s, a, r, block)
-        return (lat, logw, ll, n_res), None
+        return (lat, logw, ll, n_res), (inc if per_trial else None)
 
     t_idx = jnp.arange(tr.s.shape[1], dtype=jnp.int32)
     xs = (t_idx,) + tuple(jnp.moveaxis(x, 1, 0) for x in (tr.s, tr.a, tr.r, tr.new_block,
-                                                         tr.valid, tr.block))
-    init = (lat_p, logw0, jnp.zeros((n, c), jnp.float32), jnp.zeros((n, c), jnp.int32))
-    (_, _, ll, n_res), _ = jax.lax.scan(step, init, xs)
-    return ll, n_res
+                                                         tr.valid, tr.block, tr.ns))
+    init = (lat_p, logw0, ll_zeros((n, c)), jnp.zeros((n, c), jnp.int32))
+    (_, _, ll, n_res), inc = jax.lax.scan(step, init, xs)
+    if per_trial:  # each trial's log predictive probability [N, C, T] (0: nothing observed)
+        return ll_value(ll), n_res, jnp.moveaxis(inc, 0, -1)
+    return ll_value(ll), n_res
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(st: models.Static, n_particles: int, ess_threshold: float, n_devices: int):
+def _compiled(st: models.Static, n_particles: int, ess_threshold: float, n_devices: int,
+              per_trial: bool = False):
     """The jitted filter of a (static, particles, threshold) triple, its subjects axis split over
     ``n_devices`` of this process's devices with ``shard_map`` (:func:`dra_jax.batching.
     jit_over_runs`, as the sweep's batches). Lanes never talk to each other, so each device runs
     its own scan (a resampling ``lax.cond`` is taken per device)."""
-    return jit_over_runs(partial(_filter, st, n_particles, ess_threshold), n_devices, (1, 1, 1))
+    return jit_over_runs(partial(_filter, st, n_particles, ess_threshold, per_trial), n_devices,
+                         (1, 1, 1))
 
 
 def loglik(st: models.Static, n_particles: int, ess_threshold: float, theta: jax.Array,
-           trials: Trials, keys: jax.Array, n_devices: int = 1) -> tuple[jax.Array, jax.Array]:
+           trials: Trials, keys: jax.Array, n_devices: int = 1, per_trial: bool = False):
     """Log-likelihood estimates ``[N, C]`` (and resampling counts) of N subjects x C candidate
     parameter vectors ``theta [N, C, len(PARAMS)]`` in one compiled call. ``keys [N, C]``: the
     particle noise of each candidate -- the same key for a subject's candidates gives common
@@ -191,9 +217,12 @@ def loglik(st: models.Static, n_particles: int, ess_threshold: float, theta: jax
     Traced with ``jax_threefry_partitionable`` off (a key in the jit cache): the rollouts' noise
     is drawn per trial in small blocks, where the partitionable threefry was measured 12x slower
     on this CPU (DESIGN.md); both are streams of the same key, and a key's draws do not depend
-    on how keys are batched in either mode."""
-    return call_split(_compiled(st, n_particles, float(ess_threshold), n_devices), n_devices,
-                      theta, trials, keys)
+    on how keys are batched in either mode.
+
+    ``per_trial``: also each trial's log predictive probability ``log sum_i W_i w_i``
+    (``[N, C, T]``, 0 on a missed trial or padding), whose sum over trials is the estimate."""
+    return call_split(_compiled(st, n_particles, float(ess_threshold), n_devices, per_trial),
+                      n_devices, theta, trials, keys)
 
 
 def call_split(fn, n_devices: int, theta, trials, keys) -> tuple[jax.Array, jax.Array]:
@@ -206,5 +235,5 @@ def call_split(fn, n_devices: int, theta, trials, keys) -> tuple[jax.Array, jax.
         idx = jnp.minimum(jnp.arange(size), n - 1)
         theta, trials, keys = jax.tree.map(lambda x: x[idx], (theta, trials, keys))
     with jax.threefry_partitionable(False):
-        ll, n_res = fn(theta, trials, keys)
-    return ll[:n], n_res[:n]
+        out = fn(theta, trials, keys)
+    return tuple(x[:n] for x in out)

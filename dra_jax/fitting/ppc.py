@@ -41,10 +41,10 @@ def run(cfg: dict, ds, fits: pd.DataFrame, n_sims: int = 20, seed: int = 0) -> d
     out["data"] = [float(df.loc[df["set_size"] == k, "correct_data"].mean()) for k in sizes]
     out["curves"]["data"] = _curves(df, "correct_data", sizes)
     for name, mspec in cfg["models"].items():
-        st = optimize.static_for(cfg, mspec["kind"])
+        st = optimize.static_for(cfg, mspec)
         tf = optimize.Transform(mspec, cfg["bounds"])
         f = fits[fits["model"] == name].set_index("subject")
-        theta = np.stack([tf.theta(tf.to_y(f.loc[s, tf.free].to_numpy(float)))
+        theta = np.stack([tf.theta_at(f.loc[s, tf.free].to_numpy(float))
                           if tf.free else tf.base for s in ds.subjects])
         rep = np.repeat(theta, n_sims, axis=0)
         _, _, pc = simulate.simulate(st, rep, [d for d in designs for _ in range(n_sims)], seed)

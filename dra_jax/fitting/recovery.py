@@ -25,7 +25,8 @@ def true_parameters(cfg: dict, name: str, n: int, rng: np.random.Generator) -> p
     for p in mspec["free"]:
         lo, hi = {**cfg["bounds"], **mspec.get("bounds", {})}[p]
         w = hi - lo
-        cols[p] = rng.uniform(lo + 0.1 * w, hi - 0.1 * w, n)
+        cols[p] = rng.integers(int(lo), int(hi) + 1, n).astype(float) if p == "capacity" else \
+            rng.uniform(lo + 0.1 * w, hi - 0.1 * w, n)
     return pd.DataFrame(cols)
 
 
@@ -52,16 +53,16 @@ def run(cfg: dict, progress=None):
         mspec = cfg["models"][g]
         truth = true_parameters(cfg, g, rec["n_subjects"], rng)
         tf = optimize.Transform(mspec, cfg["bounds"])
-        theta = np.stack([tf.theta(tf.to_y(row)) if tf.free else tf.base
-                          for row in truth[tf.free].to_numpy(float)]) if tf.free else \
+        theta = np.stack([tf.theta_at(row) for row in truth[tf.free].to_numpy(float)]) \
+            if tf.free else \
             np.tile(tf.base, (rec["n_subjects"], 1))
         subjects = [f"{g}_{i:03d}" for i in range(rec["n_subjects"])]
-        st = optimize.static_for(cfg, mspec["kind"])
+        st = optimize.static_for(cfg, mspec)
         seed = cfg["seed"] * 1000 + gi
         if cfg["task"] == "gridworld":
             from dra_jax.fitting import seqsim
 
-            frames.append(seqsim.simulate(optimize.seq_static_for(cfg, mspec["kind"]), theta,
+            frames.append(seqsim.simulate(optimize.seq_static_for(cfg, mspec), theta,
                                           rec["n_blocks"], rec["n_episodes"], seed, subjects))
         elif cfg["task"] == "bandits":
             frames.append(simulate.synthetic_bandit_dataset(st, theta, seed, rec["n_blocks"],

@@ -121,7 +121,7 @@ def ppc(cfg: dict, ds, fits: pd.DataFrame, n_sims: int = 10, seed: int = 0) -> d
         theta = np.tile(tf.base, (len(ds.subjects), 1))
         if tf.free:  # (the fitted values themselves: no round trip through the logit)
             theta[:, tf.idx] = f.loc[ds.subjects, tf.free].to_numpy(float)
-        sim = simulate(optimize.seq_static_for(cfg, mspec["kind"]), np.repeat(theta, n_sims, 0),
+        sim = simulate(optimize.seq_static_for(cfg, mspec), np.repeat(theta, n_sims, 0),
                        1, n_ep, seed)
         steps = sim.groupby(["subject", "episode"]).size()
         out["models"][name] = steps.groupby("episode").mean().tolist()

@@ -74,7 +74,11 @@ def q_update(st: models.Static, th, lat: models.Latent, s, a, r, s2, done, zeta2
     else:
         p2 = policy.probs(q_next, lat.sigma[s2], zeta2, beta)
     target = r + gamma * (1.0 - done.astype(jnp.float32)) * memory.fixed_order_sum(p2 * q_next)
-    return lat._replace(q=lat.q.at[s, a].add(alpha_q * (target - lat.q[s, a])))
+    q = lat.q
+    if st.forget:  # the means decay toward 0 (their initial value) on every step
+        q = q * (1.0 - th[models.FORGET])
+    lat = lat._replace(q=q.at[s, a].add(alpha_q * (target - q[s, a])))
+    return lat._replace(prev=models.choice_onehot(a, lat.prev)) if st.stick else lat
 
 
 def _lanes(f):
@@ -142,7 +146,7 @@ def sigma_step(sst: SeqStatic, theta, lat: models.Latent, keys, ep, end) -> mode
 
     per_particle = jax.vmap(update, in_axes=(None, 0, 0, 0, 0))
     sig2, opt2 = _lanes(per_particle)(theta, lat.q, lat.sigma, lat.opt, g)
-    new = models.Latent(lat.q, sig2, opt2)
+    new = lat._replace(sigma=sig2, opt=opt2)
     def sel(x1, x0):
         return jnp.where(end.reshape(end.shape + (1,) * (x1.ndim - 2)), x1, x0)
 
@@ -216,9 +220,9 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
         return (lat, logw, ll, n_res), None
 
     xs = tuple(jnp.moveaxis(jnp.asarray(x), 1, 0) for x in tr)
-    init = (lat_p, logw0, jnp.zeros((n, c), jnp.float32), jnp.zeros((n, c), jnp.int32))
+    init = (lat_p, logw0, particle.ll_zeros((n, c)), jnp.zeros((n, c), jnp.int32))
     (_, _, ll, n_res), _ = jax.lax.scan(step, init, xs)
-    return ll, n_res
+    return particle.ll_value(ll), n_res
 
 
 @functools.lru_cache(maxsize=64)

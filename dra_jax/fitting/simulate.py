@@ -20,27 +20,27 @@ from dra_jax.fitting import models
 
 
 @partial(jax.jit, static_argnames=("st",))
-def _simulate(st: models.Static, theta, s, correct, new_block, valid, block, keys):
-    def one(th, s_, c_, nb_, v_, blk_, key):
+def _simulate(st: models.Static, theta, s, correct, new_block, valid, block, ns, keys):
+    def one(th, s_, c_, nb_, v_, blk_, ns_, key):
         lat0 = models.init(st, th)
 
         def step(lat, xs):
-            t, s1, c1, nb1, v1, b1 = xs
+            t, s1, c1, nb1, v1, b1, n1 = xs
             lat = jax.tree.map(lambda x, x0: jnp.where(nb1, x0, x), lat, lat0)
             k1, k2, k3 = jax.random.split(jax.random.fold_in(key, t), 3)
             z = jax.random.normal(k1, (st.n_actions,))
-            a = models.sample_zeta_action(st, th, lat, s1, z, jax.random.uniform(k2))
+            a = models.sample_zeta_action(st, th, lat, s1, z, jax.random.uniform(k2), n1)
             r = (a == c1).astype(jnp.float32)
-            p_correct = models.action_probs(st, th, lat, s1)[c1]
+            p_correct = models.action_probs(st, th, lat, s1, n1)[c1]
             new = models.update(st, th, lat, s1, a, r, b1, models.draw_noise(st, k3, normal="erfinv"))
             lat = jax.tree.map(lambda n, o: jnp.where(v1, n, o), new, lat)
             return lat, (a, r, p_correct)
 
         t = jnp.arange(s_.shape[0], dtype=jnp.int32)
-        _, out = jax.lax.scan(step, lat0, (t, s_, c_, nb_, v_, blk_))
+        _, out = jax.lax.scan(step, lat0, (t, s_, c_, nb_, v_, blk_, ns_))
         return out
 
-    return jax.vmap(one)(theta, s, correct, new_block, valid, block, keys)
+    return jax.vmap(one)(theta, s, correct, new_block, valid, block, ns, keys)
 
 
 def simulate(st: models.Static, theta: np.ndarray, designs: list[sr.Design], seed: int):
@@ -53,15 +53,16 @@ def simulate(st: models.Static, theta: np.ndarray, designs: list[sr.Design], see
     nb = np.zeros((n, t_max), bool)
     v = np.zeros((n, t_max), bool)
     blk = np.zeros((n, t_max, st.n_states), np.float32)
+    ns = np.ones((n, t_max), np.float32)
     for i, d in enumerate(designs):
         k = len(d.state)
-        s[i, :k], c[i, :k], v[i, :k] = d.state, d.correct, True
+        s[i, :k], c[i, :k], v[i, :k], ns[i, :k] = d.state, d.correct, True, d.set_size
         nb[i, :k] = np.concatenate([[True], d.block[1:] != d.block[:-1]])
         for b in np.unique(d.block):
             rows = np.flatnonzero(d.block == b)
             blk[i, rows[:, None], np.unique(d.state[rows])[None, :]] = 1.0
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
-    a, r, pc = _simulate(st, jnp.asarray(theta, jnp.float32), s, c, nb, v, blk, keys)
+    a, r, pc = _simulate(st, jnp.asarray(theta, jnp.float32), s, c, nb, v, blk, ns, keys)
     return np.asarray(a), np.asarray(r), np.asarray(pc)
 
 

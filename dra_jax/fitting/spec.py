@@ -4,8 +4,11 @@
     [fit]        particle filter and CMA-ES settings (FIT_FIELDS)
     [fit] maze, max_steps   (gridworld) the maze's rows (default Fig. 1) and the rollout cap
     [models.NAME] kind = dra | dra_equal | lam0 | qlearn (every task; on "bandits" DRA is the
-                 one-state agent) | ts_softmax | ts_lapse | blasts (bandits); free = [names];
-                 any parameter name = its fixed value (and the search's start)
+                 one-state agent) | rlwm (stimulus_response) | ts_softmax | ts_lapse | blasts
+                 (bandits); free = [names]; any parameter name = its fixed value (and the
+                 search's start). The components epsilon (lapse), stick (perseveration) and
+                 forget (decay of the means) are used by a model only when listed for it
+                 (free or fixed); rlwm's capacity is an integer in 2..6, profiled when free
     [bounds]     parameter = [lo, hi] (the search box; free parameters are mapped to R by a
                  logistic transform); [models.NAME.bounds] overrides it for one model
     [recovery]   (optional) simulate subjects instead of reading --data
@@ -16,7 +19,7 @@ import copy
 import math
 
 from dra_jax.config import ConfigError, Field, load_raw
-from dra_jax.fitting.models import BANDIT_KINDS, KINDS, PARAMS, USES
+from dra_jax.fitting.models import BANDIT_KINDS, COMPONENT_KINDS, COMPONENTS, KINDS, PARAMS, USES
 
 TASKS = ("stimulus_response", "bandits", "gridworld")
 FIGURES = ("ppc", "recovery_scatter", "confusion")
@@ -46,6 +49,9 @@ FIT_FIELDS = {
     "generations": Field(int, 40, "CMA-ES generations per run", lo=1),
     "popsize": Field(int, 0, "CMA-ES population (0: cma's default 4 + 3 ln d)", lo=0),
     "step": _pos(default=1.0, doc="CMA-ES initial step in the transformed (logit) space"),
+    "polish": Field(bool, True, "refine the best CMA-ES point of a deterministic model "
+                                "(qlearn, lam0, rlwm on stimulus_response) by damped Newton "
+                                "steps on its exact log-likelihood"),
     "max_batch": Field(int, 0, "subjects per compiled call (0: all)", lo=0),
     "devices": Field(int, 0, "devices the subjects of a call are split over (0: all of this "
                              "process's jax.local_devices(); on CPU see --cpu-devices)", lo=0),
@@ -69,12 +75,20 @@ FIT_FIELDS = {
 
 DEFAULTS = {"lam": 0.1, "beta": 10.0, "alpha_q": 0.3, "alpha_sigma": 0.1, "sigma_base": 1.0,
             "sigma0": 0.5, "epsilon": 0.0, "ba_beta": 1.0, "prior_mean": 0.0, "prior_sd": 1.0,
-            "noise_sd": 1.0, "gamma": 1.0}
+            "noise_sd": 1.0, "gamma": 1.0, "stick": 0.0, "forget": 0.0, "rho": 0.9,
+            "capacity": 3.0, "bias_wm": 0.2, "bias_rl": 0.0, "r0": 0.0}
+KIND_DEFAULTS = {"rlwm": {"beta": 25.0}}  # Collins & Frank 2012 fix beta = 25
 BOUNDS = {"lam": [0.0, 2.0], "beta": [0.5, 50.0], "alpha_q": [0.01, 1.0],
           "alpha_sigma": [0.0, 1.0], "sigma_base": [0.05, 5.0], "sigma0": [0.01, 5.0],
           "epsilon": [0.0, 0.5], "ba_beta": [0.01, 100.0], "prior_mean": [0.0, 5.0],
-          "prior_sd": [0.05, 10.0], "noise_sd": [0.05, 10.0], "gamma": [0.0, 1.0]}
+          "prior_sd": [0.05, 10.0], "noise_sd": [0.05, 10.0], "gamma": [0.0, 1.0],
+          "stick": [-0.5, 0.5], "forget": [0.0, 1.0], "rho": [0.0, 1.0], "capacity": [2, 6],
+          "bias_wm": [0.0, 1.0], "bias_rl": [0.0, 1.0], "r0": [0.0, 1.0]}
 POSITIVE = ("beta", "sigma_base", "sigma0", "ba_beta", "prior_sd", "noise_sd")
+SIGNED = ("prior_mean", "stick")  # may be negative (stick < 0: alternation)
+UNIT = ("epsilon", "forget", "rho", "bias_wm", "bias_rl")  # in [0, 1]
+CAPACITY = (2, 6)  # rlwm's integer capacity K
+RLWM_ONLY = ("rho", "capacity", "bias_wm", "bias_rl", "r0")
 
 RECOVERY_FIELDS = {
     "n_subjects": Field(int, 20, "simulated subjects per generating model", lo=1),
@@ -103,6 +117,14 @@ def _check_model(name: str, raw, task: str) -> dict:
                           "\"gridworld\" only")
     if (kind in BANDIT_KINDS) != (task == "bandits") and kind in BANDIT_KINDS:
         raise ConfigError(f"models.{name}.kind", f"{kind!r} needs task = \"bandits\"")
+    if kind == "rlwm" and task != "stimulus_response":
+        raise ConfigError(f"models.{name}.kind", "'rlwm' needs task = \"stimulus_response\" "
+                          "(blocks of set_size stimuli)")
+    for p in COMPONENTS + RLWM_ONLY:  # listed (fixed) for a kind that does not read it
+        if p in raw and p not in USES[kind]:
+            takes = (", ".join(k for k in KINDS if p in USES[k]))
+            raise ConfigError(f"models.{name}.{p}", f"kind {kind!r} cannot take {p!r} "
+                              f"(kinds that can: {takes})")
     free = Field(list, [], item_kind=str, choices=PARAMS).validate(
         f"models.{name}.free", raw.get("free", []))
     for p in free:
@@ -111,20 +133,25 @@ def _check_model(name: str, raw, task: str) -> dict:
                               f"(it uses {', '.join(USES[kind])})")
     if len(set(free)) != len(free):
         raise ConfigError(f"models.{name}.free", f"repeats a parameter: {free}")
-    values = dict(DEFAULTS)
+    values = {**DEFAULTS, **KIND_DEFAULTS.get(kind, {})}
     for p in PARAMS:
         if p in raw:
-            values[p] = Field(float, lo=None if p == "prior_mean" else 0.0).validate(
-                f"models.{name}.{p}", raw[p])
+            values[p] = Field(float, lo=None if p in SIGNED else 0.0,
+                              hi=1.0 if p in UNIT else None).validate(f"models.{name}.{p}", raw[p])
     bad = [p for p in POSITIVE if values[p] <= 0]
     if bad:
         raise ConfigError(f"models.{name}.{bad[0]}", f"expected a number > 0, got {values[bad[0]]}")
     if values["epsilon"] >= 1:
         raise ConfigError(f"models.{name}.epsilon", f"expected a lapse rate < 1, got {values['epsilon']}")
+    cap = values["capacity"]
+    if "capacity" in raw and (cap != int(cap) or not CAPACITY[0] <= cap <= CAPACITY[1]):
+        raise ConfigError(f"models.{name}.capacity", f"expected an integer in "
+                          f"{CAPACITY[0]}..{CAPACITY[1]}, got {raw['capacity']!r}")
+    components = [c for c in COMPONENTS if kind in COMPONENT_KINDS and (c in free or c in raw)]
     own = raw.get("bounds", {})
     if not isinstance(own, dict):
         raise ConfigError(f"models.{name}.bounds", "expected a table {parameter = [lo, hi]}")
-    return {"kind": kind, "free": free, "values": values,
+    return {"kind": kind, "free": free, "values": values, "components": components,
             "bounds": {p: _check_bounds(f"models.{name}.bounds.{p}", p, v) for p, v in own.items()}}
 
 
@@ -132,8 +159,16 @@ def _check_bounds(key: str, p: str, v) -> list:
     if p not in PARAMS:
         raise ConfigError(key, f"unknown parameter; allowed: {', '.join(PARAMS)}")
     v = Field(list, item_kind=float).validate(key, v)
-    if len(v) != 2 or not v[0] < v[1] or v[0] < 0 or not all(map(math.isfinite, v)):
-        raise ConfigError(key, f"expected [lo, hi] with 0 <= lo < hi, got {v}")
+    if len(v) != 2 or not v[0] < v[1] or not all(map(math.isfinite, v)):
+        raise ConfigError(key, f"expected [lo, hi] with lo < hi, both finite, got {v}")
+    if p == "capacity":
+        lo, hi = CAPACITY
+        if v[0] != int(v[0]) or v[1] != int(v[1]) or v[0] < lo or v[1] > hi:
+            raise ConfigError(key, f"expected integers within {lo}..{hi}, got {v}")
+        return [int(v[0]), int(v[1])]
+    if v[0] < (-math.inf if p in SIGNED else 0.0) or (p in UNIT and v[1] > 1.0):
+        rng = "lo < hi" if p in SIGNED else ("0 <= lo < hi <= 1" if p in UNIT else "0 <= lo < hi")
+        raise ConfigError(key, f"expected [lo, hi] with {rng}, got {v}")
     return v
 
 
@@ -178,6 +213,8 @@ def validate(raw: dict) -> dict:
         cfg["bounds"][p] = _check_bounds(f"bounds.{p}", p, v)
     for n, m in cfg["models"].items():
         for p in m["free"]:
+            if p == "capacity":  # profiled over the integers of its box
+                continue
             own = p in m["bounds"]
             lo, hi = m["bounds"][p] if own else cfg["bounds"][p]
             if not lo < m["values"][p] < hi:
