@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     maze = tuple(Layout().to_maze())
-    theta = np.array([THETA[p] for p in models.PARAMS])
+    theta = np.array([THETA.get(p, DEFAULTS[p]) for p in models.PARAMS])
     out = {"machine": platform.processor() or platform.machine(), "devices": str(jax.devices()),
            "args": vars(a), "models": {}}
     for kind in ("qlearn", "lam0", "dra"):

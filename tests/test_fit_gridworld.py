@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dra_jax.fitting import cli, models, seqdata, seqreference, sequential
+from dra_jax.fitting import cli, models, seqdata, seqreference, sequential, spec
 from dra_jax.fitting.data import DataError
 
 CORRIDOR = ("S...", ".#.G")  # 2 x 4: start (0, 0), goal (1, 3), obstacle (1, 1)
@@ -16,7 +16,7 @@ def _theta(**kw):
     v = dict(lam=0.1, beta=2.0, alpha_q=0.5, alpha_sigma=0.5, sigma_base=2.0, sigma0=1.0,
              epsilon=0.0, ba_beta=1.0, prior_mean=0.0, prior_sd=1.0, noise_sd=1.0, gamma=0.9)
     v.update(kw)
-    return np.array([v[p] for p in models.PARAMS])
+    return np.array([v.get(p, spec.DEFAULTS[p]) for p in models.PARAMS])
 
 
 def _rows(maze, blocks, subject="x", missed=(), open_last=False, marks=None):
@@ -188,9 +188,9 @@ def test_rollout_sigma_update_matches_numpy_in_expectation():
     sigma = np.where(learn, rng.uniform(0.5, 1.5, (8, 4)), 1.0)
     m = 20000
     lat = models.init(sst.base, jnp.asarray(th, jnp.float32))
-    lat = models.Latent(jnp.broadcast_to(jnp.asarray(q, jnp.float32), (1, 1, m, 8, 4)),
-                        jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (1, 1, m, 8, 4)),
-                        jax.tree.map(lambda x: jnp.broadcast_to(x, (1, 1, m) + x.shape), lat.opt))
+    lat = jax.tree.map(lambda x: jnp.broadcast_to(x, (1, 1, m) + x.shape), lat)._replace(
+        q=jnp.broadcast_to(jnp.asarray(q, jnp.float32), (1, 1, m, 8, 4)),
+        sigma=jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (1, 1, m, 8, 4)))
     with jax.threefry_partitionable(False):
         new = jax.jit(sequential.sigma_step, static_argnums=0)(
             sst, jnp.asarray(th, jnp.float32)[None, None], lat, jax.random.key(3)[None, None],
