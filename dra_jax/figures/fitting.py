@@ -51,6 +51,31 @@ def ppc(ppc_: dict, path: Path) -> Path:
     return path
 
 
+def ppc_models(ppc_: dict, path: Path) -> Path:
+    """Set-size learning curves, one panel per model: data (dots) against the model fitted to
+    each subject and replayed on the subject's own trials (lines), colour = set size."""
+    plt = _plt()
+    sizes, names = ppc_["set_size"], list(ppc_["models"])
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.6 * max(len(names), 1), 3.4),
+                             sharey=True, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, name in zip(axes[0], names):
+        for i, k in enumerate(sizes):
+            c = cmap(i / max(len(sizes) - 1, 1))
+            d, m = ppc_["curves"]["data"][str(k)], ppc_["curves"][name][str(k)]
+            ax.plot(np.arange(1, len(d) + 1), d, "o", color=c, ms=3,
+                    label=f"set size {k}" if ax is axes[0][0] else None)
+            ax.plot(np.arange(1, len(m) + 1), m, "-", color=c)
+        ax.set_title(name)
+        ax.set_xlabel("presentation of the stimulus")
+    axes[0][0].set_ylabel("accuracy (data dots, model lines)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def ppc_episodes(ppc_: dict, path: Path) -> Path:
     """A sequential task's learning curve: steps per episode, data (dots) vs models (lines)."""
     plt = _plt()
@@ -120,8 +145,11 @@ def draw(res, fig_dir: Path) -> list[Path]:
     out = []
     wanted = res.config.get("figures", [])
     if "ppc" in wanted and "ppc" in res.extra:
-        draw_ppc = ppc_episodes if "episode" in res.extra["ppc"] else ppc
-        out.append(draw_ppc(res.extra["ppc"], fig_dir / "ppc.png"))
+        if "episode" in res.extra["ppc"]:
+            out.append(ppc_episodes(res.extra["ppc"], fig_dir / "ppc.png"))
+        else:
+            out.append(ppc(res.extra["ppc"], fig_dir / "ppc.png"))
+            out.append(ppc_models(res.extra["ppc"], fig_dir / "ppc_models.png"))
     rec = res.extra.get("recovery")
     if rec is not None and "recovery_scatter" in wanted:
         out.append(recovery_scatter(rec, fig_dir / "recovery_scatter.png"))

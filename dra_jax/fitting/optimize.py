@@ -265,7 +265,7 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None, trials_out: list
     batched as lanes of the same calls, and each subject's best value kept. ``trials_out``:
     a list that receives the winning fit's per-trial table (:func:`_trial_table`)."""
     mspec = cfg["models"][name]
-    kind, f = mspec["kind"], cfg["fit"]
+    kind, f = mspec["kind"], {**cfg["fit"], **mspec.get("search", {})}
     prof = _profile(mspec, cfg["bounds"])
     free = [p for p in mspec["free"] if p != "capacity"]
     tf = Transform({**mspec, "free": free}, cfg["bounds"])
@@ -320,6 +320,13 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None, trials_out: list
         best_y = cand[np.arange(nl), np.argmax(ll, axis=1)]
         if f["polish"] and cfg["task"] == "stimulus_response" and not stochastic(cfg, mspec):
             best_y = polish(cfg, mspec, lanes, tf, thetas(best_y), best_y)
+            if prof:  # each capacity lane again from its subject's best lane (continuation)
+                ll = evaluate(cfg, mspec, lanes, thetas(best_y[:, None]), _FINALISTS)[:, 0]
+                top = np.argmax(ll.reshape(-1, n), 0) * n + np.arange(n)
+                seed = best_y[np.tile(top, len(prof))]
+                alt = polish(cfg, mspec, lanes, tf, thetas(seed), seed)
+                ll2 = evaluate(cfg, mspec, lanes, thetas(alt[:, None]), _FINALISTS)[:, 0]
+                best_y = np.where((ll2 > ll)[:, None], alt, best_y)
     else:
         best_y = np.zeros((nl, 0))
     pt = cfg["task"] != "gridworld"  # the stimulus-response filter reports per-trial terms
