@@ -30,6 +30,7 @@ Monte Carlo noise rqmc adds to a subject's log-likelihood).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -67,25 +68,33 @@ def _reference(x: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
     return est.mean(0), est.std(0, ddof=1) / np.sqrt(REF_SETS) / est.mean(0)
 
 
-def _p_hat(method: str, n_zeta: int, x, b, keys) -> np.ndarray:
-    """``P_hat [R, A]`` (R keys; qmc: R = 1) of every action on ``n_zeta`` nodes."""
-    a = x.size
+@functools.lru_cache(maxsize=None)
+def _p_hat_fn(method: str, n_zeta: int, a: int):
+    """jit of ``(x [A], b, keys [R]) -> P_hat [R, A]`` (qmc: R = 1) of every action on
+    ``n_zeta`` nodes (beta = 10, so q = x / 10 and sigma = b / 10)."""
     beta = 10.0
     st = models.Static("lam0", 1, a, zeta="qmc" if method == "qmc" else "rqmc", n_zeta=n_zeta)
-    th = jnp.asarray([0.0, beta, 0, 0, 1, b / beta], jnp.float32)
-    lat = models.Latent(jnp.asarray(x / beta, jnp.float32)[None],
-                        jnp.full((1, a), b / beta, jnp.float32), None)
     acts = jnp.arange(a)
-    if method == "qmc":
-        return np.asarray(jax.vmap(lambda i: models.chosen_prob(st, th, lat, 0, i))(acts),
-                          np.float64)[None]
-    make = zeta.trial_nodes if method == "rqmc" else zeta.mc_nodes
+    make = {"rqmc": zeta.trial_nodes, "mc": zeta.mc_nodes}.get(method)
 
-    def one(k):
-        nodes = make(n_zeta, a, k, 0)
-        return jax.vmap(lambda i: models.chosen_prob(st, th, lat, 0, i, nodes))(acts)
+    def f(x, b, keys):
+        th = jnp.stack([0.0, beta, 0.0, 0.0, 1.0, b / beta]).astype(jnp.float32)
+        lat = models.Latent((x / beta)[None], jnp.full((1, a), b / beta), None)
+        if make is None:
+            return jax.vmap(lambda i: models.chosen_prob(st, th, lat, 0, i))(acts)[None]
 
-    return np.asarray(jax.jit(jax.vmap(one))(keys), np.float64)
+        def one(k):
+            nodes = make(n_zeta, a, k, 0)
+            return jax.vmap(lambda i: models.chosen_prob(st, th, lat, 0, i, nodes))(acts)
+
+        return jax.vmap(one)(keys)
+
+    return jax.jit(f)
+
+
+def _p_hat(method: str, n_zeta: int, x, b, keys) -> np.ndarray:
+    f = _p_hat_fn(method, n_zeta, x.size)
+    return np.asarray(f(jnp.asarray(x, jnp.float32), jnp.float32(b), keys), np.float64)
 
 
 def part_a(n_keys: int, n_zeta_list) -> list[dict]:

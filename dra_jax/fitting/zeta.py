@@ -11,16 +11,16 @@ that the same nodes repeat on every trial. ``"rqmc"`` averages it, on trial ``t`
 the same Sobol points after a random digital shift drawn from that lane's key and ``t``
 (:func:`trial_nodes`):
 
-    u_k = ((b_k XOR d_t) >> 8 + 1/2) / 2^24,   zeta_k = Phi^-1(u_k),   k = 1..K
+    u_k = ((b_k XOR d_t) >> 9 + 1/2) / 2^23,   zeta_k = Phi^-1(u_k),   k = 1..K
 
 with ``b_k`` the 32-bit integers of the scrambled Sobol points (the ``qmc`` rule's, seed 0) and
-``d_t`` ``A`` uniformly random 32-bit words. Each shifted point is uniform on the midpoints of
-the ``2^-24`` grid of ``[0, 1)^A`` (a digital shift keeps the points a net: the stratification of
+``d_t`` ``A`` uniformly random 32-bit words. Each shifted point is uniform on the cell midpoints
+of the ``2^-23`` grid of ``[0, 1)^A`` (exact in float32, so ``|zeta| <= 5.4``) (a digital shift keeps the points a net: the stratification of
 Sobol points survives), so
 
 * **unbiased**: ``E_d[mean_k f(zeta_k)] = E[f(Z)]`` for the normal ``Z`` discretized on that grid,
   i.e. ``E[P_hat(a | s)] = P(a | s)`` for every trial and state, up to the grid (for the bounded
-  softmax a relative difference below ``2^-24 / P``, far under any sampling error);
+  softmax an absolute difference of order ``2^-23``, far under any sampling error);
 * the shifts of different trials are independent (``fold_in(key, STREAM + t)``), so the product
   over trials of ``P_hat`` is an unbiased estimate of the product of the ``P``, and ``exp(loglik)``
   of the particle filter is an unbiased estimate of the model's own likelihood (not of a surrogate
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 STREAM = 0x20000000  # stream tag of trial t's shift: fold_in(lane key, STREAM + t)
-_BITS = 24  # resolution of the shifted uniforms (exact in float32)
+_BITS = 23  # resolution of the shifted uniforms: cell midpoints (2 v + 1) / 2^24, exact in float32
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,9 +67,11 @@ def shift_key(key: jax.Array, t) -> jax.Array:
 
 def shifted_nodes(words: jax.Array, shift: jax.Array) -> jax.Array:
     """Normals ``[K, A]`` of the points ``words [K, A]`` (uint32) digitally shifted by
-    ``shift [A]`` (uint32): ``Phi^-1(((words ^ shift) >> 8 + 1/2) / 2^24)``."""
+    ``shift [A]`` (uint32): ``Phi^-1(((words ^ shift) >> 9 + 1/2) / 2^23)``, the uniform
+    ``(2 v + 1) / 2^24`` exact in float32 (``v + 0.5`` with 24-bit ``v`` would round, and the
+    last cell to ``u = 1``, ``Phi^-1 = inf``)."""
     v = jnp.right_shift(jnp.bitwise_xor(words, shift), jnp.uint32(32 - _BITS))
-    u = (v.astype(jnp.float32) + 0.5) * (2.0 ** -_BITS)
+    u = (2.0 * v.astype(jnp.float32) + 1.0) * (2.0 ** -(_BITS + 1))
     return jax.scipy.special.ndtri(u)
 
 
