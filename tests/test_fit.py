@@ -194,3 +194,12 @@ def test_lam0_rqmc_likelihood_is_unbiased_and_fixed_nodes_are_not():
         se = np.hypot(lr.std(ddof=1) / np.sqrt(n_rep), lref.std(ddof=1) / np.sqrt(len(lref)))
         assert abs(lr.mean() - lref.mean()) < 4 * se, (i, lr.mean(), lref.mean(), se)
         assert abs(np.exp(ll_q[i, 0] - c) - lref.mean()) > 8 * se, (i, ll_q[i, 0], c, se)
+
+
+def test_rqmc_nodes_are_finite_at_the_grid_ends():
+    """The shifted uniforms' extreme cells (all bits 0, all bits 1) give finite nodes (|zeta| <
+    5.5), symmetric about 0: float32 represents (2 v + 1) / 2^24 exactly."""
+    w = jnp.asarray([[0, 0xFFFFFFFF]], jnp.uint32)
+    z = np.asarray(zeta.shifted_nodes(w, jnp.zeros(2, jnp.uint32)))
+    assert np.all(np.isfinite(z)) and np.all(np.abs(z) < 5.5), z
+    np.testing.assert_allclose(z[0, 0], -z[0, 1], rtol=1e-5)
