@@ -203,3 +203,16 @@ def test_rqmc_nodes_are_finite_at_the_grid_ends():
     z = np.asarray(zeta.shifted_nodes(w, jnp.zeros(2, jnp.uint32)))
     assert np.all(np.isfinite(z)) and np.all(np.abs(z) < 5.5), z
     np.testing.assert_allclose(z[0, 0], -z[0, 1], rtol=1e-5)
+
+
+def test_zeta_config_choices_and_bounds():
+    """fit.zeta = "rqmc" validates; an unknown rule or n_zeta outside [1, 4096] is refused by
+    name (rqmc with one node is plain Monte Carlo: still unbiased, so 1 stays allowed)."""
+    from dra_jax.fitting import spec
+
+    cfg = spec.validate({"task": "stimulus_response", "fit": {"zeta": "rqmc", "n_zeta": 1}})
+    assert (cfg["fit"]["zeta"], cfg["fit"]["n_zeta"]) == ("rqmc", 1)
+    for fit in ({"zeta": "sobol"}, {"zeta": "rqmc", "n_zeta": 0}, {"n_zeta": 8192}):
+        with pytest.raises(spec.ConfigError) as e:
+            spec.validate({"task": "stimulus_response", "fit": fit})
+        assert e.value.key == "fit." + ("zeta" if "sobol" in fit.values() else "n_zeta")
