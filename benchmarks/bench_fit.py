@@ -3,6 +3,7 @@ and the time to fit a set-size data set of the classic size.
 
     python benchmarks/bench_fit.py [--subjects 4] [--candidates 4] [--particles 256]
                                    [--search-particles 16] [--out FILE]
+    python benchmarks/bench_fit.py --zeta-compare --out benchmarks/results/fit_zeta_cpu.json
 
 Particle-steps = subjects x candidates x particles x trials. The JAX filter
 (:func:`dra_jax.fitting.particle.loglik`, one jitted call) is timed with block_until_ready,
@@ -46,8 +47,8 @@ def _call(st, n_particles, th, tr, keys):
     return particle.loglik(st, n_particles, 0.5, th, tr, keys)[0].block_until_ready()
 
 
-def jax_rate(kind, ds, n_cand, n_particles, repeats=3):
-    st = models.Static(kind, 6, 3)
+def jax_rate(kind, ds, n_cand, n_particles, repeats=3, zeta="qmc", n_zeta=128):
+    st = models.Static(kind, 6, 3, zeta=zeta, n_zeta=n_zeta)
     n = len(ds.subjects)
     th = jnp.asarray(np.broadcast_to(THETA, (n, n_cand, 6)), jnp.float32)
     keys = jax.vmap(lambda i: jax.vmap(lambda c: jax.random.fold_in(jax.random.key(i), c))(
@@ -64,7 +65,8 @@ def jax_rate(kind, ds, n_cand, n_particles, repeats=3):
         cpu.append(time.process_time() - c0)
     run = min(wall)
     steps = n * n_cand * n_particles * ds.trials.s.shape[1]
-    return {"kind": kind, "subjects": n, "candidates": n_cand, "particles": n_particles,
+    return {"kind": kind, "zeta": zeta, "n_zeta": n_zeta, "subjects": n, "candidates": n_cand,
+            "particles": n_particles,
             "trials": int(ds.trials.s.shape[1]), "compile_s": first - run, "run_s": run,
             "cpu_s": min(cpu), "particle_steps": steps, "particle_steps_per_s": steps / run,
             "particle_steps_per_cpu_s": steps / min(cpu)}
@@ -76,7 +78,7 @@ def numpy_rate(kind, ds, n_particles):
     rng = np.random.default_rng(0)
     t0, c0 = time.perf_counter(), time.process_time()
     reference.loglik(st, THETA, tr.s[0], tr.a[0], tr.r[0], tr.new_block[0], tr.block[0],
-                     n_particles, rng)
+                     n_particles, rng, nodes=models.zeta_nodes(st))  # the filter's 128 nodes
     run, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = n_particles * tr.s.shape[1]
     return {"kind": kind, "particles": n_particles, "trials": int(tr.s.shape[1]), "run_s": run,
@@ -122,6 +124,9 @@ def main(argv=None):
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--particles", type=int, default=256)
     ap.add_argument("--search-particles", type=int, default=16)
+    ap.add_argument("--zeta-compare", action="store_true",
+                    help="only the filter's throughput with fixed (qmc) vs per-trial randomized "
+                         "(rqmc) zeta nodes: lam0 at 1 particle, dra at --particles")
     ap.add_argument("--out", default="benchmarks/results/fit_cpu_v2.json")
     args = ap.parse_args(argv)
     df = simulate.synthetic_dataset(models.Static("dra", 6, 3), np.tile(THETA, (args.subjects, 1)),
@@ -131,6 +136,17 @@ def main(argv=None):
                        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
                        "package": os.path.dirname(particle.__file__),
                        "load_avg_at_start": os.getloadavg()}}
+    if args.zeta_compare:
+        out["jax"] = []
+        for n_zeta in (128, 512):
+            for z in ("qmc", "rqmc"):
+                out["jax"].append(jax_rate("lam0", ds, args.candidates, 1, 5, z, n_zeta))
+                out["jax"].append(jax_rate("dra", ds, args.candidates, args.particles, 3, z,
+                                           n_zeta))
+                print(json.dumps(out["jax"][-2:]), flush=True)
+        out["machine"]["load_avg_at_end"] = os.getloadavg()
+        atomic_write_json(args.out, out)
+        return
     sp = args.search_particles
     out["jax"] = [jax_rate("dra", ds, args.candidates, args.particles),
                   jax_rate("lam0", ds, args.candidates, 1)]

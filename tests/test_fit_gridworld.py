@@ -94,16 +94,19 @@ def test_dra_filter_is_unbiased_on_a_tiny_sequence():
     """Three episodes (11 steps) of DRA in a 2 x 4 maze: sigma moves after each episode by
     the agent's own rollouts and the target draws its own zeta'. A batch-mate with longer
     episodes pads this subject's episodes (its rollouts run at padded positions). The mean over
-    600 replicates of exp(loglik) of the JAX filter (4 particles, resampling when ESS < 0.99 P)
-    equals the brute-force Monte Carlo likelihood of the NumPy reference (no resampling, 16000
-    paths) within 4 standard errors; and the rollouts matter: with alpha_sigma = 0 the
-    likelihood differs by many standard errors. (Measured at 2000 replicates / 40000 paths:
-    2.420e-8 +- 0.024e-8 vs 2.429e-8 +- 0.014e-8, 0.3 SE; alpha_sigma = 0: 8.49e-8, ~200 SE
-    away.)"""
+    600 replicates of exp(loglik) of the JAX filter (4 particles, resampling when ESS < 0.99 P;
+    rqmc, 16 nodes) equals the brute-force Monte Carlo likelihood of the NumPy reference (no
+    resampling, 16000 paths, each step's P(a | s) on the reference's own 256 randomized points)
+    within 4 standard errors; the fixed 16 qmc nodes do not (measured: 2.38e-8 against the
+    reference's 1.15e-8 +- 0.01e-8, a +0.73 nats bias over 11 steps that the old reference,
+    on the same nodes, could not see); and the rollouts matter: with alpha_sigma = 0 the
+    likelihood differs by many standard errors. (Measured: rqmc 1.104e-8 +- 0.035e-8, 1.3 SE
+    off.)"""
     df = _rows(CORRIDOR, [[[3, 3, 3, 1], [3, 0, 3, 3, 1], [3, 3]]], open_last=True)
     mate = _rows(CORRIDOR, [[[0, 3, 2, 3, 3, 3, 1], [3, 3, 1, 3]]], subject="y")
     ds = seqdata.load(pd.concat([df, mate], ignore_index=True), 8, 4)
-    sst = sequential.SeqStatic(models.Static("dra", 8, 4, n_traj=3, n_zeta=16), CORRIDOR, 12)
+    sst = sequential.SeqStatic(models.Static("dra", 8, 4, n_traj=3, zeta="rqmc", n_zeta=16),
+                               CORRIDOR, 12)
     th = _theta(beta=3.0, alpha_q=0.6, alpha_sigma=0.8, lam=0.05, sigma0=1.0, gamma=1.0)
     n_rep = 600
     ll, n_res = _jax_ll(sst, ds, th, 4, tags=np.arange(n_rep), ess=0.99)
@@ -116,6 +119,11 @@ def test_dra_filter_is_unbiased_on_a_tiny_sequence():
     bf_mean, bf_se = np.mean(batches), np.std(batches, ddof=1) / np.sqrt(len(batches))
     se = np.hypot(pf_se, bf_se)
     assert abs(pf_mean - bf_mean) < 4 * se, (pf_mean, bf_mean, se)
+    ll_q, _ = _jax_ll(sst._replace(base=sst.base._replace(zeta="qmc")), ds, th, 4,
+                      tags=np.arange(200), ess=0.99)
+    q_lik = np.exp(ll_q[0])
+    q_se = np.hypot(q_lik.std(ddof=1) / np.sqrt(len(q_lik)), bf_se)
+    assert q_lik.mean() - bf_mean > 6 * q_se, (q_lik.mean(), bf_mean, q_se)
     frozen = [np.exp(seqreference.loglik(sst, _theta(**{**dict(zip(models.PARAMS, th)),
                                                          "alpha_sigma": 0.0}), steps, 2000,
                                          np.random.default_rng(50 + b))) for b in range(2)]

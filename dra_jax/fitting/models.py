@@ -79,7 +79,7 @@ class Static(NamedTuple):
     optimizer: str = "sgd"  # sgd | adam
     sigma_min: float = 0.01
     sigma_max: float = 100.0
-    zeta: str = "qmc"  # qmc | quadrature
+    zeta: str = "qmc"  # qmc | rqmc (qmc's points, shifted per trial: fitting.zeta) | quadrature
     n_zeta: int = 128  # number of points (qmc) or Gauss-Hermite order per action (quadrature)
     lapse: bool = False  # epsilon: P = epsilon / A + (1 - epsilon) P
     stick: bool = False  # stick: + stick * onehot(last answered choice) inside the softmax
@@ -182,7 +182,7 @@ def action_probs(st: Static, theta: jax.Array, lat: Latent, s: jax.Array,
 
 
 def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.Array,
-                ns: jax.Array | float = 0.0) -> jax.Array:
+                ns: jax.Array | float = 0.0, nodes: jax.Array | None = None) -> jax.Array:
     """``P(a | s)`` of one action: the same number as ``action_probs(...)[a]`` on the same zeta
     nodes, computed as ``mean_k 1 / sum_j exp(x_kj - x_ka)`` with ``x_k = beta * (q[s] + zeta_k *
     sigma[s])`` (softmax is shift-invariant; an overflowing term gives the limit 0). Only the
@@ -194,7 +194,10 @@ def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.
     :data:`PARTICLE_LAST`), giving ``[*B]`` probabilities with the node axis leading, so the
     particle axis stays minor (vectorized) in the compiled loop. ``ns``: the block's set size
     (``rlwm``'s working-memory weight). The lapse and the perseveration bonus enter as in
-    :func:`action_probs`."""
+    :func:`action_probs`.
+
+    ``nodes``: equally weighted zeta nodes ``[K, A]`` of this trial (``fit.zeta = "rqmc"``:
+    :func:`dra_jax.fitting.zeta.trial_nodes`); None: the fixed :func:`zeta_nodes`."""
     beta = theta[BETA]
     q_row, s_row = _bonus(st, theta, lat, lat.q[s]), lat.sigma[s]
     if st.kind == "qlearn":
@@ -209,7 +212,10 @@ def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.
         return bandit_models.lapse(p, theta[6], st.n_actions)
     if st.kind == "blasts":
         return _bandit_probs(st, theta, q_row, s_row)[a]
-    nodes, weights = zeta_nodes(st)
+    if nodes is None:
+        nodes, weights = zeta_nodes(st)
+    else:
+        weights = np.full(nodes.shape[0], 1.0 / nodes.shape[0], np.float32)
     trail = (1,) * (q_row.ndim - 1)  # the particle axes, after the node axis
     nodes_t = jnp.asarray(nodes.T).reshape((st.n_actions, -1) + trail)  # [A, K, 1...]
     xa = q_row[a] + nodes_t[a] * s_row[a]  # [K, *B]

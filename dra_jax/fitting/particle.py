@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from dra_jax.batching import jit_over_runs
-from dra_jax.fitting import models
+from dra_jax.fitting import models, zeta
 from dra_jax.memory import fixed_order_sum
 
 
@@ -145,18 +145,20 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, per_trial
     numbers do not depend on its batch-mates)."""
     p = n_particles
     n, c = theta.shape[:2]
-    chosen = _per_particle(st, models.chosen_prob, (None, -1, None, None, None))
+    chosen = _per_particle(st, models.chosen_prob, (None, -1, None, None, None, None))
     update = _per_particle(st, models.update, (None, -1, None, None, None, None, -1))
     lat0 = _lanes(partial(models.init, st))(theta)
     lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[..., None], x.shape + (p,)), lat0)
     logw0 = jnp.full((n, c, p), -jnp.log(float(p)), jnp.float32)
 
-    def weigh(th, lat, logw, ll, s, a, new_block, valid, ns):
-        """Reset at a block's start, weigh by P(a | s), accumulate log mean weight (one lane)."""
+    def weigh(th, key, t, lat, logw, ll, s, a, new_block, valid, ns):
+        """Reset at a block's start, weigh by P(a | s), accumulate log mean weight (one lane;
+        ``rqmc``: over the lane's own nodes of trial t, shared by its particles)."""
         lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0[..., None], x), lat,
                            models.init(st, th))
         logw = jnp.where(new_block, -jnp.log(float(p)), logw)
-        w = chosen(th, lat, s, jnp.maximum(a, 0), ns)  # [P]
+        nodes = zeta.trial_nodes(st.n_zeta, st.n_actions, key, t) if st.zeta == "rqmc" else None
+        w = chosen(th, lat, s, jnp.maximum(a, 0), ns, nodes)  # [P]
         return (lat,) + reweigh_inc(logw, ll, w, valid & (a >= 0), ess_threshold)
 
     def resample(key, do, lat, logw, n_res):
@@ -172,7 +174,8 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, per_trial
         t, s, a, r, new_block, valid, block, ns = xs  # [N] / [N, S]: broadcast over candidates
         bc = lambda x: jnp.broadcast_to(x[:, None], (n, c) + x.shape[1:])  # noqa: E731
         s, a, r, new_block, valid, block, ns = map(bc, (s, a, r, new_block, valid, block, ns))
-        lat, logw, ll, do, inc = _lanes(weigh)(theta, lat, logw, ll, s, a, new_block, valid, ns)
+        lat, logw, ll, do, inc = _lanes(lambda *x: weigh(x[0], x[1], t, *x[2:]))(
+            theta, keys, lat, logw, ll, s, a, new_block, valid, ns)
         kt = jax.vmap(jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t))))(keys)
         if p > 1:
             lat, logw, n_res = jax.lax.cond(jnp.any(do), _lanes(resample),

@@ -4,7 +4,9 @@ Written straight from the algorithm in :mod:`dra_jax.fitting.particle`: a Python
 subject's trials, NumPy arrays over particles, its own random numbers (``numpy.random``). It is
 the yardstick of ``benchmarks/bench_fit.py`` and the independent implementation the tests
 compare the JAX filter with (exact likelihood of deterministic models; brute-force Monte Carlo
-of the likelihood of DRA).
+of the likelihood of DRA). Its choice probabilities come from its own randomized integration
+over zeta (:func:`action_probs`), not the filter's nodes, so a bias of the filter's node rule
+shows up against it.
 """
 from __future__ import annotations
 
@@ -18,14 +20,61 @@ def _softmax(x):
     return z / z.sum(-1, keepdims=True)
 
 
-def action_probs(st: models.Static, theta, q_row, s_row):
-    """``P(. | s)`` for rows ``q_row, s_row [P, A]`` -> ``[P, A]`` (same zeta nodes as JAX)."""
+REF_SEED = 7  # the reference's own Sobol scramble (the JAX filter's nodes use seed 0)
+
+
+def sobol_uniforms(n_points: int, n_actions: int, seed: int = REF_SEED) -> np.ndarray:
+    """``[n, A]`` scrambled Sobol uniforms of the reference's own scramble (float64)."""
+    import warnings
+
+    from scipy.stats import qmc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-power-of-two n: still uniform points
+        return qmc.Sobol(n_actions, scramble=True, seed=seed).random(n_points)
+
+
+def rqmc_nodes(n_points: int, n_actions: int, rng: np.random.Generator, n_sets: int):
+    """``[n_sets, n, A]`` standard normals: the reference's Sobol points under independent
+    Cranley-Patterson random shifts ``(u + d) mod 1`` (one ``d ~ U[0, 1)^A`` a set), so each
+    set's average of ``f(zeta)`` is an unbiased estimate of ``E_{zeta ~ N(0, I)} f(zeta)``; an
+    implementation of randomized QMC apart from the filter's digital shift
+    (:mod:`dra_jax.fitting.zeta`)."""
+    from scipy.special import ndtri
+
+    u = (sobol_uniforms(n_points, n_actions)[None] + rng.random((n_sets, 1, n_actions))) % 1.0
+    return ndtri(np.clip(u, 1e-300, 1.0 - 2.0**-53))
+
+
+def action_probs(st: models.Static, theta, q_row, s_row, rng=None, n_nodes: int = 1024,
+                 nodes=None):
+    """``P(. | s)`` for rows ``q_row, s_row [P, A]`` -> ``[P, A]`` (float64).
+
+    The reference's own integration over zeta, independent of the filter's nodes: ``n_nodes``
+    randomized Sobol points (:func:`rqmc_nodes`), a fresh shift for every row from ``rng``, so
+    each row's probabilities are an unbiased estimate of the model's ``P(. | s)`` and rows and
+    calls are independent. ``nodes = (nodes [K, A], weights [K])``: exactly those nodes instead
+    (a check of the arithmetic on the filter's own rule, e.g. ``models.zeta_nodes(st)``)."""
     beta = theta[1]
     if st.kind == "qlearn":
         return _softmax(beta * q_row)
-    nodes, weights = (np.asarray(x, np.float64) for x in models.zeta_nodes(st))
-    p = _softmax(beta * (q_row[:, None, :] + nodes[None] * s_row[:, None, :]))  # [P, K, A]
-    return np.einsum("k,pka->pa", weights, p)
+    if nodes is not None:
+        z, w = (np.asarray(x, np.float64) for x in nodes)
+        p = _softmax(beta * (q_row[:, None, :] + z[None] * s_row[:, None, :]))  # [P, K, A]
+        return np.einsum("k,pka->pa", w, p)
+    z = rqmc_nodes(n_nodes, st.n_actions, rng, q_row.shape[0])  # [P, K, A]
+    return _softmax(beta * (q_row[:, None, :] + z * s_row[:, None, :])).mean(1)
+
+
+def fine_probs(theta, q_row, s_row, n_points: int = 2**15, n_sets: int = 4, seed: int = 0):
+    """``P(. | s) [A]`` of one row by ``n_sets`` independent randomized Sobol sets of
+    ``n_points`` each (``n_sets * n_points`` = 2^17 by default; float64), and the standard error
+    of that mean over the sets (a yardstick for tests of node rules)."""
+    rng = np.random.default_rng(seed)
+    q_row, s_row = np.asarray(q_row, np.float64), np.asarray(s_row, np.float64)
+    z = rqmc_nodes(n_points, q_row.size, rng, n_sets)  # [n_sets, n, A]
+    est = _softmax(theta[1] * (q_row + z * s_row)).mean(1)  # [n_sets, A]
+    return est.mean(0), est.std(0, ddof=1) / np.sqrt(n_sets)
 
 
 def update(st: models.Static, theta, q, sigma, s, a, r, block, rng):
@@ -58,8 +107,12 @@ def update(st: models.Static, theta, q, sigma, s, a, r, block, rng):
 
 
 def loglik(st: models.Static, theta, s, a, r, new_block, block, n_particles: int,
-           rng: np.random.Generator, ess_threshold: float = 0.5, resample: bool = True) -> float:
-    """Log-likelihood estimate of one subject's trials (``a = -1``: missed)."""
+           rng: np.random.Generator, ess_threshold: float = 0.5, resample: bool = True,
+           n_nodes: int = 1024, nodes=None) -> float:
+    """Log-likelihood estimate of one subject's trials (``a = -1``: missed). ``P(a | s)`` by
+    :func:`action_probs` (its own ``n_nodes`` randomized points a particle and trial, so
+    ``exp`` of the result is an unbiased estimate of the model's likelihood; ``nodes``: a
+    fixed rule instead)."""
     theta = np.asarray(theta, np.float64)
     n_p = n_particles
     shape = (n_p, st.n_states, st.n_actions)
@@ -74,7 +127,7 @@ def loglik(st: models.Static, theta, s, a, r, new_block, block, n_particles: int
             logw[:] = -np.log(n_p)
         if a[t] < 0:
             continue
-        w = action_probs(st, theta, q[:, s[t]], sigma[:, s[t]])[:, a[t]]
+        w = action_probs(st, theta, q[:, s[t]], sigma[:, s[t]], rng, n_nodes, nodes)[:, a[t]]
         lw = logw + np.log(np.maximum(w, 1e-30))
         m = lw.max()
         inc = m + np.log(np.exp(lw - m).sum())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dra_jax.fitting import models
+from dra_jax.fitting.reference import rqmc_nodes
 from dra_jax.fitting.sequential import GAMMA, SeqStatic, task_of
 
 
@@ -51,13 +51,16 @@ def sigma_update(sst: SeqStatic, theta, q, sigma, rng: np.random.Generator):
     return np.clip(sigma + alpha_sigma * asc, st.sigma_min, st.sigma_max)
 
 
-def loglik(sst: SeqStatic, theta, steps, n_paths: int, rng: np.random.Generator) -> float:
+def loglik(sst: SeqStatic, theta, steps, n_paths: int, rng: np.random.Generator,
+           n_nodes: int = 256) -> float:
     """``steps``: rows ``(s, a, r, s2, done, end, new_block)`` of one subject (``a = -1``:
-    missed); ``end``: the episode ends after this row."""
+    missed); ``end``: the episode ends after this row. ``P(a | s)`` of each path and step is the
+    reference's own randomized-QMC estimate (:func:`dra_jax.fitting.reference.rqmc_nodes`:
+    ``n_nodes`` points, a fresh shift each time, unbiased), not the filter's nodes, so the
+    result's ``exp`` is an unbiased estimate of the model's likelihood."""
     st = sst.base
     beta, alpha_q, sigma0 = float(theta[1]), float(theta[2]), float(theta[5])
     gamma = float(theta[GAMMA])
-    nodes, weights = (np.asarray(x, np.float64) for x in models.zeta_nodes(st))
     m, na = n_paths, st.n_actions
     log_w = np.zeros(m)
     q = sigma = None
@@ -69,8 +72,9 @@ def loglik(sst: SeqStatic, theta, steps, n_paths: int, rng: np.random.Generator)
             if st.kind == "qlearn":
                 p = _softmax(beta * q[:, s])[:, a]
             else:
-                p = np.einsum("k,mk->m", weights, _softmax(
-                    beta * (q[:, s, None, :] + nodes[None] * sigma[:, s, None, :]))[..., a])
+                nodes = rqmc_nodes(n_nodes, na, rng, m)  # [M, K, A]
+                p = _softmax(beta * (q[:, s, None, :] + nodes * sigma[:, s, None, :]))[
+                    ..., a].mean(1)
             log_w += np.log(p)
             if st.kind == "qlearn":
                 p2 = _softmax(beta * q[:, s2])

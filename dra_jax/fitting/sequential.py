@@ -7,8 +7,9 @@ Per observed step (every kind reads ``theta`` in :data:`dra_jax.fitting.models.P
 ``gamma`` included):
 
 * the choice probability is that of the stimulus-response models
-  (:func:`dra_jax.fitting.models.chosen_prob`: soft Thompson marginalized over fixed zeta nodes;
-  ``qlearn``: ``softmax(beta * q[s])``);
+  (:func:`dra_jax.fitting.models.chosen_prob`: soft Thompson marginalized over fixed zeta nodes,
+  or with ``fit.zeta = "rqmc"`` over the lane's nodes of that step, :mod:`dra_jax.fitting.zeta`,
+  keyed by the subject's own step index; ``qlearn``: ``softmax(beta * q[s])``);
 * the means move by expected SARSA (Algorithm 1 l. 6-9, the engine's ``lane_step._step``):
   ``q[s, a] += alpha_q * (r + gamma * (1 - done) * sum_a' p'(a') q[s', a'] - q[s, a])``. For
   ``dra``, ``dra_equal`` and ``lam0`` ``p' = softmax(beta * (q[s'] + zeta' * sigma[s']))`` with
@@ -39,7 +40,7 @@ import optax
 from dra_jax import memory, policy
 from dra_jax.batching import jit_over_runs
 from dra_jax.envs.tabular import TabularTask
-from dra_jax.fitting import models, particle
+from dra_jax.fitting import models, particle, zeta
 
 GAMMA = models.PARAMS.index("gamma")
 _ROLL = 0x40000000  # stream tag of an episode's rollouts: fold_in(key, _ROLL + episode)
@@ -185,11 +186,12 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
     lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[:, :, None], (n, c, p) + x.shape[2:]), lat0)
     logw0 = jnp.full((n, c, p), -jnp.log(float(p)), jnp.float32)
 
-    def weigh(th, lat, logw, ll, s, a, new_block, valid):
+    def weigh(th, key, t, lat, logw, ll, s, a, new_block, valid):
         lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0, x), lat, models.init(st, th))
         logw = jnp.where(new_block, -jnp.log(float(p)), logw)
-        w = jax.vmap(functools.partial(models.chosen_prob, st, th), in_axes=(0, None, None))(
-            lat, s, jnp.maximum(a, 0))
+        nodes = zeta.trial_nodes(st.n_zeta, st.n_actions, key, t) if st.zeta == "rqmc" else None
+        w = jax.vmap(functools.partial(models.chosen_prob, st, th, nodes=nodes),
+                     in_axes=(0, None, None))(lat, s, jnp.maximum(a, 0))
         return (lat,) + particle.reweigh(logw, ll, w, valid & (a >= 0), ess_threshold)
 
     def resample(key, do, lat, logw, n_res):
@@ -207,7 +209,8 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
         lat, logw, ll, n_res = carry
         s, a, r, s2, done, end, new_block, valid, t_own, ep_own = (
             jnp.broadcast_to(x[:, None], (n, c) + x.shape[1:]) for x in xs)
-        lat, logw, ll, do = _lanes(weigh)(theta, lat, logw, ll, s, a, new_block, valid)
+        lat, logw, ll, do = _lanes(weigh)(theta, keys, t_own, lat, logw, ll, s, a, new_block,
+                                          valid)
         kt = _lanes(lambda k, t: jax.random.split(jax.random.fold_in(k, t)))(keys, t_own)
         if p > 1:
             lat, logw, n_res = jax.lax.cond(jnp.any(do), _lanes(resample),

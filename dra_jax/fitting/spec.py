@@ -59,9 +59,11 @@ FIT_FIELDS = {
     "n_traj": Field(int, 10, "DRA gradient rollouts per trial", lo=1),
     "psi": Field(str, "A", "Psi of the rollouts' policy gradient", choices=("A", "Q")),
     "optimizer": Field(str, "sgd", "optax optimizer of sigma", choices=("sgd", "adam")),
-    "zeta": Field(str, "qmc", "zeta marginalization: scrambled-Sobol normals or tensor "
+    "zeta": Field(str, "qmc", "zeta marginalization: fixed scrambled-Sobol normals (qmc), the "
+                              "same points under a fresh random digital shift every trial (rqmc: "
+                              "an unbiased P(a|s), so an unbiased likelihood) or tensor "
                               "Gauss-Hermite (biased when beta * sigma is large)",
-                  choices=("qmc", "quadrature")),
+                  choices=("qmc", "rqmc", "quadrature")),
     "n_zeta": Field(int, 128, "number of qmc points, or Gauss-Hermite order per action", lo=1,
                     hi=4096),
     "sigma_min": _pos(default=0.01, doc="lower clip of sigma"),
