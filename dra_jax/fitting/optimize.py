@@ -41,7 +41,7 @@ def static_for(cfg: dict, model) -> models.Static:
     the components it lists) or a bare kind (no components)."""
     kind, comps = (model["kind"], model.get("components", ())) if isinstance(model, dict) \
         else (model, ())
-    f = cfg["fit"]
+    f = {**cfg["fit"], **(model.get("search", {}) if isinstance(model, dict) else {})}
     return models.Static(kind, f["n_states"], f["n_actions"], f["n_traj"], f["psi"], f["optimizer"],
                          f["sigma_min"], f["sigma_max"], f["zeta"], f["n_zeta"],
                          lapse="epsilon" in comps, stick="stick" in comps,

@@ -9,7 +9,7 @@
                  search's start). The components epsilon (lapse), stick (perseveration) and
                  forget (decay of the means) are used by a model only when listed for it
                  (free or fixed); rlwm's capacity is an integer in 2..6, profiled when free;
-                 restarts, generations, popsize: this model's own search (else [fit]'s)
+                 restarts, generations, popsize, zeta, n_zeta: this model's own (else [fit]'s)
     [bounds]     parameter = [lo, hi] (the search box; free parameters are mapped to R by a
                  logistic transform); [models.NAME.bounds] overrides it for one model
     [recovery]   (optional) simulate subjects instead of reading --data
@@ -92,7 +92,9 @@ SIGNED = ("prior_mean", "stick")  # may be negative (stick < 0: alternation)
 UNIT = ("epsilon", "forget", "rho", "bias_wm", "bias_rl")  # in [0, 1]
 CAPACITY = (2, 6)  # rlwm's integer capacity K
 RLWM_ONLY = ("rho", "capacity", "bias_wm", "bias_rl", "r0")
-SEARCH_KEYS = ("restarts", "generations", "popsize")  # [fit] keys a model may override
+MODEL_FIT_KEYS = ("restarts", "generations", "popsize", "zeta", "n_zeta")  # [fit] keys a
+# model may set for itself (its own search; its own zeta integration, e.g. many shared nodes for
+# the one-particle lam0 and fewer for DRA's particles)
 
 RECOVERY_FIELDS = {
     "n_subjects": Field(int, 20, "simulated subjects per generating model", lo=1),
@@ -111,9 +113,9 @@ def _check_model(name: str, raw, task: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"models.{name}", "expected a table")
     for key in raw:
-        if key not in ("kind", "free", "bounds", *SEARCH_KEYS, *PARAMS):
+        if key not in ("kind", "free", "bounds", *MODEL_FIT_KEYS, *PARAMS):
             raise ConfigError(f"models.{name}.{key}", "unknown key; allowed: kind, free, "
-                              "bounds, " + ", ".join(SEARCH_KEYS + PARAMS))
+                              "bounds, " + ", ".join(MODEL_FIT_KEYS + PARAMS))
     kind = Field(str, name if name in KINDS else None, choices=KINDS).validate(
         f"models.{name}.kind", raw.get("kind", name if name in KINDS else None))
     if "gamma" in raw and task != "gridworld":
@@ -155,8 +157,8 @@ def _check_model(name: str, raw, task: str) -> dict:
     own = raw.get("bounds", {})
     if not isinstance(own, dict):
         raise ConfigError(f"models.{name}.bounds", "expected a table {parameter = [lo, hi]}")
-    search = {k: FIT_FIELDS[k].validate(f"models.{name}.{k}", raw[k]) for k in SEARCH_KEYS
-              if k in raw}  # this model's own CMA-ES settings (else [fit]'s)
+    search = {k: FIT_FIELDS[k].validate(f"models.{name}.{k}", raw[k]) for k in MODEL_FIT_KEYS
+              if k in raw}  # this model's own search and zeta settings (else [fit]'s)
     return {"kind": kind, "free": free, "values": values, "components": components,
             "search": search,
             "bounds": {p: _check_bounds(f"models.{name}.bounds.{p}", p, v) for p, v in own.items()}}
