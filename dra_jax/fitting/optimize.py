@@ -206,16 +206,18 @@ def polish(cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray,
     y = np.clip(np.asarray(y, np.float64), -_Y_MAX, _Y_MAX)
     f, g = f64(*value_grad(jnp.asarray(y, jnp.float32)))
     (h,) = f64(hessians(jnp.asarray(y, jnp.float32)))
-    h = 0.5 * (h + np.swapaxes(h, 1, 2))
+    finite = np.isfinite(f) & np.isfinite(g).all(1) & np.isfinite(h).all((1, 2))
+    h = np.where(finite[:, None, None], 0.5 * (h + np.swapaxes(h, 1, 2)), np.eye(d))
+    g = np.where(finite[:, None], g, 0.0)
     w, v = np.linalg.eigh(h)
     inv = np.einsum("lij,lj,lkj->lik", v, 1.0 / np.maximum(np.abs(w), 1e-2), v)  # [L, d, d]
     step = np.ones(n)
-    active = np.ones(n, bool)
+    active = finite.copy()  # a lane whose derivatives are not finite keeps its point
     for _ in range(iters):
         dirn = -np.einsum("lij,lj->li", inv, g)
         y_new = np.clip(y + step[:, None] * dirn, -_Y_MAX, _Y_MAX)
         f_new, g_new = f64(*value_grad(jnp.asarray(y_new, jnp.float32)))
-        ok = active & (f_new < f)
+        ok = active & (f_new < f) & np.isfinite(g_new).all(1)
         # BFGS update of the inverse Hessian where a step was kept and curvature is positive
         sv, yv = y_new - y, g_new - g
         sy = np.einsum("li,li->l", sv, yv)
