@@ -20,9 +20,22 @@ ignores what it does not use.
 * ``lam0``: soft Thompson sampling with a fixed ``sigma = sigma0`` and the same mean update: no
   latent randomness, so one particle is the exact likelihood.
 * ``qlearn``: the softmax Q-learner ``P(a|s) = softmax(beta * q[s])``, delta rule on the means.
+* ``rlwm``: RLWM (Collins & Frank 2012, the family of Collins 2024): a working memory ``WM``
+  that learns at rate 1 and decays toward ``1/A`` (``forget``) mixed with a slow RL module
+  ``Q`` (``alpha_q``), weight ``rho * min(1, K / set_size)``; ``bias_wm``, ``bias_rl`` scale
+  the learning rates after a reward of 0, ``r0`` is the worth of a 0 to RL
+  (:func:`_rlwm_update`). Deterministic: one particle is exact.
+
+Components any of these kinds can take, used only when the config lists them (static flags of
+:class:`Static`): a lapse ``epsilon`` (``P = epsilon/A + (1 - epsilon) P``), a perseveration
+bonus ``stick`` on the last answered choice of the block inside the softmax, and ``forget``,
+the decay of the means toward their initial value on every answered trial. DRA's sigma update
+(its internal rollouts) does not see them.
 
 The soft Thompson choice probability ``E_zeta[softmax(beta * (q + zeta * sigma))][a]`` is taken
-over a fixed set of zeta nodes (scrambled-Sobol quasi-random normals, or tensor Gauss-Hermite
+over a set of zeta nodes (``fit.zeta = "rqmc"``: a fresh random digital shift of the Sobol
+points per lane and trial, :mod:`dra_jax.fitting.zeta`, so that the node average is unbiased;
+else fixed) (scrambled-Sobol quasi-random normals, or tensor Gauss-Hermite
 quadrature), so it is a smooth function of the parameters. Measured on 20 DRA subjects x 300
 trials (beta 2-40): the summed log-likelihood at the true parameters is -5174.3 / -5163.7 /
 -5162.4 / -5161.0 with 64 / 128 / 256 / 4096 Sobol points, but -5210.8 / -5209.2 / -5204.3 with

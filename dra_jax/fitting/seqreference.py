@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dra_jax.fitting.reference import rqmc_nodes
+from dra_jax.fitting import models
 from dra_jax.fitting.sequential import GAMMA, SeqStatic, task_of
 
 
@@ -61,27 +62,36 @@ def loglik(sst: SeqStatic, theta, steps, n_paths: int, rng: np.random.Generator,
     st = sst.base
     beta, alpha_q, sigma0 = float(theta[1]), float(theta[2]), float(theta[5])
     gamma = float(theta[GAMMA])
+    eps, kappa, f = (float(theta[models.EPSILON]), float(theta[models.STICK]),
+                     float(theta[models.FORGET]))
     m, na = n_paths, st.n_actions
     log_w = np.zeros(m)
-    q = sigma = None
+    q = sigma = prev = None
     for s, a, r, s2, done, end, new_block in steps:
         if new_block:
             q = np.zeros((m, st.n_states, na))
             sigma = np.full_like(q, sigma0)
+            prev = np.zeros(na)  # one-hot of the last answered choice (none yet)
         if a >= 0:
+            row = q[:, s] + (kappa * prev if st.stick else 0.0)  # perseveration bonus
             if st.kind == "qlearn":
-                p = _softmax(beta * q[:, s])[:, a]
+                p = _softmax(beta * row)[:, a]
             else:
                 nodes = rqmc_nodes(n_nodes, na, rng, m)  # [M, K, A]
-                p = _softmax(beta * (q[:, s, None, :] + nodes * sigma[:, s, None, :]))[
+                p = _softmax(beta * (row[:, None, :] + nodes * sigma[:, s, None, :]))[
                     ..., a].mean(1)
+            if st.lapse:
+                p = eps / na + (1.0 - eps) * p
             log_w += np.log(p)
             if st.kind == "qlearn":
                 p2 = _softmax(beta * q[:, s2])
             else:
                 p2 = _softmax(beta * (q[:, s2] + rng.standard_normal((m, na)) * sigma[:, s2]))
             target = r + gamma * (1.0 - done) * np.sum(p2 * q[:, s2], axis=1)
+            if st.forget:  # every mean decays toward 0 (after the target is formed)
+                q *= 1.0 - f
             q[:, s, a] += alpha_q * (target - q[:, s, a])
+            prev = np.eye(na)[a]
         if end and st.kind in ("dra", "dra_equal"):
             sigma = sigma_update(sst, theta, q, sigma, rng)
     mx = log_w.max()
