@@ -225,3 +225,81 @@ def test_gridworld_fit_config_validates_and_names_bad_keys():
             spec.validate(raw)
         assert e.value.key == key
 
+
+
+@pytest.mark.parametrize("n_guide, n_ahead, rqmc", [(4, 4, False), (0, 2, True)])
+def test_lam0_filter_is_unbiased_twisted_and_bootstrap(n_guide, n_ahead, rqmc):
+    """lam0 (fixed sigma; the latent randomness is the target's own zeta'), the sequence and
+    batch-mate of the DRA test: the mean over 600 replicates of exp(loglik) (4 particles,
+    resampling when ESS < 0.99 P) equals the brute-force likelihood of the NumPy reference
+    within 4 SE, for the twisted filter (4 candidates, 4 choices ahead: the multi-visit twist,
+    psi_0 and its telescoping) and for the bootstrap filter with randomized-QMC zeta'."""
+    df = _rows(CORRIDOR, [[[3, 3, 3, 1], [3, 0, 3, 3, 1], [3, 3]]], open_last=True)
+    mate = _rows(CORRIDOR, [[[0, 3, 2, 3, 3, 3, 1], [3, 3, 1, 3]]], subject="y")
+    ds = seqdata.load(pd.concat([df, mate], ignore_index=True), 8, 4)
+    sst = sequential.SeqStatic(models.Static("lam0", 8, 4, n_zeta=16), CORRIDOR, 12,
+                               n_guide=n_guide, n_ahead=n_ahead, rqmc=rqmc)
+    th = _theta(beta=3.0, alpha_q=0.8, sigma0=1.5, gamma=1.0)
+    n_rep = 600
+    ll, n_res = _jax_ll(sst, ds, th, 4, tags=np.arange(n_rep), ess=0.99)
+    assert n_res[0].sum() > 30  # (the twist leaves near-equal weights: few resamplings)
+    lik = np.exp(ll[0])
+    pf_mean, pf_se = lik.mean(), lik.std(ddof=1) / np.sqrt(n_rep)
+    steps = _steps(ds.df[ds.df["subject"] == "x"])
+    batches = [np.exp(seqreference.loglik(sst, th, steps, 4000, np.random.default_rng(20 + b)))
+               for b in range(4)]
+    bf_mean, bf_se = np.mean(batches), np.std(batches, ddof=1) / np.sqrt(len(batches))
+    se = np.hypot(pf_se, bf_se)
+    assert abs(pf_mean - bf_mean) < 4 * se, (pf_mean, bf_mean, se)
+
+
+@pytest.mark.parametrize("n_guide", [8, 0])
+def test_gridworld_likelihood_does_not_depend_on_batch_mates(n_guide):
+    """DRA, twisted and bootstrap filters, resampling when ESS < 0.99 P: subject x alone and in
+    a batch with a batch-mate whose longer episodes pad x's (its episode ends then sit on
+    padding) gets the same log-likelihoods and resampling counts."""
+    df = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3, 1, 3, 1]], [[3, 1, 2, 3, 3]]],
+               open_last=True)
+    mate = _rows(MAZE, [[[1, 1, 3, 3, 3, 1], [1, 3, 3, 2, 3, 3, 1], [1, 3, 3, 2, 3, 3, 1]]],
+                 subject="y")
+    both = seqdata.load(pd.concat([mate, df], ignore_index=True), 12, 4)
+    alone = seqdata.load(df, 12, 4)
+    assert both.trials.s.shape[1] > alone.trials.s.shape[1]
+    sst = sequential.SeqStatic(models.Static("dra", 12, 4, n_traj=3, n_zeta=16), MAZE, 20,
+                               n_guide=n_guide)
+    th = _theta(beta=3.0, alpha_q=0.6, alpha_sigma=0.8, lam=0.05, sigma0=1.0, gamma=1.0)
+    keyed = lambda ds: sequential.loglik(  # noqa: E731
+        sst, 8, 0.99, jnp.asarray(np.broadcast_to(th, (len(ds.subjects), 2, len(th))),
+                                  jnp.float32),
+        sequential.SeqTrials(*(jnp.asarray(x) for x in ds.trials)),
+        jax.vmap(lambda i: jax.vmap(lambda t: jax.random.fold_in(jax.random.key(i), t))(
+            jnp.arange(2)))(jnp.full((len(ds.subjects),), 7)))
+    ll_b, res_b = keyed(both)
+    ll_a, res_a = keyed(alone)
+    assert int(res_a.sum()) >= 2
+    np.testing.assert_array_equal(np.asarray(res_b)[1], np.asarray(res_a)[0])
+    np.testing.assert_allclose(np.asarray(ll_b)[1], np.asarray(ll_a)[0], rtol=1e-6)
+
+
+def test_lookahead_tables_list_the_next_observed_choices_per_state():
+    """seqdata's look-ahead: per row, the next observed actions in the same state and block
+    (a missed row skipped, none across a block); per episode, those from its first row and
+    after its last row."""
+    df = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3, 1, 3, 1]], [[3, 1, 2, 3, 3]]],
+               missed=(5,), open_last=True)
+    ds = seqdata.load(df, 12, 4)
+    g = ds.df
+    ahead, begin, end = seqdata.lookahead(g, 12)
+    s, a, b = g["state"].to_numpy(), g["action"].to_numpy(), g["block"].to_numpy()
+    for i in range(len(g)):
+        later = [int(a[j]) for j in range(i + 1, len(g)) if s[j] == s[i] and b[j] == b[i]
+                 and a[j] >= 0][:seqdata.AHEAD]
+        assert ahead[i].tolist() == later + [-1] * (seqdata.AHEAD - len(later)), i
+    for k, rows in enumerate(seqdata.episodes_of(g)):
+        for x in range(12):
+            frm = [int(a[j]) for j in range(rows[0], len(g)) if s[j] == x and
+                   b[j] == b[rows[0]] and a[j] >= 0][:seqdata.AHEAD]
+            aft = [int(a[j]) for j in range(rows[-1] + 1, len(g)) if s[j] == x and
+                   b[j] == b[rows[0]] and a[j] >= 0][:seqdata.AHEAD]
+            assert begin[k, x].tolist() == frm + [-1] * (seqdata.AHEAD - len(frm))
+            assert end[k, x].tolist() == aft + [-1] * (seqdata.AHEAD - len(aft))

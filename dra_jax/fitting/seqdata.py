@@ -80,6 +80,51 @@ def episodes_of(g: pd.DataFrame) -> list[np.ndarray]:
     return [np.arange(a, b + 1) for a, b in zip(starts, ends)]
 
 
+AHEAD = 4  # observed choices looked ahead per state (the most a SeqStatic.n_ahead can use)
+
+
+def _visits(g: pd.DataFrame):
+    """Per state, the positions (within one subject's rows) of its rows with an observed
+    action, their blocks and actions."""
+    a = g["action"].to_numpy()
+    obs = np.flatnonzero(a >= 0)
+    st, blk = g["state"].to_numpy()[obs], g["block"].to_numpy()[obs]
+    return {int(x): (obs[st == x], blk[st == x], a[obs[st == x]]) for x in np.unique(st)}
+
+
+def _next_after(vis, pos: np.ndarray, blk: np.ndarray, n_states: int, side: str) -> np.ndarray:
+    """``[len(pos), S, AHEAD]``: the actions at the first AHEAD observed rows in state s at
+    (``side="left"``) or after (``"right"``) row ``pos[i]`` within its block ``blk[i]``
+    (-1 where fewer)."""
+    out = np.full((len(pos), n_states, AHEAD), -1, np.int32)
+    for x, (p, b, a) in vis.items():
+        i = np.searchsorted(p, pos, side=side)[:, None] + np.arange(AHEAD)
+        ok = i < len(p)
+        i = np.minimum(i, len(p) - 1)
+        ok &= b[i] == blk[:, None]
+        out[:, x] = np.where(ok, a[i], -1)
+    return out
+
+
+def lookahead(g: pd.DataFrame, n_states: int):
+    """One subject's look-ahead tables (the twisted filter of :mod:`dra_jax.fitting.
+    sequential`): per row the actions of the next AHEAD observed rows in the same state and
+    block (``[rows, AHEAD]``), and per episode, for every state, those of the first AHEAD
+    observed rows of the state from the episode's first row and after its last row, within
+    the block (``[episodes, S, AHEAD]`` each). Only acting in a state moves its means, so these
+    are the choices that a row's update of ``q[s]`` reaches first."""
+    vis = _visits(g)
+    pos = np.arange(len(g))
+    blk = g["block"].to_numpy()
+    s = g["state"].to_numpy()
+    per_row = _next_after(vis, pos, blk, n_states, "right")[pos, s]
+    eps = episodes_of(g)
+    first = np.array([e[0] for e in eps])
+    last = np.array([e[-1] for e in eps])
+    return (per_row, _next_after(vis, first, blk[first], n_states, "left"),
+            _next_after(vis, last, blk[last], n_states, "right"))
+
+
 def to_dataset(df: pd.DataFrame, n_states: int, n_actions: int,
                subjects: list[str] | None = None) -> SeqDataset:
     """Episode-aligned padded arrays of the subjects (in the order given)."""
@@ -98,16 +143,23 @@ def to_dataset(df: pd.DataFrame, n_states: int, n_actions: int,
         ("end", bool), ("new_block", bool), ("valid", bool), ("t_own", np.int32),
         ("ep_own", np.int32))}
     arr["a"][:] = -1
+    arr["ahead"] = np.full((n, t_max, AHEAD), -1, np.int32)
+    arr["ahead_begin"] = np.full((n, n_ep, n_states, AHEAD), -1, np.int32)
+    arr["ahead_end"] = np.full((n, n_ep, n_states, AHEAD), -1, np.int32)
     for i, sid in enumerate(order):
         g = groups[sid]
         b = g["block"].to_numpy()
         nb = np.concatenate([[True], b[1:] != b[:-1]])
         cols = {"s": g["state"], "a": g["action"], "r": g["reward"], "s2": g["next_state"],
                 "done": g["done"] > 0, "new_block": nb}
+        ahead, begin, end = lookahead(g, n_states)
+        arr["ahead_begin"][i, :len(eps[i])] = begin
+        arr["ahead_end"][i, :len(eps[i])] = end
         for k, rows in enumerate(eps[i]):
             pos = offset[k] + np.arange(len(rows))
             for name, col in cols.items():
                 arr[name][i, pos] = np.asarray(col)[rows]
+            arr["ahead"][i, pos] = ahead[rows]
             arr["valid"][i, pos] = True
             arr["t_own"][i, pos] = rows
             arr["ep_own"][i, offset[k]:offset[k] + slot[k]] = k

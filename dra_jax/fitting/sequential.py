@@ -52,6 +52,9 @@ class SeqStatic(NamedTuple):
     base: models.Static
     maze: tuple[str, ...]
     max_steps: int = 500
+    n_guide: int = 8  # candidates of the guided zeta' proposal (0: the bootstrap filter)
+    n_ahead: int = 2  # observed choices per state in the twist (1 .. seqdata.AHEAD)
+    rqmc: bool = False  # bootstrap move: the particles' zeta' one randomized Sobol set a step
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,16 +68,23 @@ def stochastic(kind: str) -> bool:
     return kind != "qlearn"
 
 
-def q_update(st: models.Static, th, lat: models.Latent, s, a, r, s2, done, zeta2) -> models.Latent:
-    """Expected SARSA on one observed step (one particle; ``zeta2 [A]`` its own ``zeta'``)."""
-    beta, alpha_q, gamma = th[1], th[2], th[GAMMA]
+def q_target(st: models.Static, th, lat: models.Latent, r, s2, done, zeta2):
+    """The expected-SARSA target ``r + gamma (1 - done) sum_a' p'(a') q[s', a']`` of one
+    particle; ``zeta2 [..., A]`` its own ``zeta'`` draw(s) (leading axes: candidates)."""
+    beta, gamma = th[1], th[GAMMA]
     q_next = lat.q[s2]
     if st.kind == "qlearn":
         p2 = policy.probs(q_next, jnp.zeros_like(q_next), jnp.zeros_like(q_next), beta)
     else:
         p2 = policy.probs(q_next, lat.sigma[s2], zeta2, beta)
-    target = r + gamma * (1.0 - done.astype(jnp.float32)) * memory.fixed_order_sum(p2 * q_next)
-    return lat._replace(q=lat.q.at[s, a].add(alpha_q * (target - lat.q[s, a])))
+    return r + gamma * (1.0 - done.astype(jnp.float32)) * memory.fixed_order_sum(
+        p2 * q_next, axis=-1)
+
+
+def q_update(st: models.Static, th, lat: models.Latent, s, a, r, s2, done, zeta2) -> models.Latent:
+    """Expected SARSA on one observed step (one particle; ``zeta2 [A]`` its own ``zeta'``)."""
+    target = q_target(st, th, lat, r, s2, done, zeta2)
+    return lat._replace(q=lat.q.at[s, a].add(th[2] * (target - lat.q[s, a])))
 
 
 def _lanes(f):
@@ -167,58 +177,181 @@ class SeqTrials(NamedTuple):
     valid: jax.Array  # bool: a real step (False on padding)
     t_own: jax.Array  # int32: the step's index among the subject's own rows (noise stream)
     ep_own: jax.Array  # int32: the subject's own episode index (rollout noise stream)
+    ahead: jax.Array  # [N, T, M] int32: actions of the state's next M observed visits, -1 = none
+    ahead_begin: jax.Array  # [N, E, S, M]: per own episode and state, from the episode's start
+    ahead_end: jax.Array  # [N, E, S, M]: per own episode and state, after the episode's end
 
 
-def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: SeqTrials, keys):
-    """The bootstrap filter of :mod:`dra_jax.fitting.particle` on a sequential task: weigh by
-    ``P(a | s)``, resample systematically when ESS < threshold, move each particle by expected
-    SARSA on the observed step (its own zeta'), and at an episode's end the rollouts and the
-    sigma update (:func:`sigma_step`, under a ``lax.cond`` taken only where some lane ends)."""
+@functools.lru_cache(maxsize=None)
+def _sobol(k: int, d: int) -> np.ndarray:
+    """``k`` scrambled Sobol points in ``[0, 1)^d`` (fixed seed): the candidates' point set,
+    shifted by a fresh uniform per particle and step (Cranley-Patterson rotation)."""
+    from scipy.stats import qmc
+
+    return qmc.Sobol(d, scramble=True, seed=1).random(k).astype(np.float32)
+
+
+def candidate_zetas(key, n_particles: int, k: int, na: int) -> jax.Array:
+    """``zeta' [P, k, A]``: for each particle ``k`` randomized-QMC normals, the fixed Sobol set
+    (:func:`_sobol`) rotated by one uniform shift, then Box-Muller on coordinate pairs. Every
+    candidate is marginally N(0, I_A) (a rotated point is uniform on the cube, Box-Muller maps
+    uniform pairs to normal pairs); the k candidates of a particle are dependent (stratified)."""
+    d = 2 * ((na + 1) // 2)
+    shift = jax.random.uniform(key, (n_particles, 1, d))
+    u = jnp.asarray(_sobol(k, d))[None] + shift
+    u = u - jnp.floor(u)  # [P, k, d] in [0, 1)
+    rad = jnp.sqrt(-2.0 * jnp.log1p(-u[..., 0::2]))
+    ang = (2.0 * np.pi) * u[..., 1::2]
+    return jnp.concatenate([rad * jnp.cos(ang), rad * jnp.sin(ang)], -1)[..., :na]
+
+
+def _log_chosen(st: models.Static, th, lat: models.Latent, s, acts) -> jax.Array:
+    """``sum_m log P(acts[m] | s)`` over the actions ``acts [M]`` (-1 = none: no term), one
+    particle, or ``[*B]`` when ``lat``'s arrays carry trailing candidate axes."""
+    out = 0.0
+    for m in range(acts.shape[0]):  # static, M small
+        p = models.chosen_prob(st, th, lat, s, jnp.maximum(acts[m], 0))
+        out = out + jnp.where(acts[m] >= 0, jnp.log(jnp.maximum(p, 1e-30)), 0.0)
+    return out
+
+
+def log_twist(st: models.Static, th, lat: models.Latent, ahead) -> jax.Array:
+    """``log psi`` of one particle over every state: ``sum_s sum_m log P(ahead[s, m] | s)``
+    (``ahead [S, M]``, -1 = none) under its current means and sigma."""
+    return memory.fixed_order_sum(jax.vmap(
+        lambda x, acts: _log_chosen(st, th, lat, x, acts))(jnp.arange(st.n_states), ahead))
+
+
+def guided_move(st: models.Static, th, lat: models.Latent, s, a, r, s2, done, ahead, zeta2, u):
+    """The twisted move of one particle on an observed step ``(s, a)`` whose state's next
+    observed choices are ``ahead [M]`` (-1 = none). The twist (Guarniero et al. 2017; Heng et
+    al. 2020, "twisted SMC") is ``psi(x) = prod_s prod_m P(ahead_s[m] | s; x)``: the particle's
+    probability of the next M observed choices in every state under its current memories.
+    ``k`` candidate ``zeta2 [k, A]`` give candidate means ``q_k[s, a]``; the particle keeps
+    candidate ``k*`` with probability ``psi_k / sum_j psi_j`` (``psi_k``: the state's factor
+    with ``q_k``, one uniform ``u``), and its weight for the step is
+
+        P(a | s) psi_t / psi_{t-1} with the proposal's correction
+        = mean_k psi_s(q_k) / prod_{m < M - 1} P(ahead[m] | s; q before the step)
+
+    (``psi_{t-1}``'s factor of ``s`` held ``P(a | s)`` itself and ``ahead[:M - 1]``; the other
+    states' factors do not move: only acting in ``s`` changes ``q[s]``). Unbiased for any
+    positive twist: the candidates' selection is an extended-space importance sampler
+    (proposal ``prod_j p(zeta_j) psi_k* / sum_j psi_j``, target ``p(zeta_k*) / k`` times the
+    other candidates' conditional; each candidate is marginally N(0, I),
+    :func:`candidate_zetas`), and the twist telescopes (``psi`` = 1 after a block's last
+    choice). Returns the moved particle and the log weight."""
+    k = zeta2.shape[0]
+    target = q_target(st, th, lat, r, s2, done, zeta2)  # [k]
+    q_sa = lat.q[s, a] + th[2] * (target - lat.q[s, a])  # [k]
+    rows = jnp.where(jnp.arange(st.n_actions)[:, None] == a, q_sa[None], lat.q[s][:, None])
+    sig = jnp.broadcast_to(lat.sigma[s][:, None], rows.shape)
+    probe = lat._replace(q=rows[None], sigma=sig[None])  # one state, candidates trailing
+    lpsi = _log_chosen(st, th, probe, 0, ahead)  # [k]
+    mx = jnp.max(lpsi)
+    cdf = jnp.cumsum(jnp.exp(lpsi - mx))
+    pick = jnp.minimum(jnp.sum(cdf <= u * cdf[-1]), k - 1)
+    new = lat._replace(q=lat.q.at[s, a].set(q_sa[pick]))
+    den = _log_chosen(st, th, lat, s, ahead[:-1]) if ahead.shape[0] > 1 else 0.0
+    return new, mx + jnp.log(cdf[-1] / k) - den
+
+
+def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: SeqTrials, keys,
+            trace: bool = False):
+    """The particle filter of :mod:`dra_jax.fitting.particle` on a sequential task. With
+    ``sst.n_guide = k > 0`` (stochastic kinds) it is twisted by the next ``sst.n_ahead``
+    observed choices of every state (:func:`guided_move`): the block's first weight is
+    ``psi_0`` (the initial memories), each observed step moves a particle by the twisted
+    proposal with the weight that :func:`guided_move` returns, and at an episode's end the
+    rollouts and sigma update (:func:`sigma_step`) weigh by ``psi(new sigma) / psi(old)``.
+    Else the bootstrap filter: one own draw of zeta', weight ``P(a | s)``. Systematic
+    resampling where ESS < threshold is decided on observed steps only, before the episode's
+    end: an episode ends at its aligned slot's last position, which may be padding after the
+    subject's last row, so deciding there would make a subject's numbers depend on its
+    batch-mates (the end's weight is folded into the next observed step's decision).
+    ``exp(loglik)`` is unbiased either way."""
     st = sst.base
     p = n_particles
     n, c = theta.shape[:2]
+    guide = sst.n_guide if stochastic(st.kind) else 0
+    m_ahead = sst.n_ahead
     lat0 = _lanes(functools.partial(models.init, st))(theta)
     lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[:, :, None], (n, c, p) + x.shape[2:]), lat0)
     logw0 = jnp.full((n, c, p), -jnp.log(float(p)), jnp.float32)
+    begin = tr.ahead_begin[..., :m_ahead]
+    if guide:  # log psi_0 of every own episode (used where it starts a block) [N, C, E]
+        psi0 = jax.vmap(jax.vmap(lambda th, l0, ab: jax.vmap(
+            lambda x: log_twist(st, th, l0, x))(ab), in_axes=(0, 0, None)))(theta, lat0, begin)
+    else:
+        psi0 = jnp.zeros((n, c, begin.shape[1]), jnp.float32)
 
-    def weigh(th, lat, logw, ll, s, a, new_block, valid):
+    def lane(th, key, lat, logw, ll, s, a, r, s2, done, new_block, valid, ahead, lpsi0):
+        """Reset at a block's start, weigh and move one lane's particles."""
         lat = jax.tree.map(lambda x, x0: jnp.where(new_block, x0, x), lat, models.init(st, th))
         logw = jnp.where(new_block, -jnp.log(float(p)), logw)
-        w = jax.vmap(functools.partial(models.chosen_prob, st, th), in_axes=(0, None, None))(
-            lat, s, jnp.maximum(a, 0))
-        return (lat,) + particle.reweigh(logw, ll, w, valid & (a >= 0), ess_threshold)
+        ll = ll + jnp.where(new_block & valid, lpsi0, 0.0)
+        obs = valid & (a >= 0)
+        a0 = jnp.maximum(a, 0)
+        k_move, k_pick = jax.random.split(key)
+        if guide:
+            z = candidate_zetas(k_move, p, guide, st.n_actions)
+            u = jax.random.uniform(k_pick, (p,))
+            new, logg = jax.vmap(functools.partial(guided_move, st, th),
+                                 in_axes=(0, None, None, None, None, None, None, 0, 0))(
+                lat, s, a0, r, s2, done, ahead, z, u)
+        else:
+            logg = jnp.log(jnp.maximum(jax.vmap(functools.partial(
+                models.chosen_prob, st, th), in_axes=(0, None, None))(lat, s, a0), 1e-30))
+            zeta2 = (candidate_zetas(k_move, 1, p, st.n_actions)[0] if sst.rqmc else
+                     models.normal_box_muller(k_move, (p, st.n_actions)))
+            new = jax.vmap(functools.partial(q_update, st, th),
+                           in_axes=(0, None, None, None, None, None, 0))(
+                lat, s, a0, r, s2, done, zeta2)
+        lat = jax.tree.map(lambda x1, x0: jnp.where(obs, x1, x0), new, lat)
+        return (lat,) + _weigh(logw, ll, logg, obs)
+
+    def _weigh(logw, ll, logg, obs):
+        lw = logw + logg
+        inc = particle._log_sum_exp(lw)
+        return jnp.where(obs, lw - inc, logw), ll + jnp.where(obs, inc, 0.0)
+
+    def ending(lat, logw, ll, ep_own, end):
+        new = sigma_step(sst, theta, lat, keys, ep_own, end)
+        if guide and st.kind in ("dra", "dra_equal"):
+            ae = jnp.take_along_axis(tr.ahead_end[..., :m_ahead],
+                                     ep_own[:, 0, None, None, None], axis=1)[:, 0]
+            twist = jax.vmap(jax.vmap(jax.vmap(functools.partial(log_twist, st),
+                                               in_axes=(None, 0, None)), in_axes=(0, 0, None)))
+            logg = twist(theta, new, ae) - twist(theta, lat, ae)  # [N, C, P]
+            logw, ll = jax.vmap(jax.vmap(_weigh))(logw, ll, logg, end)
+        return new, logw, ll
 
     def resample(key, do, lat, logw, n_res):
         idx, logw = particle.resample_indices(key, do, logw)
         return jax.tree.map(lambda x: x[idx], lat), logw, n_res + do.astype(jnp.int32)
 
-    def move(th, key, lat, obs, s, a, r, s2, done):
-        zeta2 = models.normal_box_muller(key, (p, st.n_actions))
-        new = jax.vmap(functools.partial(q_update, st, th),
-                       in_axes=(0, None, None, None, None, None, 0))(
-            lat, s, jnp.maximum(a, 0), r, s2, done, zeta2)
-        return jax.tree.map(lambda x1, x0: jnp.where(obs, x1, x0), new, lat)
-
     def step(carry, xs):
         lat, logw, ll, n_res = carry
-        s, a, r, s2, done, end, new_block, valid, t_own, ep_own = (
+        s, a, r, s2, done, end, new_block, valid, t_own, ep_own, ahead = (
             jnp.broadcast_to(x[:, None], (n, c) + x.shape[1:]) for x in xs)
-        lat, logw, ll, do = _lanes(weigh)(theta, lat, logw, ll, s, a, new_block, valid)
+        lpsi0 = jnp.take_along_axis(psi0, ep_own[..., None], axis=2)[..., 0]
         kt = _lanes(lambda k, t: jax.random.split(jax.random.fold_in(k, t)))(keys, t_own)
-        if p > 1:
+        lat, logw, ll = _lanes(lane)(theta, kt[:, :, 1], lat, logw, ll, s, a, r, s2, done,
+                                     new_block, valid, ahead[..., :m_ahead], lpsi0)
+        if p > 1:  # (before an episode's end, which may sit on padding: see the docstring)
+            ess = 1.0 / memory.fixed_order_sum(jnp.exp(2.0 * logw), axis=-1)
+            do = valid & (a >= 0) & (ess < ess_threshold * p)
             lat, logw, n_res = jax.lax.cond(jnp.any(do), _lanes(resample),
                                             lambda k, d, x, w, m: (x, w, m),
                                             kt[:, :, 0], do, lat, logw, n_res)
-        obs = valid & (a >= 0)
-        lat = _lanes(move)(theta, kt[:, :, 1], lat, obs, s, a, r, s2, done)
-        lat = jax.lax.cond(jnp.any(end), lambda x: sigma_step(sst, theta, x, keys, ep_own, end),
-                           lambda x: x, lat)
-        return (lat, logw, ll, n_res), None
+        lat, logw, ll = jax.lax.cond(jnp.any(end), ending, lambda x, w, l, e, d: (x, w, l),
+                                     lat, logw, ll, ep_own, end)
+        return (lat, logw, ll, n_res), (ll if trace else None)
 
-    xs = tuple(jnp.moveaxis(jnp.asarray(x), 1, 0) for x in tr)
+    xs = tuple(jnp.moveaxis(jnp.asarray(x), 1, 0) for x in tr[:-2])
     init = (lat_p, logw0, jnp.zeros((n, c), jnp.float32), jnp.zeros((n, c), jnp.int32))
-    (_, _, ll, n_res), _ = jax.lax.scan(step, init, xs)
-    return ll, n_res
+    (_, _, ll, n_res), path = jax.lax.scan(step, init, xs)
+    return (ll, n_res, path) if trace else (ll, n_res)
 
 
 @functools.lru_cache(maxsize=64)
