@@ -1,7 +1,7 @@
 """Throughput of the grid-world particle filter (:func:`dra_jax.fitting.sequential.loglik`).
 
     PYTHONPATH=. python benchmarks/bench_fit_gridworld.py [--subjects 4] [--candidates 4]
-        [--particles 16] [--episodes 20] [--max-steps 200] [--out FILE]
+        [--particles 16] [--episodes 20] [--max-steps 200] [--guide K --ahead M] [--out FILE]
 
 Synthetic subjects (the models' own simulator, Fig. 1 maze, one block) are filtered in one
 jitted call per model; compile time (first call) is reported apart from the run time (best of
@@ -35,6 +35,9 @@ def main():
     ap.add_argument("--particles", type=int, default=16)
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--max-steps", type=int, default=200)
+    ap.add_argument("--guide", type=int, default=0,
+                    help="SeqStatic.n_guide of lam0 and dra (0: the bootstrap filter)")
+    ap.add_argument("--ahead", type=int, default=2, help="SeqStatic.n_ahead of the twist")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     maze = tuple(Layout().to_maze())
@@ -42,7 +45,8 @@ def main():
     out = {"machine": platform.processor() or platform.machine(), "devices": str(jax.devices()),
            "args": vars(a), "models": {}}
     for kind in ("qlearn", "lam0", "dra"):
-        sst = sequential.SeqStatic(models.Static(kind, 54, 4, n_zeta=64), maze, a.max_steps)
+        sst = sequential.SeqStatic(models.Static(kind, 54, 4, n_zeta=64), maze, a.max_steps,
+                                   n_guide=a.guide, n_ahead=a.ahead)
         df = seqsim.simulate(sst, np.tile(theta, (a.subjects, 1)), 1, a.episodes, 0)
         ds = seqdata.load(df, 54, 4)
         tr = sequential.SeqTrials(*(jnp.asarray(x) for x in ds.trials))

@@ -303,3 +303,30 @@ def test_lookahead_tables_list_the_next_observed_choices_per_state():
                    b[j] == b[rows[0]] and a[j] >= 0][:seqdata.AHEAD]
             assert begin[k, x].tolist() == frm + [-1] * (seqdata.AHEAD - len(frm))
             assert end[k, x].tolist() == aft + [-1] * (seqdata.AHEAD - len(aft))
+
+
+def test_reported_loglik_sd_is_what_fresh_replicates_show():
+    """The fit's ``loglik_sd`` (the SD of its n_reps = 8 replicates at the winner) agrees with
+    the SD of 200 fresh replicates at the same parameters (lam0, 4 particles, the 3 x 4 maze):
+    within the sampling spread of an 8-replicate SD (ratio in [0.4, 1.9]: a normal sample's
+    1%-99% range is 0.42-1.62, widened for the 200-replicate SD's own noise and for tails),
+    and ``loglik_se = loglik_sd / sqrt(8)``."""
+    from dra_jax.fitting import optimize, spec
+
+    df = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3, 1, 3, 1], [1, 1, 3, 3, 3, 1],
+                       [1, 3, 3, 2, 3, 3, 1], [3, 3, 1, 1, 3]]])
+    cfg = spec.validate({"task": "gridworld", "figures": [],
+                         "fit": {"maze": list(MAZE), "max_steps": 20, "n_particles": 4,
+                                 "n_reps": 8, "restarts": 1, "generations": 2, "n_zeta": 16},
+                         "models": {"lam0": {"free": ["beta"], "beta": 3.0, "alpha_q": 0.8,
+                                             "sigma0": 1.5}}})
+    ds = seqdata.load(df, 12, 4)
+    rec = optimize.fit_model(cfg, "lam0", ds)[0]
+    tf = optimize.Transform(cfg["models"]["lam0"], cfg["bounds"])
+    theta = tf.theta(tf.to_y(np.array([rec["beta"]])))
+    fresh = optimize.evaluate(cfg, "lam0", ds, np.broadcast_to(theta, (1, 200, len(theta))),
+                              5_000_000 + np.arange(200))[0]
+    ratio = rec["loglik_sd"] / fresh.std(ddof=1)
+    assert 0.4 < ratio < 1.9, (rec["loglik_sd"], fresh.std(ddof=1))
+    assert fresh.std() > 0.01
+    np.testing.assert_allclose(rec["loglik_se"], rec["loglik_sd"] / np.sqrt(8), rtol=1e-9)

@@ -52,7 +52,7 @@ class SeqStatic(NamedTuple):
     base: models.Static
     maze: tuple[str, ...]
     max_steps: int = 500
-    n_guide: int = 8  # candidates of the guided zeta' proposal (0: the bootstrap filter)
+    n_guide: int = 0  # candidates of the twisted zeta' proposal (0: the bootstrap filter)
     n_ahead: int = 2  # observed choices per state in the twist (1 .. seqdata.AHEAD)
     rqmc: bool = False  # bootstrap move: the particles' zeta' one randomized Sobol set a step
 
