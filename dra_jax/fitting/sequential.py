@@ -281,6 +281,11 @@ def _filter(sst: SeqStatic, n_particles: int, ess_threshold: float, theta, tr: S
     n, c = theta.shape[:2]
     guide = sst.n_guide if stochastic(st.kind) else 0
     m_ahead = sst.n_ahead
+    if guide and models.Latent._fields != ("q", "sigma", "opt"):
+        # the twist's weights assume P(a | s) reads only q[s] and sigma[s], which only acting
+        # in s (and a sigma update) moves; a latent with more (e.g. the previous action) would
+        # break the telescoping and bias the estimate
+        raise NotImplementedError("n_guide > 0 needs a latent of q, sigma and opt only")
     lat0 = _lanes(functools.partial(models.init, st))(theta)
     lat_p = jax.tree.map(lambda x: jnp.broadcast_to(x[:, :, None], (n, c, p) + x.shape[2:]), lat0)
     logw0 = jnp.full((n, c, p), -jnp.log(float(p)), jnp.float32)
