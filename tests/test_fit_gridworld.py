@@ -253,3 +253,29 @@ def test_components_on_the_grid_world_match_numpy():
         exact = seqreference.loglik(sst, th, steps, 1, np.random.default_rng(0))
         np.testing.assert_allclose(ll[0, 0], exact, rtol=2e-6)
         assert abs(exact - plain) > 0.05
+
+
+def test_gridworld_likelihood_does_not_depend_on_batch_mates():
+    """DRA, resampling when ESS < 0.99 P: subject x alone and in
+    a batch with a batch-mate whose longer episodes pad x's (its episode ends then sit on
+    padding) gets the same log-likelihoods and resampling counts."""
+    df = _rows(MAZE, [[[3, 3, 1, 1, 3], [1, 3, 0, 3, 1, 3, 1]], [[3, 1, 2, 3, 3]]],
+               open_last=True)
+    mate = _rows(MAZE, [[[1, 1, 3, 3, 3, 1], [1, 3, 3, 2, 3, 3, 1], [1, 3, 3, 2, 3, 3, 1]]],
+                 subject="y")
+    both = seqdata.load(pd.concat([mate, df], ignore_index=True), 12, 4)
+    alone = seqdata.load(df, 12, 4)
+    assert both.trials.s.shape[1] > alone.trials.s.shape[1]
+    sst = sequential.SeqStatic(models.Static("dra", 12, 4, n_traj=3, n_zeta=16), MAZE, 20)
+    th = _theta(beta=3.0, alpha_q=0.6, alpha_sigma=0.8, lam=0.05, sigma0=1.0, gamma=1.0)
+    keyed = lambda ds: sequential.loglik(  # noqa: E731
+        sst, 8, 0.99, jnp.asarray(np.broadcast_to(th, (len(ds.subjects), 2, len(th))),
+                                  jnp.float32),
+        sequential.SeqTrials(*(jnp.asarray(x) for x in ds.trials)),
+        jax.vmap(lambda i: jax.vmap(lambda t: jax.random.fold_in(jax.random.key(i), t))(
+            jnp.arange(2)))(jnp.full((len(ds.subjects),), 7)))
+    ll_b, res_b = keyed(both)
+    ll_a, res_a = keyed(alone)
+    assert int(res_a.sum()) >= 2
+    np.testing.assert_array_equal(np.asarray(res_b)[1], np.asarray(res_a)[0])
+    np.testing.assert_allclose(np.asarray(ll_b)[1], np.asarray(ll_a)[0], rtol=1e-6)

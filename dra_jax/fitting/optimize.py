@@ -8,7 +8,8 @@ model's start values, the others from random points of the box). The finalists (
 best and mean) are re-evaluated with fresh particles, the best is the winner, and the winner is
 evaluated once more with fresh particles in ``n_reps`` independent replicates: the reported
 log-likelihood is ``log mean_r exp(ll_r)`` (the log of the unbiased likelihood estimate), its
-Monte Carlo SE the standard deviation of ``ll_r`` over sqrt(n_reps). With
+Monte Carlo SD (``loglik_sd``) the standard deviation of ``ll_r`` (one estimate's noise), its SE
+(``loglik_se``) that over sqrt(n_reps). With
 ``fit.search_particles`` the search's calls use that many particles (the search only ranks
 candidates of one subject under common random numbers), the finalists and the replicates
 ``fit.n_particles``.
@@ -347,7 +348,8 @@ def fit_model(cfg: dict, name: str, ds: Dataset, progress=None, trials_out: list
         se = float(np.std(r, ddof=1) / np.sqrt(len(r)))
         nt = int(ds.n_trials[i])
         rec = {"subject": s, "model": name, "kind": kind, "loglik": float(ll_hat[j]),
-               "loglik_se": se, "n_trials": nt, "n_missed": int(ds.n_missed[i]), "n_free": k,
+               "loglik_se": se, "loglik_sd": float(np.std(r, ddof=1)),
+               "n_trials": nt, "n_missed": int(ds.n_missed[i]), "n_free": k,
                "aic": 2 * k - 2 * ll_hat[j], "bic": k * np.log(max(nt, 1)) - 2 * ll_hat[j],
                "fit_s": elapsed / n}
         rec.update({p: float(v) for p, v in zip(tf.free, tf.to_x(best_y[j]))})
