@@ -35,7 +35,8 @@ DATA = ROOT / "benchmarks" / "results" / "classic_80x560.csv.gz"
 THETA = np.array([0.1, 20.0, 0.5, 0.05, 1.0, 0.3] + [0.0] * 6)
 SHAPES = {"search": (7, 16, 50), "finalists": (4, 256, 1), "replicates": (8, 256, 1),
           # alternatives: (candidates, particles, calls)
-          "search8": (7, 8, 50), "finalists64": (4, 64, 1), "replicates_4x2": (4, 256, 2)}
+          "search8": (7, 8, 50), "finalists64": (4, 64, 1), "replicates_4x2": (4, 256, 2),
+          "replicates64_4x2": (4, 64, 2)}
 
 
 def _inputs(ds, n_cand):
