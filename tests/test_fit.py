@@ -217,3 +217,14 @@ def test_zeta_config_choices_and_bounds():
         with pytest.raises(spec.ConfigError) as e:
             spec.validate({"task": "stimulus_response", "fit": fit})
         assert e.value.key == "fit." + ("zeta" if "sobol" in fit.values() else "n_zeta")
+
+
+def test_sincos_2pi_matches_the_exact_values():
+    """Box-Muller's cos/sin of 2 pi u (the filter's rollout normals): exact to float32."""
+    u = jnp.concatenate([jax.random.uniform(jax.random.key(0), (200_000,)),
+                         jnp.linspace(0.0, 1.0, 4001, endpoint=False, dtype=jnp.float32),
+                         jnp.asarray([0.25, 0.5, 0.75, 1.0 - 2.0 ** -24], jnp.float32)])
+    c, s = jax.jit(models._sincos_2pi)(u)
+    ang = 2.0 * np.pi * np.asarray(u, np.float64)
+    np.testing.assert_allclose(np.asarray(c, np.float64), np.cos(ang), rtol=0, atol=2e-7)
+    np.testing.assert_allclose(np.asarray(s, np.float64), np.sin(ang), rtol=0, atol=2e-7)

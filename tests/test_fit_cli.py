@@ -122,6 +122,25 @@ def test_a_subjects_fit_does_not_depend_on_its_batch_mates(tmp_path):
                                rtol=1e-6)
 
 
+def test_replicates_in_calls_of_the_finalists_width_equal_one_call():
+    """optimize.evaluate splits a call of a multiple of the finalists' width (2 x restarts) into
+    calls of that width (the replicates reuse the finalists' compiled program): the same
+    numbers as one call of all candidates (a lane does not depend on its batch-mates)."""
+    cfg = spec.validate({"task": "stimulus_response", "figures": [],
+                         "fit": {"restarts": 1, "n_particles": 8, "n_traj": 4, "n_zeta": 16},
+                         "models": {"dra": {"free": ["lam", "beta"], "lam": 0.1, "beta": 10.0}}})
+    st = models.Static("dra", 6, 3)
+    df = simulate.synthetic_dataset(st, np.tile([0.1, 10.0, 0.4, 0.05, 1.0, 0.3], (2, 1)), 5,
+                                    (2, 3), 5)
+    ds = cli.data_mod.load_for(df, cfg)
+    tf = optimize.Transform(cfg["models"]["dra"], cfg["bounds"])
+    y = np.random.default_rng(0).normal(size=(2, 4, 2))
+    tags = np.arange(4)
+    split = optimize.evaluate(cfg, "dra", ds, tf.theta(y), tags)  # width 2: two calls
+    whole = optimize.evaluate(cfg, "dra", ds, tf.theta(y), tags, width=4)
+    np.testing.assert_allclose(split, whole, rtol=1e-6)
+
+
 def test_parameter_recovery_softmax_q_learner():
     """Recovery of the Q-learner (exact likelihood) on 20 simulated subjects x 300 trials
     (blocks of 2, 3, 4, 6, 5 stimuli x 15 presentations): Spearman r of true vs recovered beta

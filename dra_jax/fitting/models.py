@@ -280,17 +280,40 @@ def sample_zeta_action(st: Static, theta, lat: Latent, s, z, u, ns=0.0) -> jax.A
     return policy.sample_action(_lapse(st, theta, policy.probs(q_row, lat.sigma[s], z, theta[BETA])), u)
 
 
+def _sincos_2pi(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(cos, sin)(2 pi u)`` for ``u`` in [0, 1), to float32 rounding (absolute error < 2e-7
+    against the exact value, tests/test_fit.py; ``jnp.cos(2 pi u)`` in float32 is off by up to
+    4e-7 from rounding ``2 pi u``): the argument is reduced exactly in units of turns (``w = 4 (u - round(u))``, ``r = w - round(w)`` in [-1/2, 1/2]:
+    float subtractions that lose no bits), then Taylor polynomials of ``sin, cos(pi r / 2)`` to
+    degree 9 / 10 (truncation < 2e-9) and the quadrant's rotation. XLA's CPU ``cos`` and ``sin``
+    were more than half of the cost of the rollouts' noise (README "Fitting speed and devices");
+    this is elementwise arithmetic that vectorizes."""
+    w = 4.0 * (u - jnp.round(u))
+    k = jnp.round(w)
+    r = w - k
+    x = (0.5 * np.pi) * r
+    x2 = x * x
+    s = x * (1.0 + x2 * (-1.0 / 6 + x2 * (1.0 / 120 + x2 * (-1.0 / 5040 + x2 / 362880))))
+    c = 1.0 + x2 * (-0.5 + x2 * (1.0 / 24 + x2 * (-1.0 / 720 + x2 * (1.0 / 40320
+                                                                     - x2 / 3628800))))
+    q = k.astype(jnp.int32) & 3  # quadrant: the angle is x + q pi / 2
+    cos = jnp.where(q == 0, c, jnp.where(q == 1, -s, jnp.where(q == 2, -c, s)))
+    sin = jnp.where(q == 0, s, jnp.where(q == 1, c, jnp.where(q == 2, -s, -c)))
+    return cos, sin
+
+
 def normal_box_muller(key, shape) -> jax.Array:
     """Standard normals by the Box-Muller transform (Box & Muller 1958) of
-    ``jax.random.uniform`` pairs: ``sqrt(-2 log(1 - u1)) * (cos, sin)(2 pi u2)``. The same
-    distribution as ``jax.random.normal`` (its inverse-erf transform was measured ~80 ns a
-    number under vmap on this CPU, two thirds of the filter's time; this ~10x less)."""
+    ``jax.random.uniform`` pairs: ``sqrt(-2 log(1 - u1)) * (cos, sin)(2 pi u2)``
+    (:func:`_sincos_2pi`). The same distribution as ``jax.random.normal`` (its inverse-erf
+    transform was measured ~80 ns a number under vmap on this CPU, two thirds of the filter's
+    time; this ~10x less)."""
     m = math.prod(shape)
     h = (m + 1) // 2
     g = jax.random.uniform(key, (2, h))
     rad = jnp.sqrt(-2.0 * jnp.log1p(-g[0]))
-    ang = (2.0 * np.pi) * g[1]
-    return jnp.concatenate([rad * jnp.cos(ang), rad * jnp.sin(ang)])[:m].reshape(shape)
+    cos, sin = _sincos_2pi(g[1])
+    return jnp.concatenate([rad * cos, rad * sin])[:m].reshape(shape)
 
 
 def draw_noise(st: Static, key, shape=(), normal: str = "box_muller") -> tuple[jax.Array, jax.Array]:

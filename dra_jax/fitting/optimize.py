@@ -133,8 +133,11 @@ def evaluate(cfg, model, ds: Dataset, theta: np.ndarray, tags, width: int | None
     answered trial) with candidate c's particle noise from
     ``tags[c]`` (one tag for all: common random numbers). Candidates are evaluated ``width`` at a
     time (padding the last call), so every search call of a fit has the same shape and compiles
-    once; the finalists and the replicates are one call each at their own width (not padded to
-    the population: at 256 particles a padded column costs as much as a real one)."""
+    once. Without ``width``, the finalists' width (``2 * fit.restarts``) when ``C`` is a multiple
+    of it, else ``C``: the finalists are one call, and the winner's replicates (``fit.n_reps``,
+    8 = 2 x 4 with 2 restarts) reuse the finalists' compiled program instead of compiling one of
+    their own (not padded to the population: at 256 particles a padded column costs as much as
+    a real one). A lane's numbers do not depend on its batch-mates, so the split changes none."""
     if cfg["task"] == "gridworld":
         from dra_jax.fitting import sequential
 
@@ -149,7 +152,10 @@ def evaluate(cfg, model, ds: Dataset, theta: np.ndarray, tags, width: int | None
             like = partial(like, per_trial=True)
     n, c = theta.shape[:2]
     tags = np.broadcast_to(np.asarray(tags), (c,))
-    width = width or c
+    if not width:
+        own = model.get("search", {}) if isinstance(model, dict) else {}
+        fw = 2 * own.get("restarts", cfg["fit"]["restarts"])  # this model's finalists
+        width = fw if c % fw == 0 else c
     out, trial_out = [], []
     for c0 in range(0, c, width):
         th, tg = theta[:, c0:c0 + width], tags[c0:c0 + width]
