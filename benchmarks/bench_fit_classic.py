@@ -78,6 +78,39 @@ runpy.run_module("dra_jax.fit", run_name="__main__", alter_sys=True)
 """
 
 
+def run_timed(cmd: list[str], tree: Path, tmp: Path, cold_cache: bool = True) -> dict:
+    """Run ``cmd`` (a ``python -c _WRAPPER ...`` fit command) with ``PYTHONPATH=tree``; exits
+    with its stderr on failure. Returns the process wall and CPU time, the load average before
+    and after, the compile time (JAX's tracing, lowering and XLA compile events) and every
+    JAX event's summed duration. ``cold_cache``: an empty compilation cache in ``tmp``."""
+    env = dict(os.environ, PYTHONPATH=str(tree), BENCH_COMPILE_OUT=str(tmp / "c.json"))
+    env.pop("XLA_FLAGS", None)
+    if cold_cache:
+        env["DRA_JAX_CACHE_DIR"] = str(tmp / "jax-compile")
+    load0 = os.getloadavg()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(proc.stderr[-4000:])
+    events = json.loads((tmp / "c.json").read_text())
+    return {"process_wall_s": wall,
+            "process_cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+            "load_avg_before": load0, "load_avg_after": os.getloadavg(),
+            "compile_s": sum(v for e, v in events.items() if e in _COMPILE_EVENTS),
+            "jax_events_s": events}
+
+
+def append_record(path: Path, rec: dict) -> None:
+    """Append ``rec`` to the JSON list in ``path`` (atomically)."""
+    from dra_jax.results import atomic_write_json
+
+    prev = json.loads(path.read_text()) if path.exists() else []
+    atomic_write_json(path, prev + [rec])
+
+
 def make_data(n: int = 80) -> None:
     from dra_jax.fitting import models, simulate
 
@@ -122,21 +155,10 @@ def main(argv=None):
             cmd += ["--set", o]
         if args.cpu_devices is not None:
             cmd += ["--cpu-devices", str(args.cpu_devices)]
-        env = dict(os.environ, PYTHONPATH=str(tree), BENCH_COMPILE_OUT=str(Path(tmp) / "c.json"))
-        env.pop("XLA_FLAGS", None)
-        if not args.warm_cache:
-            env["DRA_JAX_CACHE_DIR"] = str(Path(tmp) / "jax-compile")
-        load0 = os.getloadavg()
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode != 0:
-            sys.exit(proc.stderr[-4000:])
+        timed = run_timed(cmd, tree, Path(tmp), cold_cache=not args.warm_cache)
         summ = json.loads((Path(tmp) / "out" / "summary.json").read_text())
         fits = pd.read_csv(Path(tmp) / "out" / "fits.csv", dtype={"subject": str})
-        events = json.loads((Path(tmp) / "c.json").read_text())
+    wall, events = timed["process_wall_s"], timed["jax_events_s"]
     k = len(subs)
     fcfg = summ["config"]["fit"]
     rec = {"label": args.label, "tree": str(tree), "subjects": k, "trials_per_subject": 560,
@@ -145,12 +167,7 @@ def main(argv=None):
            "restarts": fcfg["restarts"], "generations": fcfg["generations"],
            "n_reps": fcfg["n_reps"], "cpu_devices": args.cpu_devices,
            "compile_cache": "user's (warm)" if args.warm_cache else "empty (cold)",
-           "process_wall_s": wall,
-           "process_cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
-           "fit_s": summ["timing"]["fit_s"], "load_avg_before": load0,
-           "load_avg_after": os.getloadavg(),
-           "compile_s": sum(v for e, v in events.items() if e in _COMPILE_EVENTS),
-           "jax_events_s": events,
+           **timed, "fit_s": summ["timing"]["fit_s"],
            "model_s": {m: float(g["fit_s"].sum()) for m, g in fits.groupby("model", sort=False)}}
     if k == 80:
         rec["note"] = "all 80 subjects fitted: measured whole, compile included"
@@ -172,11 +189,7 @@ def main(argv=None):
     print(json.dumps({k_: v for k_, v in rec.items()
                       if k_ not in ("loglik", "loglik_se", "estimates", "config")}, indent=1))
     if args.out:
-        from dra_jax.results import atomic_write_json
-
-        out = Path(args.out)
-        prev = json.loads(out.read_text()) if out.exists() else []
-        atomic_write_json(out, prev + [rec])
+        append_record(Path(args.out), rec)
 
 
 if __name__ == "__main__":
