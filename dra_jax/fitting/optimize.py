@@ -40,9 +40,9 @@ _FINALISTS, _WINNER = 1_000_003, 1_000_033
 def static_for(cfg: dict, model) -> models.Static:
     """The compiled program's configuration of ``model``: a validated model spec (its kind and
     the components it lists) or a bare kind (no components)."""
-    kind, comps = (model["kind"], model.get("components", ())) if isinstance(model, dict) \
-        else (model, ())
-    f = {**cfg["fit"], **(model.get("search", {}) if isinstance(model, dict) else {})}
+    m = _spec(model)
+    kind, comps = m["kind"], m.get("components", ())
+    f = {**cfg["fit"], **m.get("search", {})}
     return models.Static(kind, f["n_states"], f["n_actions"], f["n_traj"], f["psi"], f["optimizer"],
                          f["sigma_min"], f["sigma_max"], f["zeta"], f["n_zeta"],
                          lapse="epsilon" in comps, stick="stick" in comps,
@@ -57,13 +57,14 @@ def seq_static_for(cfg: dict, model):
                                 cfg["fit"]["max_steps"])
 
 
-def _kind(model) -> str:
-    return model["kind"] if isinstance(model, dict) else model
+def _spec(model) -> dict:
+    """A validated model spec, or a bare kind as a spec without components or overrides."""
+    return model if isinstance(model, dict) else {"kind": model}
 
 
 def stochastic(cfg: dict, model) -> bool:
     """Whether the model's latent state is random given the data (then it needs particles)."""
-    kind = _kind(model)
+    kind = _spec(model)["kind"]
     if cfg["task"] == "gridworld":
         from dra_jax.fitting import sequential
 
@@ -153,8 +154,7 @@ def evaluate(cfg, model, ds: Dataset, theta: np.ndarray, tags, width: int | None
     n, c = theta.shape[:2]
     tags = np.broadcast_to(np.asarray(tags), (c,))
     if not width:
-        own = model.get("search", {}) if isinstance(model, dict) else {}
-        fw = 2 * own.get("restarts", cfg["fit"]["restarts"])  # this model's finalists
+        fw = 2 * _spec(model).get("search", {}).get("restarts", cfg["fit"]["restarts"])
         width = fw if c % fw == 0 else c
     out, trial_out = [], []
     for c0 in range(0, c, width):
