@@ -13,6 +13,12 @@
     [bounds]     parameter = [lo, hi] (the search box; free parameters are mapped to R by a
                  logistic transform); [models.NAME.bounds] overrides it for one model
     [recovery]   (optional) simulate subjects instead of reading --data
+    [group]      method = "none" | "em": hierarchical EM (Huys et al. 2011) over each model's
+                 free parameters (GROUP_FIELDS; :mod:`dra_jax.fitting.group`)
+    [compare]    cv = "none" | "blocks": held-out log-likelihoods by leaving blocks out
+                 (COMPARE_FIELDS; :mod:`dra_jax.fitting.cv`)
+    [posterior]  particle marginal Metropolis-Hastings of one subject (``--posterior ID``;
+                 POSTERIOR_FIELDS; :mod:`dra_jax.fitting.posterior`)
 """
 from __future__ import annotations
 
@@ -109,6 +115,61 @@ RECOVERY_FIELDS = {
 }
 
 
+GROUP_FIELDS = {
+    "method": Field(str, "none", "group-level inference: none (each subject alone, maximum "
+                                 "likelihood) or em (hierarchical EM with a Gaussian group prior "
+                                 "in the search's logit coordinates, Laplace E-steps)",
+                    choices=("none", "em")),
+    "covariance": Field(str, "diag", "the group prior's covariance: diag or full",
+                        choices=("diag", "full")),
+    "max_iter": Field(int, 30, "EM iterations at most (a fit that hits it is flagged "
+                               "not converged)", lo=1, hi=1000),
+    "tol": _pos(default=1e-3, doc="EM converges when no group mean or SD (logit units) moves "
+                                  "by more than tol in an iteration"),
+    "generations": Field(int, 8, "stochastic models: CMA-ES generations of each E-step's MAP "
+                                 "search (warm started from the last MAP)", lo=1, hi=1000),
+    "fd_step": _pos(default=0.05, doc="stochastic models: first finite-difference step of the "
+                                      "Laplace Hessian (logit units; doubled while the "
+                                      "curvature is below its Monte Carlo noise)"),
+    "n_ibic": Field(int, 500, "samples from the fitted group prior for the integrated BIC",
+                    lo=10, hi=100_000),
+    "min_subjects": Field(int, 5, "fewest subjects EM accepts", lo=2, hi=10_000),
+}
+
+COMPARE_FIELDS = {
+    "cv": Field(str, "none", "held-out log-likelihoods: none, or blocks (each fold leaves "
+                             "blocks out, fits the rest, scores the held-out ones)",
+                choices=("none", "blocks")),
+    "folds": Field(int, 0, "0: leave one block out (one fold per block); k >= 2: the blocks "
+                           "dealt round-robin into k folds", lo=0, hi=1000),
+}
+
+POSTERIOR_FIELDS = {
+    "model": Field(str, "", "the model (a name of [models]) whose posterior is drawn; empty: "
+                            "the first stochastic model, else the first"),
+    "n_chains": Field(int, 4, "independent chains (R-hat needs >= 2)", lo=2, hi=64),
+    "n_iter": Field(int, 2000, "Metropolis-Hastings iterations per chain", lo=10, hi=1_000_000),
+    "burn": Field(float, 0.5, "fraction of each chain discarded as warm-up (the proposal "
+                              "covariance is adapted there)", lo=0.0, hi=0.9),
+    "n_particles": Field(int, 32, "particles of each block's likelihood estimate", lo=1,
+                         hi=65_536),
+    "refresh": Field(int, 1, "blocks whose random numbers are refreshed per iteration "
+                             "(block pseudo-marginal; the rest are kept: correlated estimates)",
+                     lo=1, hi=10_000),
+}
+
+
+def _section(raw: dict, name: str, fields: dict) -> dict:
+    sec = raw.get(name, {})
+    if not isinstance(sec, dict):
+        raise ConfigError(name, "expected a table")
+    for key in sec:
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}", f"unknown key; allowed: {', '.join(sorted(fields))}")
+    return {k: f.validate(f"{name}.{k}", sec[k]) if k in sec else copy.deepcopy(f.default)
+            for k, f in fields.items()}
+
+
 def _check_model(name: str, raw, task: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"models.{name}", "expected a table")
@@ -185,7 +246,8 @@ def validate(raw: dict) -> dict:
     """Check a raw fit config and fill in defaults; raises ConfigError naming the key."""
     raw = dict(raw)
     name = raw.pop("_name", "fit")
-    allowed = {"task", "fit", "models", "bounds", "recovery", *TOP_FIELDS}
+    allowed = {"task", "fit", "models", "bounds", "recovery", "group", "compare", "posterior",
+               *TOP_FIELDS}
     for key in raw:
         if key not in allowed:
             raise ConfigError(key, f"unknown top-level key; allowed: {', '.join(sorted(allowed))}")
@@ -249,6 +311,13 @@ def validate(raw: dict) -> dict:
         cfg["recovery"] = r
     if task == "gridworld":
         _gridworld(cfg, sec)
+    cfg["group"] = _section(raw, "group", GROUP_FIELDS)
+    cfg["compare"] = _section(raw, "compare", COMPARE_FIELDS)
+    cfg["posterior"] = _section(raw, "posterior", POSTERIOR_FIELDS)
+    pm = cfg["posterior"]["model"]
+    if pm and pm not in cfg["models"]:
+        raise ConfigError("posterior.model", f"{pm!r} is not a model of [models] "
+                          f"({', '.join(cfg['models'])})")
     if task == "bandits" and "ppc" in cfg["figures"]:
         raise ConfigError("figures", "'ppc' (accuracy by set size) is for stimulus_response")
     for fig in cfg["figures"]:
