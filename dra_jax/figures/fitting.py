@@ -150,6 +150,10 @@ def draw(res, fig_dir: Path) -> list[Path]:
         else:
             out.append(ppc(res.extra["ppc"], fig_dir / "ppc.png"))
             out.append(ppc_models(res.extra["ppc"], fig_dir / "ppc_models.png"))
+    if "bms" in wanted and res.extra.get("bms") is not None:
+        from dra_jax.figures.bms import draw_bms
+
+        out.append(draw_bms(res.extra["bms"], fig_dir / "bms.png"))
     rec = res.extra.get("recovery")
     if rec is not None and "recovery_scatter" in wanted:
         out.append(recovery_scatter(rec, fig_dir / "recovery_scatter.png"))

@@ -71,14 +71,22 @@ def _data_summary(ds) -> dict:
 
 
 def fit(data, config, progress=None, done: pd.DataFrame | None = None, on_batch=None,
-        done_trials: pd.DataFrame | None = None) -> FitResults:
+        done_trials: pd.DataFrame | None = None, done_group: dict | None = None,
+        on_group=None) -> FitResults:
     """Fit every model of ``config`` (a validated dict, a raw dict or a TOML path) to ``data``
     (a CSV path, a DataFrame or a :class:`~dra_jax.fitting.data.Dataset`). ``done`` (and
     ``done_trials``): rows of fits already made (``--resume``), not fitted again;
-    ``on_batch(fits, trials)`` is called after every batch with everything so far."""
+    ``on_batch(fits, trials)`` is called after every batch with everything so far. With
+    ``group.method = "em"`` the maximum-likelihood fits start a hierarchical EM per model
+    (:func:`dra_jax.fitting.group.fit_group`) and ``fits`` holds the MAP estimates;
+    ``done_group`` / ``on_group(done)``: the models whose EM is finished (``--resume``)."""
     cfg = _config(config)
     f = cfg["fit"]
     ds = data if isinstance(data, data_mod.Dataset) else data_mod.load_for(data, cfg)
+    if cfg["group"]["method"] == "em":
+        from dra_jax.fitting import group
+
+        group.check(cfg, len(ds.subjects))
     rows = [] if done is None else done.to_dict("records")
     trial_tables = [] if done_trials is None else [done_trials]
     have = {(str(r["subject"]), r["model"]) for r in rows}
@@ -101,17 +109,58 @@ def fit(data, config, progress=None, done: pd.DataFrame | None = None, on_batch=
             if on_batch is not None:
                 on_batch(_order_cols(pd.DataFrame(rows)),
                          pd.concat(trial_tables, ignore_index=True) if trial_tables else None)
-    fits = _order_cols(pd.DataFrame(rows))
-    order = {s: i for i, s in enumerate(ds.subjects)}
-    morder = {m: i for i, m in enumerate(cfg["models"])}
-    fits = fits.assign(_s=fits["subject"].map(order), _m=fits["model"].map(morder))
-    fits = fits.sort_values(["_m", "_s"]).drop(columns=["_s", "_m"]).reset_index(drop=True)
+    fits = _sorted(_order_cols(pd.DataFrame(rows)), ds, cfg)
     timing = {"fit_s": time.perf_counter() - t0, "subject_models_fitted": total}
     extra = {"dataset": ds}
     if trial_tables:
         extra["trials"] = pd.concat(trial_tables, ignore_index=True)
-    return FitResults(fits, optimize.model_totals(fits.to_dict("records")), cfg,
-                      _data_summary(ds), timing, extra)
+    totals = optimize.model_totals(fits.to_dict("records"))
+    if cfg["group"]["method"] == "em":
+        fits = _group_em(cfg, ds, fits, totals, extra, timing, progress, done_group, on_group)
+    return FitResults(fits, totals, cfg, _data_summary(ds), timing, extra)
+
+
+def _sorted(fits: pd.DataFrame, ds, cfg) -> pd.DataFrame:
+    order = {s: i for i, s in enumerate(ds.subjects)}
+    morder = {m: i for i, m in enumerate(cfg["models"])}
+    fits = fits.assign(_s=fits["subject"].map(order), _m=fits["model"].map(morder))
+    return fits.sort_values(["_m", "_s"]).drop(columns=["_s", "_m"]).reset_index(drop=True)
+
+
+def _group_em(cfg, ds, fits_ml, totals, extra, timing, progress, done_group, on_group):
+    """Hierarchical EM of every model (:mod:`dra_jax.fitting.group`) from its maximum-likelihood
+    fits; ``done_group``: models already done (``--resume``), ``on_group(done)`` after each.
+    Returns the MAP fits; the ML ones go to ``extra["fits_ml"]``, the group table to
+    ``extra["group"]``, the EM diagnostics to ``extra["em"]``; each model's totals gain its
+    summed Laplace log evidence and iBIC."""
+    from dra_jax.fitting import group
+
+    done = dict(done_group or {})
+    t0 = time.perf_counter()
+    for m in cfg["models"]:
+        if m in done:
+            continue
+        ml = fits_ml[fits_ml["model"] == m].to_dict("records")
+
+        def prog(name, it, cap, change):
+            if progress is not None:
+                progress(it, cap, f"{name} EM, change {change:.2g}", unit="EM iterations")
+
+        done[m] = group.fit_group(cfg, m, ds, ml, prog)
+        if on_group is not None:
+            on_group(done)
+    rows = [r for m in cfg["models"] for r in done[m]["fits"]]
+    fits = _sorted(_order_cols(pd.DataFrame(rows)), ds, cfg)
+    extra["fits_ml"] = fits_ml
+    extra["group"] = pd.DataFrame([r for m in cfg["models"] for r in done[m]["group"]])
+    extra["em"] = {m: done[m]["em"] for m in cfg["models"]}
+    for m in cfg["models"]:
+        em = done[m]["em"]
+        totals[m].update({"log_evidence": em["sum_log_evidence"], "ibic": em["ibic"],
+                          "em_converged": em["converged"], "em_iterations": em["iterations"]})
+    timing["em_s"] = time.perf_counter() - t0
+    extra["em_converged"] = all(done[m]["em"]["converged"] for m in cfg["models"])
+    return fits
 
 
 def _config(config) -> dict:
@@ -129,17 +178,44 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def bms_block(res: FitResults) -> dict | None:
+    """Random-effects BMS over the fitted models (:func:`dra_jax.fitting.selection.summary_block`):
+    the evidence is each subject's Laplace log evidence after hierarchical EM, else -BIC/2 of
+    the maximum-likelihood fit; each log-likelihood's Monte Carlo SE is propagated (the PXP's
+    spread over draws of the evidences). None with fewer than 2 models."""
+    from dra_jax.fitting import selection
+
+    names = list(res.config["models"])
+    if len(names) < 2:
+        return None
+    em = "log_evidence" in res.fits
+    col = "log_evidence" if em else "bic"
+    wide = res.fits.pivot(index="subject", columns="model", values=col)[names]
+    se = res.fits.pivot(index="subject", columns="model", values="loglik_se")[names]
+    ev = wide.to_numpy(float) if em else -0.5 * wide.to_numpy(float)
+    return selection.summary_block(names, ev, se.to_numpy(float), "laplace" if em else "bic",
+                             seed=res.config["seed"])
+
+
 def write_results(res: FitResults, out: Path) -> None:
     """fits.csv, trials.csv (each winning fit's answered trials: ``subject, model, block, trial,
-    p_chosen, loglik``; the stimulus-response and bandit tasks) and summary.json (before any
+    p_chosen, loglik``; the stimulus-response and bandit tasks), with hierarchical EM also
+    fits_ml.csv and group.csv, with cross-validation cv.csv, and summary.json (before any
     figure)."""
     _write_csv(out / "fits.csv", res.fits)
     if isinstance(res.extra.get("trials"), pd.DataFrame):
         _write_csv(out / "trials.csv", res.extra["trials"])
+    for key, name in (("fits_ml", "fits_ml.csv"), ("group", "group.csv"), ("cv_table", "cv.csv")):
+        if isinstance(res.extra.get(key), pd.DataFrame):
+            _write_csv(out / name, res.extra[key])
     cfg = {k: v for k, v in res.config.items()}
     summary = {"config": cfg, "data": res.data_summary, "totals": res.totals, "timing": res.timing}
     summary.update({k: v for k, v in res.extra.items() if k != "dataset"
                     and not isinstance(v, (pd.DataFrame, np.ndarray))})
+    if "bms" not in summary:
+        block = bms_block(res)
+        if block is not None:
+            summary["bms"] = res.extra["bms"] = block
     atomic_write_json(out / "summary.json", summary)
 
 
@@ -160,12 +236,16 @@ class _Progress:
     def __init__(self, quiet: bool):
         self.quiet, self.t0, self.last = quiet, time.perf_counter(), -1e9
 
-    def __call__(self, done, total, model):
+    def __call__(self, done, total, model, unit="subject-models"):
         now = time.perf_counter()
         if self.quiet or (now - self.last < 2.0 and done < total):
             return
         self.last = now
         el = now - self.t0
+        if unit != "subject-models":  # EM: iterations of a cap, no ETA
+            print(f"[dra_jax.fit {el:7.1f}s] {done}/{total} {unit} ({model})", file=sys.stderr,
+                  flush=True)
+            return
         eta = el * (total - done) / done if done > 0 else float("nan")
         print(f"[dra_jax.fit {el:7.1f}s] {done:.1f}/{total} subject-models ({model})  "
               f"ETA {eta:7.1f}s", file=sys.stderr, flush=True)
@@ -182,6 +262,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="comma-separated model names of the config's "
                                                    "[models] to fit (default: all)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--posterior", default=None, metavar="SUBJECT",
+                    help="draw one subject's posterior by particle marginal Metropolis-Hastings "
+                         "([posterior] settings) instead of fitting")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--no-compile-cache", action="store_true",
                     help="do not use JAX's persistent compilation cache (default: on, in "
@@ -207,12 +290,35 @@ def main(argv=None) -> int:
                 if unknown:
                     raise ConfigError("--subjects", f"not in the data: {', '.join(unknown)}")
                 ds = ds.subset(want)
-        done = done_trials = None
+        if args.posterior is not None:
+            if ds is None:
+                raise ConfigError("--posterior", "needs --data")
+            from dra_jax.fitting import posterior
+
+            posterior.check(cfg, ds, args.posterior)
+        elif cfg["group"]["method"] == "em":
+            from dra_jax.fitting import group
+
+            group.check(cfg, len(ds.subjects) if ds is not None else
+                        len(cfg["recovery"]["generating"]) * cfg["recovery"]["n_subjects"])
+        if cfg["compare"]["cv"] != "none" and ds is not None:
+            from dra_jax.fitting import cv
+
+            cv.check(cfg, ds)
+        done = done_trials = done_group = None
         partial, partial_trials = out / "fits.partial.csv", out / "trials.partial.csv"
+        partial_group = out / "group.partial.json"
         if args.resume and partial.is_file():
             done = pd.read_csv(partial, dtype={"subject": str})
             if partial_trials.is_file():
                 done_trials = pd.read_csv(partial_trials, dtype={"subject": str})
+        if args.resume and partial_group.is_file():
+            import json
+
+            done_group = json.loads(partial_group.read_text())
+            for g in done_group.values():
+                for r in g["fits"]:
+                    r["subject"] = str(r["subject"])
     except (ConfigError, data_mod.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,6 +327,14 @@ def main(argv=None) -> int:
 
         enable_compile_cache()
     prog = _Progress(args.quiet)
+    if args.posterior is not None:
+        from dra_jax.fitting import posterior
+
+        post = posterior.run(cfg, ds, args.posterior, progress=None if args.quiet else prog)
+        for path in posterior.write(post, out):
+            if not args.quiet:
+                print(f"wrote {path}", file=sys.stderr)
+        return 0
     if ds is None:
         from dra_jax.fitting import recovery
 
@@ -231,14 +345,23 @@ def main(argv=None) -> int:
                 _write_csv(partial_trials, trials_df)
             _write_csv(partial, fits_df)
 
-        res = fit(ds, cfg, progress=prog, done=done, done_trials=done_trials, on_batch=on_batch)
+        def on_group(done_models):
+            atomic_write_json(partial_group, done_models)
+
+        res = fit(ds, cfg, progress=prog, done=done, done_trials=done_trials,
+                  on_batch=on_batch, done_group=done_group, on_group=on_group)
+    if cfg["compare"]["cv"] != "none":
+        from dra_jax.fitting import cv
+
+        res.extra["cv_table"] = cv.run(cfg, res.extra["dataset"], progress=prog)
+        res.extra["cv"] = cv.summarize(res.extra["cv_table"], res.fits)
     if "ppc" in cfg["figures"]:
         from dra_jax.fitting import ppc
 
         res.extra["ppc"] = ppc.run(cfg, res.extra["dataset"], res.fits, seed=cfg["seed"])
         res.extra["ppc"]["best"] = min(res.totals, key=lambda m: res.totals[m]["aic"])
     write_results(res, out)
-    for path in (partial, partial_trials):
+    for path in (partial, partial_trials, partial_group):
         if path.exists():
             path.unlink()
     from dra_jax.figures import fitting as figs

@@ -20,6 +20,7 @@ not depend on which other subjects share its batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from functools import partial
@@ -173,48 +174,95 @@ def evaluate(cfg, model, ds: Dataset, theta: np.ndarray, tags, width: int | None
     return np.concatenate(out, 1)
 
 
+@functools.lru_cache(maxsize=32)
+def _derivatives(st: models.Static):
+    """Jitted exact derivatives of a deterministic model's negative log-likelihood in the
+    search's logit coordinates, every lane at once: ``value_grad(y, base, idx, lo, hi, trials,
+    keys) -> (nll [L], grad [L, d])`` and ``hessians(...) -> [L, d, d]`` (reverse mode through
+    the filter, then one forward-mode pass per free parameter: the lanes are independent, so a
+    tangent on every lane at once gives each lane's Hessian column). Cached per static
+    configuration, so the EM iterations and every polish call reuse one compiled program."""
+
+    def nll(yy, base, idx, lo, hi, tr, keys):  # [L, d] -> [L]
+        th = base.at[:, idx].set(lo + (hi - lo) * jax.nn.sigmoid(yy))
+        ll, _ = particle._filter(st, 1, 1.0, False, th[:, None], tr, keys)
+        return -ll[:, 0]
+
+    def total(yy, *a):  # lanes independent: the gradient of the sum is every lane's gradient
+        return jnp.sum(nll(yy, *a))
+
+    @jax.jit
+    def value_grad(yy, *a):
+        return nll(yy, *a), jax.grad(total)(yy, *a)
+
+    @jax.jit
+    def hessians(yy, *a):
+        n, d = yy.shape
+        tangents = jnp.broadcast_to(jnp.eye(d, dtype=yy.dtype)[:, None, :], (d, n, d))
+        _, lin = jax.linearize(lambda z: jax.grad(total)(z, *a), yy)
+        return jax.vmap(lin, out_axes=-1)(tangents)
+
+    return value_grad, hessians
+
+
+class Derivatives:
+    """The exact value, gradient and Hessian of a deterministic model's negative log-likelihood
+    in logit coordinates for the lanes of ``ds`` (``base [L, P]``: each lane's theta, its fixed
+    values), in float64 numpy. ``prior = (mean [d], precision [d, d])`` adds the Gaussian
+    penalty ``0.5 (y - mean)' precision (y - mean)`` (a MAP objective; hierarchical EM)."""
+
+    def __init__(self, cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray,
+                 prior=None):
+        self._vg, self._h = _derivatives(static_for(cfg, mspec))
+        self._args = (jnp.asarray(base, jnp.float32), jnp.asarray(tf.idx),
+                      jnp.asarray(tf.lo, jnp.float32), jnp.asarray(tf.hi, jnp.float32),
+                      particle.Trials(*(jnp.asarray(x) for x in ds.trials)),
+                      _keys(ds.subjects, np.array([_FINALISTS])))
+        self.prior = None if prior is None else (np.asarray(prior[0], np.float64),
+                                                 np.asarray(prior[1], np.float64))
+
+    def _call(self, fn, y):
+        with jax.threefry_partitionable(False):
+            return fn(jnp.asarray(y, jnp.float32), *self._args)
+
+    def value_grad(self, y):
+        f, g = (np.asarray(x, np.float64) for x in self._call(self._vg, y))
+        if self.prior is not None:
+            dy = y - self.prior[0]
+            pg = dy @ self.prior[1]
+            f, g = f + 0.5 * np.einsum("li,li->l", dy, pg), g + pg
+        return f, g
+
+    def hessian(self, y, penalty: bool = True):
+        h = np.asarray(self._call(self._h, y), np.float64)
+        h = 0.5 * (h + np.swapaxes(h, 1, 2))
+        if penalty and self.prior is not None:
+            h = h + self.prior[1][None]
+        return h
+
+
 def polish(cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray, y: np.ndarray,
-           iters: int = 40, tol: float = 1e-4) -> np.ndarray:
+           iters: int = 40, tol: float = 1e-4, prior=None, h0=None, return_value: bool = False):
     """Quasi-Newton refinement in the search's logit coordinates from ``y [L, d]``, every lane
     at once, for a model whose likelihood is a deterministic, smooth function of its parameters
     (one particle is exact: ``qlearn``, ``lam0``, ``rlwm`` on the stimulus-response task): the
-    role fmincon plays in the published fits. Each lane starts from its exact Hessian (JAX:
-    reverse mode through the filter, then one forward-mode pass per free parameter; the lanes
-    are independent, so a tangent on every lane at once gives each lane's Hessian column),
-    made positive definite, then takes BFGS steps (Nocedal & Wright 2006, Alg. 6.1) with one
-    value-and-gradient call per iteration for all lanes. A step is kept only where it lowers
-    the lane's negative log-likelihood (else it is halved), so the result is never worse than
-    ``y``. A lane stops when a kept step gains less than ``tol`` nats, or after 8 halvings.
-    ``base [L, P]``: each lane's theta (its fixed values). Returns the polished ``y``."""
-    st = static_for(cfg, mspec)
-    tr = particle.Trials(*(jnp.asarray(x) for x in ds.trials))
-    keys = _keys(ds.subjects, np.array([_FINALISTS]))
-    idx = jnp.asarray(tf.idx)
-    lo, hi = jnp.asarray(tf.lo, jnp.float32), jnp.asarray(tf.hi, jnp.float32)
-    base_j = jnp.asarray(base, jnp.float32)
+    role fmincon plays in the published fits. Each lane starts from its exact Hessian
+    (:class:`Derivatives`), made positive definite, then takes BFGS steps (Nocedal & Wright
+    2006, Alg. 6.1) with one value-and-gradient call per iteration for all lanes. A step is
+    kept only where it lowers the lane's objective (else it is halved), so the result is never
+    worse than ``y``. A lane stops when a kept step gains less than ``tol`` nats, when its
+    predicted gain ``g' H^-1 g / 2`` is below ``tol``, or after 8 halvings. ``base [L, P]``: each lane's theta (its fixed values). ``prior = (mean,
+    precision)``: minimize the negative log posterior under that Gaussian prior instead (the
+    E-step of :mod:`dra_jax.fitting.group`). ``h0 [L, d, d]``: start from this Hessian of the
+    objective instead of computing it (a warm start: the last EM iteration's). Returns the
+    polished ``y`` (``return_value``: and the objective there, ``[L]``)."""
+    dv = Derivatives(cfg, mspec, ds, tf, base, prior)
     n, d = y.shape
-
-    def nll(yy):  # [L, d] -> [L]
-        th = base_j.at[:, idx].set(lo + (hi - lo) * jax.nn.sigmoid(yy))
-        with jax.threefry_partitionable(False):
-            ll, _ = particle._filter(st, 1, 1.0, False, th[:, None], tr, keys)
-        return -ll[:, 0]
-
-    total = lambda yy: jnp.sum(nll(yy))  # noqa: E731  (lanes independent: per-lane gradients)
-    tangents = jnp.broadcast_to(jnp.eye(d, dtype=jnp.float32)[:, None, :], (d, n, d))
-
-    @jax.jit
-    def hessians(yy):  # [L, d, d]
-        _, lin = jax.linearize(jax.grad(total), yy)
-        return jax.vmap(lin, out_axes=-1)(tangents)
-
-    value_grad = jax.jit(lambda yy: (nll(yy), jax.grad(total)(yy)))
-    f64 = lambda *xs: [np.asarray(x, np.float64) for x in xs]  # noqa: E731
     y = np.clip(np.asarray(y, np.float64), -_Y_MAX, _Y_MAX)
-    f, g = f64(*value_grad(jnp.asarray(y, jnp.float32)))
-    (h,) = f64(hessians(jnp.asarray(y, jnp.float32)))
+    f, g = dv.value_grad(y)
+    h = dv.hessian(y) if h0 is None else np.asarray(h0, np.float64)
     finite = np.isfinite(f) & np.isfinite(g).all(1) & np.isfinite(h).all((1, 2))
-    h = np.where(finite[:, None, None], 0.5 * (h + np.swapaxes(h, 1, 2)), np.eye(d))
+    h = np.where(finite[:, None, None], h, np.eye(d))
     g = np.where(finite[:, None], g, 0.0)
     w, v = np.linalg.eigh(h)
     inv = np.einsum("lij,lj,lkj->lik", v, 1.0 / np.maximum(np.abs(w), 1e-2), v)  # [L, d, d]
@@ -222,8 +270,13 @@ def polish(cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray,
     active = finite.copy()  # a lane whose derivatives are not finite keeps its point
     for _ in range(iters):
         dirn = -np.einsum("lij,lj->li", inv, g)
+        # a lane whose predicted gain (half the squared Newton decrement) is below tol is done:
+        # at its optimum to the float32 objective's precision every step would be rejected
+        active &= -0.5 * np.einsum("li,li->l", g, dirn) >= tol
+        if not active.any():
+            break
         y_new = np.clip(y + step[:, None] * dirn, -_Y_MAX, _Y_MAX)
-        f_new, g_new = f64(*value_grad(jnp.asarray(y_new, jnp.float32)))
+        f_new, g_new = dv.value_grad(y_new)
         ok = active & (f_new < f) & np.isfinite(g_new).all(1)
         # BFGS update of the inverse Hessian where a step was kept and curvature is positive
         sv, yv = y_new - y, g_new - g
@@ -242,7 +295,7 @@ def polish(cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray,
         active &= step > 2.0 ** -8
         if not active.any():
             break
-    return y
+    return (y, f) if return_value else y
 
 
 _Y_MAX = 12.0  # |logit| cap of a polished parameter (within 6e-6 of its box's edge)

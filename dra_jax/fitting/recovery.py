@@ -7,7 +7,9 @@ For each generating model, ``n_subjects`` agents with parameters drawn uniformly
 every simulated subject. Parameter recovery (the generating model fitted to its own data): per
 parameter the Pearson and Spearman correlation of true vs recovered, the bias (mean of recovered
 - true) and the RMSE. Model recovery: the confusion matrix ``P(best model by BIC | generating
-model)``.
+model)``, and beside it random-effects BMS on each generating model's subjects: the PXP of
+every fitted model (:func:`pxp_confusion`). With ``group.method = "em"`` every model is
+fitted by hierarchical EM over all simulated subjects and the evidence is the Laplace one.
 """
 from __future__ import annotations
 
@@ -40,6 +42,26 @@ def parameter_recovery(truth: pd.DataFrame, fitted: pd.DataFrame) -> dict:
                   "bias": float(np.mean(r - t)), "rmse": float(np.sqrt(np.mean((r - t) ** 2))),
                   "true": t.tolist(), "recovered": r.tolist()}
     return out
+
+
+def pxp_confusion(res, truths: dict, generating: list, names: list) -> dict:
+    """Model recovery by random-effects BMS: for each generating model, BMS over the fitted
+    models on its simulated subjects alone (the Laplace evidence after hierarchical EM, else
+    -BIC/2). Row g: the PXP of every fitted model (``confusion_pxp``), its expected
+    frequencies, and the PXP winner (``pxp_winner``)."""
+    from dra_jax.fitting import selection
+
+    col = "log_evidence" if "log_evidence" in res.fits else "bic"
+    wide = res.fits.pivot(index="subject", columns="model", values=col)[names]
+    pxp, freq, win = [], [], []
+    for g in generating:
+        ev = wide.loc[list(truths[g]["subject"])].to_numpy(float)
+        out = selection.bms(ev if col == "log_evidence" else -0.5 * ev)
+        pxp.append(np.asarray(out["pxp"]).tolist())
+        freq.append(np.asarray(out["expected_frequencies"]).tolist())
+        win.append(names[int(np.argmax(out["pxp"]))])
+    return {"confusion_pxp": pxp, "frequencies_bms": freq, "pxp_winner": win,
+            "bms_evidence": "laplace" if col == "log_evidence" else "bic"}
 
 
 def run(cfg: dict, progress=None):
@@ -90,5 +112,7 @@ def run(cfg: dict, progress=None):
         params[g] = parameter_recovery(truths[g][free], own[free]) if free else {}
     res.extra["recovery"] = {"generating": rec["generating"], "fitted": names,
                              "confusion_bic": confusion.tolist(), "parameters": params}
+    if len(names) >= 2:
+        res.extra["recovery"].update(pxp_confusion(res, truths, rec["generating"], names))
     res.extra["truth"] = {g: t.to_dict("list") for g, t in truths.items()}
     return res

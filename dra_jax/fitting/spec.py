@@ -29,7 +29,7 @@ from dra_jax.config import ConfigError, Field, load_raw
 from dra_jax.fitting.models import BANDIT_KINDS, COMPONENT_KINDS, COMPONENTS, KINDS, PARAMS, USES
 
 TASKS = ("stimulus_response", "bandits", "gridworld")
-FIGURES = ("ppc", "recovery_scatter", "confusion")
+FIGURES = ("ppc", "recovery_scatter", "confusion", "bms")
 
 
 def _pos(kind=float, **kw):
@@ -314,6 +314,9 @@ def validate(raw: dict) -> dict:
     cfg["group"] = _section(raw, "group", GROUP_FIELDS)
     cfg["compare"] = _section(raw, "compare", COMPARE_FIELDS)
     cfg["posterior"] = _section(raw, "posterior", POSTERIOR_FIELDS)
+    if cfg["group"]["method"] == "em" and task != "stimulus_response":
+        raise ConfigError("group.method", f"em is for task = \"stimulus_response\" (this "
+                                          f"config's task is {task!r})")
     pm = cfg["posterior"]["model"]
     if pm and pm not in cfg["models"]:
         raise ConfigError("posterior.model", f"{pm!r} is not a model of [models] "

@@ -1,0 +1,424 @@
+"""Hierarchical EM: a Gaussian group prior over each model's free parameters, fitted by
+expectation-maximization with Laplace E-steps (Huys et al. 2011, the scheme of emfit).
+
+Coordinates: the search's own, ``y = logit((x - lo) / (hi - lo))`` for every free parameter
+(:class:`dra_jax.fitting.optimize.Transform`), in which the prior is ``N(mu, Sigma)``
+(``[group] covariance = "diag"`` or ``"full"``). Subject i's data ``D_i``:
+
+* **E-step.** Each subject's MAP ``m_i = argmax_y log p(D_i | y) + log N(y; mu, Sigma)``, warm
+  started from the last iteration, and the Laplace covariance ``S_i = (H_i + Sigma^-1)^-1``
+  with ``H_i`` the Hessian of ``-log p(D_i | y)`` at ``m_i``.
+
+  - A deterministic model (``qlearn``, ``lam0``, ``rlwm``: one particle is the exact
+    likelihood) is refined by the batched BFGS of :func:`~dra_jax.fitting.optimize.polish`
+    with the prior's penalty, and its Hessian is exact (JAX).
+  - A stochastic model (``dra``) runs ``group.generations`` CMA-ES generations per subject
+    from the last MAP under common random numbers (one noise key per subject for all
+    candidates and iterations: the penalized objective is one fixed function of y, and a
+    candidate replaces the last MAP only if it is better on it). Its Hessian is taken by
+    central finite differences under the same keys; the step of coordinate j starts at
+    ``group.fd_step`` and is doubled (at most 4 times) while the second difference taken with
+    a second, independent key set disagrees with the first by more than half their mean
+    (the step is then below the Monte Carlo noise).
+  - ``H_i + Sigma^-1`` is made positive definite by flooring its eigenvalues at the prior
+    precision's smallest one (a lane whose search stopped short of a local optimum; counted).
+  - A free integer ``capacity`` (``rlwm``) is not in the Gaussian prior: it has a flat prior
+    over its box, every value is its own lane (as in the maximum-likelihood profile), and the
+    subject's posterior over capacity is ``w_K ∝ exp(Laplace evidence_K)``. ``m_i`` and ``S_i``
+    are then the moments of that Gaussian mixture.
+
+* **M-step.** ``mu = mean_i m_i`` and ``Sigma = mean_i (S_i + m_i m_i') - mu mu'`` (its diagonal
+  with ``diag``; every SD floored at 0.01).
+
+* **Convergence.** EM stops when no group mean or SD moves by more than ``group.tol`` in an
+  iteration, or after ``group.max_iter`` iterations; both, and whether it converged, are
+  reported (a fit that hit the cap is flagged ``converged = False``, never reported as
+  converged).
+
+Outputs per subject: its MAP (natural units), a Laplace SE per parameter (delta method
+through the transform, ``se_x = |dx/dy| sqrt(S_ii)``), ``at_bound`` (a MAP within 0.1% of
+the box's width of an edge), and the log model evidence, the Laplace approximation of the
+prior-integrated likelihood,
+
+    log p(D_i) ≈ log p(D_i | m_i) + log N(m_i; mu, Sigma) + d/2 log 2 pi - 1/2 log det(H_i + Sigma^-1)
+
+(for ``capacity``: ``log mean_K exp(.)`` over its values). Per model, the integrated BIC
+(Huys et al. 2011): ``iBIC = -2 sum_i log mean_k p(D_i | y_k) + n_hyper log(n_trials)`` with
+``y_k ~ N(mu, Sigma)``, ``k = 1..group.n_ibic`` (the same draws for every subject) and
+``n_hyper`` the group parameters (2d with ``diag``, d + d(d+1)/2 with ``full``).
+
+The stochastic models' log-likelihoods at the MAP are the ``fit.n_reps`` replicates' ``log
+mean exp`` as in the maximum-likelihood fit, with their Monte Carlo SE (``loglik_se``), which
+:func:`dra_jax.fitting.selection.bms_spread` propagates into the model selection.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import cma
+import numpy as np
+from scipy.special import logsumexp
+
+from dra_jax.config import ConfigError
+from dra_jax.fitting import models, optimize
+from dra_jax.fitting.data import Dataset, subject_seed
+
+# stream tags of the EM's particle noise (distinct from the maximum-likelihood fit's)
+_SEARCH, _HESS_A, _HESS_B, _REPS, _IBIC = 2_000_003, 2_000_033, 2_000_063, 2_001_000, 2_100_000
+_SD_FLOOR = 0.01  # logit units
+
+
+def check(cfg: dict, n_subjects: int) -> None:
+    """EM's preconditions, before any work: enough subjects."""
+    g = cfg["group"]
+    if g["method"] == "em" and n_subjects < g["min_subjects"]:
+        raise ConfigError("group.method", f"em needs at least group.min_subjects = "
+                                          f"{g['min_subjects']} subjects; the data have "
+                                          f"{n_subjects}")
+
+
+class _Model:
+    """A model's lanes (subject x profiled capacity), transform and theta builder."""
+
+    def __init__(self, cfg: dict, name: str, ds: Dataset):
+        self.cfg, self.name, self.ds = cfg, name, ds
+        self.mspec = cfg["models"][name]
+        self.prof = optimize._profile(self.mspec, cfg["bounds"])
+        free = [p for p in self.mspec["free"] if p != "capacity"]
+        self.tf = optimize.Transform({**self.mspec, "free": free}, cfg["bounds"])
+        self.n, self.d = len(ds.subjects), len(free)
+        self.nk = max(len(self.prof), 1)
+        self.lanes = optimize._tile(ds, self.nk)
+        self.cap = np.repeat(np.asarray(self.prof, float), self.n) if self.prof else None
+        self.stochastic = optimize.stochastic(cfg, self.mspec)
+
+    def thetas(self, y, cap=None):
+        """theta of ``y [L, ..., d]``; ``cap``: a capacity per lane/candidate, else the lanes'."""
+        th = self.tf.theta(y)
+        c = self.cap if cap is None else cap
+        if c is not None:
+            c = np.asarray(c, float)
+            th[..., models.CAPACITY] = c.reshape(c.shape + (1,) * (th.ndim - 1 - c.ndim))
+        return th
+
+
+def _prior_terms(mu, cov):
+    prec = np.linalg.inv(cov)
+    return prec, np.linalg.slogdet(cov)[1]
+
+
+def _penalty(y, mu, prec):
+    dy = y - mu
+    return 0.5 * np.einsum("...i,ij,...j->...", dy, prec, dy)
+
+
+def _floor_pd(a: np.ndarray, floor: float):
+    """``a [L, d, d]`` with its eigenvalues floored at ``floor``; and which lanes needed it."""
+    w, v = np.linalg.eigh(a)
+    low = (w < floor).any(1)
+    w = np.maximum(w, floor)
+    return np.einsum("lij,lj,lkj->lik", v, w, v), w, low
+
+
+# -- E-steps ----------------------------------------------------------------------------------
+
+def _estep_exact(mo: _Model, y, mu, prec, state: dict):
+    """Deterministic model: MAP by penalized BFGS (started from the last iteration's point and
+    exact Hessian), then the exact Hessian at the MAP. Returns (y, nll, H)."""
+    base = mo.thetas(y)
+    h0 = state["h"] + prec[None] if "h" in state else None
+    y, obj = optimize.polish(mo.cfg, mo.mspec, mo.lanes, mo.tf, base, y, prior=(mu, prec),
+                             h0=h0, return_value=True)
+    h = optimize.Derivatives(mo.cfg, mo.mspec, mo.lanes, mo.tf, base).hessian(y)
+    state["h"] = h
+    return y, obj - _penalty(y, mu, prec), h
+
+
+def _nll_crn(mo: _Model, y, tag, particles_cfg):
+    """-log-likelihood estimates ``[L, C]`` of ``y [L, C, d]``, every candidate of a lane under
+    its subject's noise of ``tag`` (common random numbers)."""
+    return -optimize.evaluate(particles_cfg, mo.mspec, mo.lanes, mo.thetas(y), tag,
+                              width=y.shape[1])
+
+
+def _estep_cma(mo: _Model, y, mu, prec, it: int, state: dict):
+    """Stochastic model: warm CMA-ES on the penalized objective under common random numbers,
+    then the best of (last MAP, CMA-ES's best, its mean) on the n_particles estimate."""
+    cfg, g = mo.cfg, mo.cfg["group"]
+    f = {**cfg["fit"], **mo.mspec.get("search", {})}
+    d = mo.d
+    popsize = f["popsize"] or 4 + int(3 * np.log(max(d, 1)))
+    search_cfg = {**cfg, "fit": {**cfg["fit"], "n_particles": f["search_particles"]
+                                 or f["n_particles"]}}
+    sd0 = state.get("sd", np.full(len(y), 0.3))
+    es, rngs = [], []
+    for i, s in enumerate(mo.lanes.subjects):
+        rng = np.random.default_rng([subject_seed(s), it, cfg["seed"], 7])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            es.append(cma.CMAEvolutionStrategy(
+                y[i], float(np.clip(sd0[i], 0.05, 1.0)),
+                {"popsize": popsize, "seed": int(rng.integers(1, 2**30)), "verbose": -9,
+                 "maxiter": g["generations"], "bounds": [-optimize._Y_MAX, optimize._Y_MAX]}))
+    npst = np.random.get_state()
+    np.random.seed(int(np.random.default_rng([cfg["seed"], it, 11]).integers(1, 2**31)))
+    for _ in range(g["generations"]):
+        ys = np.stack([np.asarray(e.ask()) if not e.stop() else np.repeat(e.mean[None], popsize, 0)
+                       for e in es])
+        obj = _nll_crn(mo, ys, _SEARCH, search_cfg) + _penalty(ys, mu, prec)
+        for i, e in enumerate(es):
+            if not e.stop():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    e.tell(list(ys[i]), list(obj[i]))
+    np.random.set_state(npst)
+    cand = np.stack([y, np.stack([np.asarray(e.result.xbest, float) for e in es]),
+                     np.stack([np.asarray(e.mean, float) for e in es])], 1)  # [L, 3, d]
+    obj = _nll_crn(mo, cand, _HESS_A, cfg) + _penalty(cand, mu, prec)
+    best = np.argmin(obj, 1)
+    y = cand[np.arange(len(y)), best]
+    h, nll, n_grown = _fd_hessian(mo, y)
+    state["fd_grown"] = n_grown
+    return y, nll, h
+
+
+def _fd_hessian(mo: _Model, y):
+    """Central finite-difference Hessian of the -log-likelihood estimate at ``y [L, d]`` under
+    common random numbers (key set A), each coordinate's step doubled (at most 4 times) while
+    the diagonal second difference under an independent key set B disagrees with A's by more
+    than half their mean magnitude. Returns (H [L, d, d], nll at y [L], lanes x coordinates
+    whose step was grown)."""
+    cfg, d, n = mo.cfg, mo.d, len(y)
+    h = np.full((n, d), mo.cfg["group"]["fd_step"])
+    eye = np.eye(d)
+    grown = np.zeros((n, d), bool)
+    for attempt in range(5):
+        pts = np.concatenate([y[:, None], y[:, None] + h[:, :, None] * eye[None],
+                              y[:, None] - h[:, :, None] * eye[None]], 1)  # [L, 1 + 2d, d]
+        fa = _nll_crn(mo, pts, _HESS_A, cfg)
+        fb = _nll_crn(mo, pts, _HESS_B, cfg)
+        da = (fa[:, 1:d + 1] + fa[:, d + 1:] - 2 * fa[:, :1]) / h ** 2
+        db = (fb[:, 1:d + 1] + fb[:, d + 1:] - 2 * fb[:, :1]) / h ** 2
+        noisy = np.abs(da - db) > 0.5 * np.abs(0.5 * (da + db))
+        if attempt == 4 or not noisy.any():
+            break
+        h = np.where(noisy, 2 * h, h)
+        grown |= noisy
+    hess = np.zeros((n, d, d))
+    hess[:, np.arange(d), np.arange(d)] = da
+    pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
+    if pairs:
+        pp = []
+        for i, j in pairs:
+            step = h[:, i, None] * eye[i] + h[:, j, None] * eye[j]
+            pp += [y + step, y - step]
+        fp = _nll_crn(mo, np.stack(pp, 1), _HESS_A, cfg)
+        f0, fplus, fminus = fa[:, 0], fa[:, 1:d + 1], fa[:, d + 1:]
+        for k, (i, j) in enumerate(pairs):
+            # f(+i+j) + f(-i-j) - f(+i) - f(-i) - f(+j) - f(-j) + 2 f(0) = 2 h_i h_j H_ij + O(h^4)
+            v = (fp[:, 2 * k] + fp[:, 2 * k + 1] - fplus[:, i] - fminus[:, i] - fplus[:, j]
+                 - fminus[:, j] + 2 * f0) / (2 * h[:, i] * h[:, j])
+            hess[:, i, j] = hess[:, j, i] = v
+    return hess, fa[:, 0], int(grown.sum())
+
+
+# -- the EM -----------------------------------------------------------------------------------
+
+def _y_of(mo: _Model, ml: list[dict]) -> np.ndarray:
+    """Each lane's start: its subject's maximum-likelihood point in logit coordinates."""
+    by = {r["subject"]: r for r in ml}
+    x = np.array([[by[s][p] for p in mo.tf.free] for s in mo.ds.subjects], float)
+    u = np.clip((x - mo.tf.lo) / (mo.tf.hi - mo.tf.lo), 1e-9, 1 - 1e-9)
+    y = np.clip(np.log(u / (1 - u)), -optimize._Y_MAX, optimize._Y_MAX)
+    return np.tile(y, (mo.nk, 1))
+
+
+def _moments(mo: _Model, y, cov_lane, logev_lane):
+    """Per subject: log evidence (flat over capacity), capacity weights, mixture moments."""
+    n, nk, d = mo.n, mo.nk, mo.d
+    le = logev_lane.reshape(nk, n)
+    logev = logsumexp(le, 0) - np.log(nk)
+    w = np.exp(le - logsumexp(le, 0))  # [nk, n]
+    yk = y.reshape(nk, n, d)
+    ck = cov_lane.reshape(nk, n, d, d)
+    m = np.einsum("kn,kni->ni", w, yk)
+    second = np.einsum("kn,knij->nij", w, ck + np.einsum("kni,knj->knij", yk, yk))
+    s = second - np.einsum("ni,nj->nij", m, m)
+    return logev, w, m, s
+
+
+def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) -> dict:
+    """Hierarchical EM of model ``name`` over the subjects of ``ds``, started from their
+    maximum-likelihood fits ``ml`` (records of :func:`~dra_jax.fitting.optimize.fit_model`).
+    Returns ``{"fits": records (MAP), "group": rows of group.csv, "em": diagnostics}``."""
+    g = cfg["group"]
+    check(cfg, len(ds.subjects))
+    t0 = time.perf_counter()
+    mo = _Model(cfg, name, ds)
+    d = mo.d
+    if d == 0:
+        raise ConfigError(f"models.{name}", "hierarchical EM needs at least one continuous "
+                                            "free parameter")
+    y = _y_of(mo, ml)
+    y_sub = y[:mo.n]
+    mu = y_sub.mean(0)
+    var = np.maximum(y_sub.var(0), 1.0)  # broad start: at least unit variance
+    cov = np.diag(var)
+    history, state = [], {}
+    converged = False
+    n_floor = 0
+    for it in range(g["max_iter"]):
+        prec, logdet_cov = _prior_terms(mu, cov)
+        if mo.stochastic:
+            y, nll, h = _estep_cma(mo, y, mu, prec, it, state)
+        else:
+            y, nll, h = _estep_exact(mo, y, mu, prec, state)
+        floor = float(np.linalg.eigvalsh(prec).min())
+        a, w_a, low = _floor_pd(h + prec[None], floor)
+        n_floor = int(low.sum())
+        cov_lane = np.linalg.inv(a)
+        logev_lane = -nll - _penalty(y, mu, prec) - 0.5 * logdet_cov - 0.5 * np.log(w_a).sum(1)
+        logev, wk, m, s = _moments(mo, y, cov_lane, logev_lane)
+        state["sd"] = np.tile(np.sqrt(np.clip(np.einsum("nii->n", s) / d, 1e-6, None)), mo.nk)
+        mu_new = m.mean(0)
+        cov_new = (s + np.einsum("ni,nj->nij", m, m)).mean(0) - np.outer(mu_new, mu_new)
+        if g["covariance"] == "diag":
+            cov_new = np.diag(np.diag(cov_new))
+        sd_new = np.sqrt(np.maximum(np.diag(cov_new), _SD_FLOOR ** 2))
+        cov_new = cov_new + np.diag(sd_new ** 2 - np.diag(cov_new))
+        change = float(max(np.abs(mu_new - mu).max(), np.abs(sd_new - np.sqrt(np.diag(cov))).max()))
+        history.append({"iter": it + 1, "sum_log_evidence": float(logev.sum()), "change": change,
+                        "mu": mu_new.tolist(), "sd": sd_new.tolist(), "n_pd_floored": n_floor,
+                        "fd_steps_grown": state.get("fd_grown")})
+        mu, cov = mu_new, cov_new
+        if progress is not None:
+            progress(name, it + 1, g["max_iter"], change)
+        if change < g["tol"]:
+            converged = True
+            break
+    # the final E-step quantities are those under the last prior but one; one more E-step
+    # under the converged prior gives the reported MAPs and evidences
+    prec, logdet_cov = _prior_terms(mu, cov)
+    if mo.stochastic:
+        y, nll, h = _estep_cma(mo, y, mu, prec, it + 1, state)
+    else:
+        y, nll, h = _estep_exact(mo, y, mu, prec, state)
+    a, w_a, low = _floor_pd(h + prec[None], float(np.linalg.eigvalsh(prec).min()))
+    cov_lane = np.linalg.inv(a)
+    ll_lane, se_lane, sd_lane = _loglik_at(mo, y, nll)
+    logev_lane = ll_lane - _penalty(y, mu, prec) - 0.5 * logdet_cov - 0.5 * np.log(w_a).sum(1)
+    logev, wk, m, s = _moments(mo, y, cov_lane, logev_lane)
+    em_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ibic, ibic_se = _ibic(mo, mu, cov)
+    records = _records(mo, y, cov_lane, ll_lane, se_lane, sd_lane, logev, wk, em_s)
+    rows = _group_rows(mo, mu, cov, records)
+    em = {"model": name, "converged": converged, "iterations": len(history),
+          "max_iter": g["max_iter"], "tol": g["tol"], "covariance": g["covariance"],
+          "final_change": history[-1]["change"], "mu": mu.tolist(),
+          "cov": cov.tolist(), "parameters": mo.tf.free, "n_pd_floored": int(low.sum()),
+          "sum_log_evidence": float(logev.sum()), "ibic": ibic, "ibic_log_lik_se": ibic_se,
+          "n_ibic": g["n_ibic"], "em_s": em_s, "ibic_s": time.perf_counter() - t1,
+          "history": history}
+    return {"fits": records, "group": rows, "em": em}
+
+
+def _loglik_at(mo: _Model, y, nll):
+    """The log-likelihood at each lane's MAP: exact for a deterministic model; for a stochastic
+    one ``log mean exp`` of ``fit.n_reps`` fresh replicates, with its SE and one estimate's SD."""
+    if not mo.stochastic:
+        return -nll, np.zeros(len(y)), np.zeros(len(y))
+    r = mo.cfg["fit"]["n_reps"]
+    reps = optimize.evaluate(mo.cfg, mo.mspec, mo.lanes,
+                             mo.thetas(np.repeat(y[:, None], r, 1)), _REPS + np.arange(r))
+    ll = logsumexp(reps, 1) - np.log(r)
+    sd = reps.std(1, ddof=1)
+    return ll, sd / np.sqrt(r), sd
+
+
+def _ibic(mo: _Model, mu, cov):
+    """Integrated BIC: ``-2 sum_i log mean_k p(D_i | y_k) + n_hyper log(n_trials)`` over
+    ``group.n_ibic`` draws ``y_k ~ N(mu, cov)`` (the same for every subject; for a profiled
+    capacity a uniform draw of its value with each). Returns (iBIC, the Monte Carlo SE of its
+    summed log-likelihood, by the delta method over the draws)."""
+    cfg, n, d = mo.cfg, mo.n, mo.d
+    k = cfg["group"]["n_ibic"]
+    rng = np.random.default_rng([cfg["seed"], 31])
+    ys = np.clip(rng.multivariate_normal(mu, cov, size=k), -optimize._Y_MAX, optimize._Y_MAX)
+    caps = rng.choice(np.asarray(mo.prof, float), size=k) if mo.prof else None
+    ds = mo.ds
+    th = mo.tf.theta(np.broadcast_to(ys[None], (n, k, d)))
+    if caps is not None:
+        th[..., models.CAPACITY] = caps[None, :]
+    width = min(k, 100)
+    ll = optimize.evaluate(cfg, mo.mspec, ds, th, _IBIC + np.arange(k), width=width)  # [n, k]
+    lme = logsumexp(ll, 1) - np.log(k)
+    # SE of log mean exp over draws: sd(w) / (sqrt(k) mean(w)), w = exp(ll - max)
+    w = np.exp(ll - ll.max(1, keepdims=True))
+    se = np.sqrt((w.std(1, ddof=1) / (np.sqrt(k) * w.mean(1))) ** 2).tolist()
+    n_hyper = 2 * d if cfg["group"]["covariance"] == "diag" else d + d * (d + 1) // 2
+    total_trials = float(ds.n_trials.sum())
+    ibic = float(-2 * lme.sum() + n_hyper * np.log(total_trials))
+    return ibic, float(np.sqrt(np.sum(np.square(se))))
+
+
+def _records(mo: _Model, y, cov_lane, ll_lane, se_lane, sd_lane, logev, wk, em_s):
+    """One record per subject: the MAP at its most probable capacity, Laplace SEs, at_bound,
+    the log evidence."""
+    n, d, tf = mo.n, mo.d, mo.tf
+    best_k = np.argmax(wk, 0)  # [n]
+    lane = best_k * n + np.arange(n)
+    out = []
+    width = tf.hi - tf.lo
+    for i, s in enumerate(mo.ds.subjects):
+        j = lane[i]
+        x = tf.to_x(y[j])
+        u = (x - tf.lo) / width
+        dxdy = width * u * (1 - u)
+        se = dxdy * np.sqrt(np.diag(cov_lane[j]))
+        k = d + (1 if mo.prof else 0)
+        nt = int(mo.ds.n_trials[i])
+        rec = {"subject": s, "model": mo.name, "kind": mo.mspec["kind"],
+               "loglik": float(ll_lane[j]), "loglik_se": float(se_lane[j]),
+               "loglik_sd": float(sd_lane[j]), "n_trials": nt,
+               "n_missed": int(mo.ds.n_missed[i]), "n_free": k,
+               "aic": 2 * k - 2 * float(ll_lane[j]),
+               "bic": k * np.log(max(nt, 1)) - 2 * float(ll_lane[j]),
+               "log_evidence": float(logev[i]), "fit_s": em_s / n}
+        rec.update({p: float(v) for p, v in zip(tf.free, x)})
+        if mo.prof:
+            rec["capacity"] = int(mo.prof[best_k[i]])
+            rec["capacity_p"] = float(wk[best_k[i], i])
+        rec.update({f"{p}_se": float(v) for p, v in zip(tf.free, se)})
+        rec["at_bound"] = bool(np.any((u < 1e-3) | (u > 1 - 1e-3)))
+        out.append(rec)
+    return out
+
+
+def _group_rows(mo: _Model, mu, cov, records) -> list[dict]:
+    """group.csv rows: per parameter the group mean and SD in logit units, the median in
+    natural units (the inverse transform of the mean), the population's 95% interval
+    (``mean_t +- 1.96 sd_t`` mapped back) and the 95% interval of the median (``mean_t +-
+    1.96 sd_t / sqrt(n)``)."""
+    tf, n = mo.tf, mo.n
+    sd = np.sqrt(np.diag(cov))
+    rows = []
+    for j, p in enumerate(tf.free):
+        lo, hi = tf.lo[j], tf.hi[j]
+        inv = lambda v: lo + (hi - lo) / (1 + np.exp(-v))  # noqa: E731
+        half = 1.959964 * sd[j]
+        rows.append({"model": mo.name, "parameter": p, "transform": f"logit[{lo:g},{hi:g}]",
+                     "mean_t": float(mu[j]), "sd_t": float(sd[j]), "median": float(inv(mu[j])),
+                     "lo95": float(inv(mu[j] - half)), "hi95": float(inv(mu[j] + half)),
+                     "median_lo95": float(inv(mu[j] - half / np.sqrt(n))),
+                     "median_hi95": float(inv(mu[j] + half / np.sqrt(n))), "n_subjects": n})
+    if mo.prof:
+        caps = np.array([r["capacity"] for r in records], float)
+        q = np.percentile(caps, [2.5, 50, 97.5])
+        rows.append({"model": mo.name, "parameter": "capacity",
+                     "transform": f"discrete[{mo.prof[0]},{mo.prof[-1]}], flat prior",
+                     "mean_t": float(caps.mean()), "sd_t": float(caps.std(ddof=1)),
+                     "median": float(q[1]), "lo95": float(q[0]), "hi95": float(q[2]),
+                     "median_lo95": float("nan"), "median_hi95": float("nan"), "n_subjects": n})
+    return rows
