@@ -317,6 +317,9 @@ def validate(raw: dict) -> dict:
     if cfg["group"]["method"] == "em" and task != "stimulus_response":
         raise ConfigError("group.method", f"em is for task = \"stimulus_response\" (this "
                                           f"config's task is {task!r})")
+    if cfg["compare"]["cv"] != "none" and task == "gridworld":
+        raise ConfigError("compare.cv", "blocks is for the stimulus-response and bandit tasks "
+                                        "(the grid-world filter has no held-out scoring yet)")
     pm = cfg["posterior"]["model"]
     if pm and pm not in cfg["models"]:
         raise ConfigError("posterior.model", f"{pm!r} is not a model of [models] "
