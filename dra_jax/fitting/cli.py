@@ -262,9 +262,6 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="comma-separated model names of the config's "
                                                    "[models] to fit (default: all)")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--posterior", default=None, metavar="SUBJECT",
-                    help="draw one subject's posterior by particle marginal Metropolis-Hastings "
-                         "([posterior] settings) instead of fitting")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--no-compile-cache", action="store_true",
                     help="do not use JAX's persistent compilation cache (default: on, in "
@@ -290,13 +287,7 @@ def main(argv=None) -> int:
                 if unknown:
                     raise ConfigError("--subjects", f"not in the data: {', '.join(unknown)}")
                 ds = ds.subset(want)
-        if args.posterior is not None:
-            if ds is None:
-                raise ConfigError("--posterior", "needs --data")
-            from dra_jax.fitting import posterior
-
-            posterior.check(cfg, ds, args.posterior)
-        elif cfg["group"]["method"] == "em":
+        if cfg["group"]["method"] == "em":
             from dra_jax.fitting import group
 
             group.check(cfg, len(ds.subjects) if ds is not None else
@@ -327,14 +318,6 @@ def main(argv=None) -> int:
 
         enable_compile_cache()
     prog = _Progress(args.quiet)
-    if args.posterior is not None:
-        from dra_jax.fitting import posterior
-
-        post = posterior.run(cfg, ds, args.posterior, progress=None if args.quiet else prog)
-        for path in posterior.write(post, out):
-            if not args.quiet:
-                print(f"wrote {path}", file=sys.stderr)
-        return 0
     if ds is None:
         from dra_jax.fitting import recovery
 
