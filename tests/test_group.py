@@ -82,7 +82,7 @@ def test_laplace_evidence_matches_quadrature_on_a_grid():
     ds = data_mod.load_for(df, cfg)
     mo = group._Model(cfg, "qlearn", ds)
     mu, cov = np.array([0.5]), np.array([[0.6]])
-    prec, logdet = group._prior_terms(mu, cov)
+    prec, logdet = group._prior_terms(cov)
     y, nll, h = group._estep_exact(mo, np.zeros((5, 1)), mu, prec, {})
     lap = -nll - group._penalty(y, mu, prec) - 0.5 * logdet - 0.5 * np.log(h[:, 0, 0] + prec[0, 0])
     grid = np.linspace(-6, 7, 2601)

@@ -188,13 +188,9 @@ def bms_block(res: FitResults) -> dict | None:
     names = list(res.config["models"])
     if len(names) < 2:
         return None
-    em = "log_evidence" in res.fits
-    col = "log_evidence" if em else "bic"
-    wide = res.fits.pivot(index="subject", columns="model", values=col)[names]
-    se = res.fits.pivot(index="subject", columns="model", values="loglik_se")[names]
-    ev = wide.to_numpy(float) if em else -0.5 * wide.to_numpy(float)
-    return selection.summary_block(names, ev, se.to_numpy(float), "laplace" if em else "bic",
-                             seed=res.config["seed"])
+    ev, se, kind = selection.evidence_matrix(res.fits, names)
+    return selection.summary_block(names, ev.to_numpy(float), se.to_numpy(float), kind,
+                                   seed=res.config["seed"])
 
 
 def write_results(res: FitResults, out: Path) -> None:

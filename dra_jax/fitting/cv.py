@@ -75,21 +75,10 @@ def split(ds: Dataset, k: int):
              if np.any(fold[i] == f)]
     f_arr = np.array([p[0] for p in pairs])
     i_arr = np.array([p[1] for p in pairs])
-    tr = ds.trials
     held = fold[i_arr] == f_arr[:, None]  # [L, T]
-    a = np.asarray(tr.a)[i_arr]
-    valid = np.asarray(tr.valid)[i_arr]
-
-    def lanes(actions):
-        arrays = [np.asarray(x)[i_arr] for x in tr]
-        arrays[1] = actions
-        trials = type(tr)(*arrays)
-        return dataclasses.replace(ds, subjects=[ds.subjects[i] for i in i_arr], trials=trials,
-                                   n_trials=((actions >= 0) & valid).sum(1),
-                                   n_missed=((actions < 0) & valid).sum(1))
-
-    train = lanes(np.where(held, -1, a).astype(a.dtype))
-    test = lanes(np.where(held, a, -1).astype(a.dtype))
+    a = np.asarray(ds.trials.a)[i_arr]
+    train = _take(ds, i_arr, np.where(held, -1, a).astype(a.dtype))
+    test = _take(ds, i_arr, np.where(held, a, -1).astype(a.dtype))
     return train, test, f_arr, i_arr
 
 
@@ -134,10 +123,17 @@ def run(cfg: dict, ds: Dataset, models: list[str] | None = None, progress=None) 
     return pd.DataFrame(rows)
 
 
-def _take(ds: Dataset, idx: np.ndarray) -> Dataset:
-    return dataclasses.replace(ds, subjects=[ds.subjects[i] for i in idx],
-                               trials=type(ds.trials)(*(np.asarray(x)[idx] for x in ds.trials)),
-                               n_trials=ds.n_trials[idx], n_missed=ds.n_missed[idx])
+def _take(ds: Dataset, idx: np.ndarray, actions: np.ndarray | None = None) -> Dataset:
+    """The lanes ``idx`` of ``ds`` (labels kept); ``actions [len(idx), T]``: their actions
+    instead (-1 = missed), with the answered and missed counts recomputed."""
+    trials = type(ds.trials)(*(np.asarray(x)[idx] for x in ds.trials))
+    n_trials, n_missed = ds.n_trials[idx], ds.n_missed[idx]
+    if actions is not None:
+        trials = trials._replace(a=actions)
+        n_trials = ((actions >= 0) & trials.valid).sum(1)
+        n_missed = ((actions < 0) & trials.valid).sum(1)
+    return dataclasses.replace(ds, subjects=[ds.subjects[i] for i in idx], trials=trials,
+                               n_trials=n_trials, n_missed=n_missed)
 
 
 def summarize(cv_df: pd.DataFrame, fits: pd.DataFrame | None = None) -> dict:

@@ -10,7 +10,7 @@ Coordinates: the search's own, ``y = logit((x - lo) / (hi - lo))`` for every fre
   with ``H_i`` the Hessian of ``-log p(D_i | y)`` at ``m_i``.
 
   - A deterministic model (``qlearn``, ``lam0``, ``rlwm``: one particle is the exact
-    likelihood) is refined by the batched BFGS of :func:`~dra_jax.fitting.optimize.polish`
+    likelihood) is refined by the batched BFGS of :func:`~dra_jax.fitting.optimize.minimize`
     with the prior's penalty, and its Hessian is exact (JAX).
   - A stochastic model (``dra``) runs ``group.generations`` CMA-ES generations per subject
     from the last MAP under common random numbers (one noise key per subject for all
@@ -103,7 +103,7 @@ class _Model:
         return th
 
 
-def _prior_terms(mu, cov):
+def _prior_terms(cov):
     prec = np.linalg.inv(cov)
     return prec, np.linalg.slogdet(cov)[1]
 
@@ -113,12 +113,13 @@ def _penalty(y, mu, prec):
     return 0.5 * np.einsum("...i,ij,...j->...", dy, prec, dy)
 
 
-def _floor_pd(a: np.ndarray, floor: float):
-    """``a [L, d, d]`` with its eigenvalues floored at ``floor``; and which lanes needed it."""
+def _floored_inverse(a: np.ndarray, floor: float):
+    """The inverse of ``a [L, d, d]`` with its eigenvalues floored at ``floor``, the floored
+    eigenvalues, and which lanes needed the floor."""
     w, v = np.linalg.eigh(a)
     low = (w < floor).any(1)
     w = np.maximum(w, floor)
-    return np.einsum("lij,lj,lkj->lik", v, w, v), w, low
+    return np.einsum("lij,lj,lkj->lik", v, 1.0 / w, v), w, low
 
 
 # -- E-steps ----------------------------------------------------------------------------------
@@ -126,11 +127,13 @@ def _floor_pd(a: np.ndarray, floor: float):
 def _estep_exact(mo: _Model, y, mu, prec, state: dict):
     """Deterministic model: MAP by penalized BFGS (started from the last iteration's point and
     exact Hessian), then the exact Hessian at the MAP. Returns (y, nll, H)."""
-    base = mo.thetas(y)
+    if "dv" not in state:  # the lanes' trials, keys and fixed values: the same every iteration
+        state["dv"] = optimize.Derivatives(mo.cfg, mo.mspec, mo.lanes, mo.tf, mo.thetas(y))
+    dv = state["dv"]
+    dv.prior = (mu, prec)
     h0 = state["h"] + prec[None] if "h" in state else None
-    y, obj = optimize.polish(mo.cfg, mo.mspec, mo.lanes, mo.tf, base, y, prior=(mu, prec),
-                             h0=h0, return_value=True)
-    h = optimize.Derivatives(mo.cfg, mo.mspec, mo.lanes, mo.tf, base).hessian(y)
+    y, obj = optimize.minimize(dv, y, h0=h0)
+    h = dv.hessian(y, penalty=False)
     state["h"] = h
     return y, obj - _penalty(y, mu, prec), h
 
@@ -248,6 +251,21 @@ def _moments(mo: _Model, y, cov_lane, logev_lane):
     return logev, w, m, s
 
 
+def _estep(mo: _Model, y, mu, cov, it: int, state: dict):
+    """One E-step under the prior ``N(mu, cov)``: each lane's MAP, its -log-likelihood there,
+    its Laplace covariance, the rest of its Laplace log evidence (prior density at the MAP and
+    the log-determinant terms; add the log-likelihood), and how many lanes' curvature needed
+    the positive-definite floor."""
+    prec, logdet_cov = _prior_terms(cov)
+    if mo.stochastic:
+        y, nll, h = _estep_cma(mo, y, mu, prec, it, state)
+    else:
+        y, nll, h = _estep_exact(mo, y, mu, prec, state)
+    cov_lane, w_a, low = _floored_inverse(h + prec[None], float(np.linalg.eigvalsh(prec).min()))
+    rest = -_penalty(y, mu, prec) - 0.5 * logdet_cov - 0.5 * np.log(w_a).sum(1)
+    return y, nll, cov_lane, rest, int(low.sum())
+
+
 def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) -> dict:
     """Hierarchical EM of model ``name`` over the subjects of ``ds``, started from their
     maximum-likelihood fits ``ml`` (records of :func:`~dra_jax.fitting.optimize.fit_model`).
@@ -267,19 +285,9 @@ def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) 
     cov = np.diag(var)
     history, state = [], {}
     converged = False
-    n_floor = 0
     for it in range(g["max_iter"]):
-        prec, logdet_cov = _prior_terms(mu, cov)
-        if mo.stochastic:
-            y, nll, h = _estep_cma(mo, y, mu, prec, it, state)
-        else:
-            y, nll, h = _estep_exact(mo, y, mu, prec, state)
-        floor = float(np.linalg.eigvalsh(prec).min())
-        a, w_a, low = _floor_pd(h + prec[None], floor)
-        n_floor = int(low.sum())
-        cov_lane = np.linalg.inv(a)
-        logev_lane = -nll - _penalty(y, mu, prec) - 0.5 * logdet_cov - 0.5 * np.log(w_a).sum(1)
-        logev, wk, m, s = _moments(mo, y, cov_lane, logev_lane)
+        y, nll, cov_lane, rest, n_floor = _estep(mo, y, mu, cov, it, state)
+        logev, wk, m, s = _moments(mo, y, cov_lane, rest - nll)
         state["sd"] = np.tile(np.sqrt(np.clip(np.einsum("nii->n", s) / d, 1e-6, None)), mo.nk)
         mu_new = m.mean(0)
         cov_new = (s + np.einsum("ni,nj->nij", m, m)).mean(0) - np.outer(mu_new, mu_new)
@@ -299,16 +307,9 @@ def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) 
             break
     # the final E-step quantities are those under the last prior but one; one more E-step
     # under the converged prior gives the reported MAPs and evidences
-    prec, logdet_cov = _prior_terms(mu, cov)
-    if mo.stochastic:
-        y, nll, h = _estep_cma(mo, y, mu, prec, it + 1, state)
-    else:
-        y, nll, h = _estep_exact(mo, y, mu, prec, state)
-    a, w_a, low = _floor_pd(h + prec[None], float(np.linalg.eigvalsh(prec).min()))
-    cov_lane = np.linalg.inv(a)
+    y, nll, cov_lane, rest, n_floor = _estep(mo, y, mu, cov, it + 1, state)
     ll_lane, se_lane, sd_lane = _loglik_at(mo, y, nll)
-    logev_lane = ll_lane - _penalty(y, mu, prec) - 0.5 * logdet_cov - 0.5 * np.log(w_a).sum(1)
-    logev, wk, m, s = _moments(mo, y, cov_lane, logev_lane)
+    logev, wk, m, s = _moments(mo, y, cov_lane, rest + ll_lane)
     em_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     ibic, ibic_se = _ibic(mo, mu, cov)
@@ -317,7 +318,7 @@ def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) 
     em = {"model": name, "converged": converged, "iterations": len(history),
           "max_iter": g["max_iter"], "tol": g["tol"], "covariance": g["covariance"],
           "final_change": history[-1]["change"], "mu": mu.tolist(),
-          "cov": cov.tolist(), "parameters": mo.tf.free, "n_pd_floored": int(low.sum()),
+          "cov": cov.tolist(), "parameters": mo.tf.free, "n_pd_floored": n_floor,
           "sum_log_evidence": float(logev.sum()), "ibic": ibic, "ibic_log_lik_se": ibic_se,
           "n_ibic": g["n_ibic"], "em_s": em_s, "ibic_s": time.perf_counter() - t1,
           "history": history}
@@ -356,7 +357,7 @@ def _ibic(mo: _Model, mu, cov):
     lme = logsumexp(ll, 1) - np.log(k)
     # SE of log mean exp over draws: sd(w) / (sqrt(k) mean(w)), w = exp(ll - max)
     w = np.exp(ll - ll.max(1, keepdims=True))
-    se = np.sqrt((w.std(1, ddof=1) / (np.sqrt(k) * w.mean(1))) ** 2).tolist()
+    se = w.std(1, ddof=1) / (np.sqrt(k) * w.mean(1))
     n_hyper = 2 * d if cfg["group"]["covariance"] == "diag" else d + d * (d + 1) // 2
     total_trials = float(ds.n_trials.sum())
     ibic = float(-2 * lme.sum() + n_hyper * np.log(total_trials))

@@ -242,21 +242,25 @@ class Derivatives:
 
 
 def polish(cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray, y: np.ndarray,
-           iters: int = 40, tol: float = 1e-4, prior=None, h0=None, return_value: bool = False):
+           iters: int = 40, tol: float = 1e-4) -> np.ndarray:
     """Quasi-Newton refinement in the search's logit coordinates from ``y [L, d]``, every lane
     at once, for a model whose likelihood is a deterministic, smooth function of its parameters
     (one particle is exact: ``qlearn``, ``lam0``, ``rlwm`` on the stimulus-response task): the
-    role fmincon plays in the published fits. Each lane starts from its exact Hessian
-    (:class:`Derivatives`), made positive definite, then takes BFGS steps (Nocedal & Wright
-    2006, Alg. 6.1) with one value-and-gradient call per iteration for all lanes. A step is
-    kept only where it lowers the lane's objective (else it is halved), so the result is never
-    worse than ``y``. A lane stops when a kept step gains less than ``tol`` nats, when its
-    predicted gain ``g' H^-1 g / 2`` is below ``tol``, or after 8 halvings. ``base [L, P]``: each lane's theta (its fixed values). ``prior = (mean,
-    precision)``: minimize the negative log posterior under that Gaussian prior instead (the
-    E-step of :mod:`dra_jax.fitting.group`). ``h0 [L, d, d]``: start from this Hessian of the
-    objective instead of computing it (a warm start: the last EM iteration's). Returns the
-    polished ``y`` (``return_value``: and the objective there, ``[L]``)."""
-    dv = Derivatives(cfg, mspec, ds, tf, base, prior)
+    role fmincon plays in the published fits (:func:`minimize` of the negative
+    log-likelihood). ``base [L, P]``: each lane's theta (its fixed values). Returns the
+    polished ``y``."""
+    return minimize(Derivatives(cfg, mspec, ds, tf, base), y, iters, tol)[0]
+
+
+def minimize(dv: Derivatives, y: np.ndarray, iters: int = 40, tol: float = 1e-4, h0=None):
+    """BFGS on the objective of ``dv`` (:class:`Derivatives`, with its prior if it has one)
+    from ``y [L, d]``, every lane at once. Each lane starts from its exact Hessian, or from
+    ``h0 [L, d, d]`` (a warm start: the last EM iteration's), made positive definite, then
+    takes BFGS steps (Nocedal & Wright 2006, Alg. 6.1) with one value-and-gradient call per
+    iteration for all lanes. A step is kept only where it lowers the lane's objective (else it
+    is halved), so the result is never worse than ``y``. A lane stops when a kept step gains
+    less than ``tol`` nats, when its predicted gain ``g' H^-1 g / 2`` is below ``tol``, or
+    after 8 halvings. Returns ``(y, objective [L])``."""
     n, d = y.shape
     y = np.clip(np.asarray(y, np.float64), -_Y_MAX, _Y_MAX)
     f, g = dv.value_grad(y)
@@ -295,7 +299,7 @@ def polish(cfg: dict, mspec: dict, ds: Dataset, tf: Transform, base: np.ndarray,
         active &= step > 2.0 ** -8
         if not active.any():
             break
-    return (y, f) if return_value else y
+    return y, f
 
 
 _Y_MAX = 12.0  # |logit| cap of a polished parameter (within 6e-6 of its box's edge)

@@ -51,17 +51,15 @@ def pxp_confusion(res, truths: dict, generating: list, names: list) -> dict:
     frequencies, and the PXP winner (``pxp_winner``)."""
     from dra_jax.fitting import selection
 
-    col = "log_evidence" if "log_evidence" in res.fits else "bic"
-    wide = res.fits.pivot(index="subject", columns="model", values=col)[names]
+    ev, _, kind = selection.evidence_matrix(res.fits, names)
     pxp, freq, win = [], [], []
     for g in generating:
-        ev = wide.loc[list(truths[g]["subject"])].to_numpy(float)
-        out = selection.bms(ev if col == "log_evidence" else -0.5 * ev)
+        out = selection.bms(ev.loc[list(truths[g]["subject"])].to_numpy(float))
         pxp.append(np.asarray(out["pxp"]).tolist())
         freq.append(np.asarray(out["expected_frequencies"]).tolist())
         win.append(names[int(np.argmax(out["pxp"]))])
     return {"confusion_pxp": pxp, "frequencies_bms": freq, "pxp_winner": win,
-            "bms_evidence": "laplace" if col == "log_evidence" else "bic"}
+            "bms_evidence": kind}
 
 
 def run(cfg: dict, progress=None):

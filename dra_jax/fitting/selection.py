@@ -165,6 +165,18 @@ def bms_spread(log_evidence, se, n_draws: int = 200, seed: int = 0, alpha0: floa
         {"n_draws": n_draws}
 
 
+def evidence_matrix(fits, names: list[str]):
+    """The log evidence ``[n_subjects, n_models]`` of a fit table (rows subject x model, index
+    the subjects): the Laplace ``log_evidence`` after hierarchical EM, else ``-BIC / 2``; the
+    Monte Carlo SE of each entry (``loglik_se``); and which evidence it is (``laplace`` or
+    ``bic``)."""
+    kind = "laplace" if "log_evidence" in fits else "bic"
+    wide = fits.pivot(index="subject", columns="model",
+                      values="log_evidence" if kind == "laplace" else "bic")[names]
+    se = fits.pivot(index="subject", columns="model", values="loglik_se")[names]
+    return (wide if kind == "laplace" else -0.5 * wide), se, kind
+
+
 def summary_block(names, log_evidence, se=None, evidence: str = "laplace", seed: int = 0,
                   n_draws: int = 200) -> dict:
     """The JSON block of the fit command's ``summary.json["bms"]``: models, evidence kind,
