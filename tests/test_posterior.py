@@ -173,7 +173,7 @@ QLEARN = {"qlearn": {"kind": "qlearn", "free": ["beta", "alpha_q"], "beta": 5.0,
 
 @pytest.fixture(scope="module")
 def qdata():
-    cfg = _cfg(QLEARN, n_iter=4000)
+    cfg = _cfg(QLEARN, n_iter=8000)
     th = optimize.Transform(cfg["models"]["qlearn"], cfg["bounds"]).base.copy()
     th[models.BETA], th[models.ALPHA_Q] = 4.0, 0.3
     st = optimize.static_for(cfg, "qlearn")
@@ -221,8 +221,17 @@ def test_qlearn_matches_grid_posterior(qdata, tmp_path):
     for j, p in enumerate(res["free"]):
         sm = res["summary"][p]
         assert abs(sm["mean"] - g_mean[j]) < 4 * sm["mcse_mean"] + 0.005 * g_sd[j], (p, sm, g_mean)
-        assert sm["sd"] == pytest.approx(g_sd[j], rel=0.15)
-        assert sm["rhat"] < 1.05 and sm["ess_bulk"] > 400
+        assert sm["rhat"] < 1.05 and sm["ess_bulk"] > 300
+        # the marginal CDF at the grid's cell edges near its 10/50/90% points (beta's tail
+        # towards the box edge is heavy, so its SD is too noisy a check; the CDF is not)
+        cdf = np.cumsum(np.bincount(np.searchsorted(g, yy[:, j]), w, len(g)))
+        draws = res["draws_y"][..., j]
+        for q in (0.1, 0.5, 0.9):
+            k = int(np.searchsorted(cdf, q))
+            edge = 0.5 * (g[k] + g[k + 1])
+            f = np.mean(draws <= edge)
+            se = np.sqrt(cdf[k] * (1 - cdf[k]) / posterior.ess_bulk(draws))
+            assert abs(f - cdf[k]) < 4 * se + 0.01, (p, q, f, cdf[k], se)
     assert 0.1 < np.mean(res["accept"]) < 0.5
     paths = posterior.write(res, tmp_path)
     df = pd.read_csv(paths["csv"])

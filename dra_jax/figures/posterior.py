@@ -28,10 +28,10 @@ def posterior(result: dict, path: Path) -> Path:
     n_burn = result["n_burn"]
     colors = plt.get_cmap("tab10")
     fig = plt.figure(figsize=(12, max(2.2 * d, 6.0)))
-    gs = fig.add_gridspec(max(d, 4), 2, width_ratios=[1.4, 1.0], wspace=0.3, hspace=0.5)
+    gs = fig.add_gridspec(4 * d, 2, width_ratios=[1.4, 1.0], wspace=0.3, hspace=2.0)
     summ = result.get("summary", {})
     for j, p in enumerate(free):
-        ax = fig.add_subplot(gs[j if d >= 4 else slice(j * 4 // d, (j + 1) * 4 // d), 0])
+        ax = fig.add_subplot(gs[4 * j:4 * j + 4, 0])
         for c in range(c_n):
             ax.plot(np.arange(n_iter), trace[c, :, j], lw=0.6, color=colors(c % 10),
                     label=f"chain {c} (acc {result['accept'][c]:.2f})")
@@ -43,6 +43,8 @@ def posterior(result: dict, path: Path) -> Path:
                          f"{st['ess_tail']:.0f}", fontsize=9)
         if j == d - 1:
             ax.set_xlabel("iteration (grey: burn-in, adapting)")
+        else:
+            ax.tick_params(labelbottom=False)
         if j == 0:
             ax.legend(fontsize=7, loc="upper right", ncol=2)
     i, k = pair(free)
