@@ -263,3 +263,52 @@ def test_dra_smoke_unbiased_settings(tmp_path):
     assert ((res["trace"] >= lo) & (res["trace"] <= hi)).all()
     again = posterior.run(cfg, ds, "x", chunk=20, n_check=8)
     np.testing.assert_array_equal(res["trace"], again["trace"])
+
+
+def _cli_toml(tmp_path, n_iter):
+    path = tmp_path / "post.toml"
+    path.write_text('task = "stimulus_response"\nfigures = []\n'
+                    '[fit]\nn_traj = 2\nn_zeta = 16\n'
+                    f'[posterior]\nn_chains = 2\nn_iter = {n_iter}\n'
+                    '[bounds]\nbeta = [1.0, 40.0]\nalpha_q = [0.02, 1.0]\n'
+                    '[models.qlearn]\nkind = "qlearn"\nfree = ["beta", "alpha_q"]\n'
+                    'beta = 5.0\nalpha_q = 0.5\n'
+                    '[models.rlwm]\nkind = "rlwm"\nfree = ["alpha_q", "capacity"]\n')
+    return path
+
+
+def test_cli_posterior_writes_draws_summary_and_figure(qdata, tmp_path):
+    from dra_jax.fitting import cli
+
+    _, ds = qdata
+    ds.df.to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "out"
+    rc = cli.main(["--config", str(_cli_toml(tmp_path, 60)), "--data", str(tmp_path / "d.csv"),
+                   "--out", str(out), "--posterior", "s1", "--set", "posterior.model=qlearn",
+                   "--quiet"])
+    assert rc == 0
+    draws = pd.read_csv(out / "posterior_s1_qlearn.csv")
+    assert len(draws) == 2 * 30 and list(draws.columns[2:]) == ["beta", "alpha_q", "loglik"]
+    import json
+
+    meta = json.loads((out / "posterior_s1_qlearn.json").read_text())
+    assert set(meta["summary"]) == {"beta", "alpha_q"} and "rhat" in meta["summary"]["beta"]
+    assert (out / "figures" / "posterior_s1_qlearn.png").is_file()
+    assert not (out / "fits.csv").exists()  # a posterior run fits nothing
+
+
+@pytest.mark.parametrize("args,key", [
+    (["--posterior", "nobody"], "--posterior"),
+    (["--posterior", "s1", "--set", "posterior.model=rlwm"], "models.rlwm.free"),
+    (["--posterior", "s1", "--set", "posterior.model=nope"], "posterior.model"),
+])
+def test_cli_posterior_bad_request_exits_2_writing_nothing(qdata, tmp_path, capsys, args, key):
+    from dra_jax.fitting import cli
+
+    _, ds = qdata
+    ds.df.to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "out"
+    rc = cli.main(["--config", str(_cli_toml(tmp_path, 20)), "--data", str(tmp_path / "d.csv"),
+                   "--out", str(out), *args])
+    assert rc == 2 and not out.exists()
+    assert key in capsys.readouterr().err

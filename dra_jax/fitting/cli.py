@@ -2,7 +2,7 @@
 
     python -m dra_jax.fit --config configs/fit_stimulus_response.toml --data FILE.csv
                           [--out DIR] [--set section.key=value ...] [--subjects ID,ID] [--resume]
-                          [--models NAME,NAME] [--cpu-devices N]
+                          [--models NAME,NAME] [--posterior SUBJECT] [--cpu-devices N]
                           (--cpu-devices is read by dra_jax/fit.py before JAX starts)
 
 Writes, each atomically and results before figures: ``fits.csv`` (one row per subject x model:
@@ -12,7 +12,10 @@ trial, p_chosen, loglik``; not for the grid-world), ``summary.json`` (config, da
 ``figures/*.png``. Subjects are fitted in batches of ``fit.max_batch``; after every batch the
 finished (subject, model) rows go to ``fits.partial.csv``, which ``--resume`` continues from.
 A config without ``--data`` but with a ``[recovery]`` section simulates its subjects
-(:mod:`dra_jax.fitting.recovery`). Bad config or data: exit status 2, nothing written.
+(:mod:`dra_jax.fitting.recovery`). ``--posterior SUBJECT`` fits nothing: it draws that subject's
+posterior under ``posterior.model`` by PMMH (:mod:`dra_jax.fitting.posterior`) and writes
+``posterior_<subject>_<model>.csv`` / ``.json`` and the figure. Bad config or data: exit status 2,
+nothing written.
 """
 from __future__ import annotations
 
@@ -247,6 +250,29 @@ class _Progress:
               f"ETA {eta:7.1f}s", file=sys.stderr, flush=True)
 
 
+def _posterior(cfg, ds, subject, model, out: Path, quiet: bool) -> int:
+    """``--posterior``: PMMH of one subject, its files written (results before the figure)."""
+    from dra_jax.fitting import posterior
+
+    t0 = time.perf_counter()
+
+    def prog(name, f):
+        if not quiet:
+            print(f"[dra_jax.fit {time.perf_counter() - t0:7.1f}s] posterior {subject} "
+                  f"({name}): {100 * f:5.1f}%", file=sys.stderr, flush=True)
+
+    res = posterior.run(cfg, ds, subject, model, progress=prog)
+    paths = posterior.write(res, out)  # the draws and the JSON first, then the figure
+    if not quiet:
+        for p in paths.values():
+            print(f"wrote {p}", file=sys.stderr)
+        for p, sm in res["summary"].items():
+            print(f"{p:>10}: median {sm['median']:.4g} [{sm['q2.5']:.4g}, {sm['q97.5']:.4g}]  "
+                  f"R-hat {sm['rhat']:.3f}  ESS bulk {sm['ess_bulk']:.0f} tail "
+                  f"{sm['ess_tail']:.0f}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dra_jax.fit", description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True)
@@ -257,6 +283,9 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", default=None, help="comma-separated subject ids")
     ap.add_argument("--models", default=None, help="comma-separated model names of the config's "
                                                    "[models] to fit (default: all)")
+    ap.add_argument("--posterior", default=None, metavar="SUBJECT",
+                    help="draw this subject's posterior (PMMH, the config's [posterior]) "
+                         "instead of fitting")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--no-compile-cache", action="store_true",
@@ -283,7 +312,13 @@ def main(argv=None) -> int:
                 if unknown:
                     raise ConfigError("--subjects", f"not in the data: {', '.join(unknown)}")
                 ds = ds.subset(want)
-        if cfg["group"]["method"] == "em":
+        if args.posterior is not None:
+            from dra_jax.fitting import posterior
+
+            if ds is None:
+                raise ConfigError("--data", "required with --posterior")
+            post_subject, post_model = posterior.check(cfg, ds, args.posterior)
+        if cfg["group"]["method"] == "em" and args.posterior is None:
             from dra_jax.fitting import group
 
             group.check(cfg, len(ds.subjects) if ds is not None else
@@ -314,6 +349,8 @@ def main(argv=None) -> int:
 
         enable_compile_cache()
     prog = _Progress(args.quiet)
+    if args.posterior is not None:
+        return _posterior(cfg, ds, post_subject, post_model, out, args.quiet)
     if ds is None:
         from dra_jax.fitting import recovery
 
