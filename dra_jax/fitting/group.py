@@ -134,6 +134,13 @@ def _estep_exact(mo: _Model, y, mu, prec, state: dict):
     h0 = state["h"] + prec[None] if "h" in state else None
     y, obj = optimize.minimize(dv, y, h0=h0)
     h = dv.hessian(y, penalty=False)
+    # the exact Hessian can be NaN where the likelihood is finite (float32 second derivatives
+    # through saturated choice probabilities: lam0 at beta near its bound on the RLWM data);
+    # those lanes take the central-difference Hessian of the same exact likelihood, counted
+    bad = ~np.isfinite(h).all((1, 2))
+    if bad.any():
+        h[bad] = _fd_hessian(mo, y)[0][bad]
+    state["n_fd_hessian"] = int(bad.sum())
     state["h"] = h
     return y, obj - _penalty(y, mu, prec), h
 
@@ -298,6 +305,7 @@ def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) 
         change = float(max(np.abs(mu_new - mu).max(), np.abs(sd_new - np.sqrt(np.diag(cov))).max()))
         history.append({"iter": it + 1, "sum_log_evidence": float(logev.sum()), "change": change,
                         "mu": mu_new.tolist(), "sd": sd_new.tolist(), "n_pd_floored": n_floor,
+                        "n_fd_hessian": state.get("n_fd_hessian", 0),
                         "fd_steps_grown": state.get("fd_grown")})
         mu, cov = mu_new, cov_new
         if progress is not None:

@@ -260,18 +260,21 @@ def minimize(dv: Derivatives, y: np.ndarray, iters: int = 40, tol: float = 1e-4,
     iteration for all lanes. A step is kept only where it lowers the lane's objective (else it
     is halved), so the result is never worse than ``y``. A lane stops when a kept step gains
     less than ``tol`` nats, when its predicted gain ``g' H^-1 g / 2`` is below ``tol``, or
-    after 8 halvings. Returns ``(y, objective [L])``."""
+    after 8 halvings. A lane whose starting Hessian is not finite starts from the identity; one
+    whose value or gradient is not finite keeps its point. Returns ``(y, objective [L])``."""
     n, d = y.shape
     y = np.clip(np.asarray(y, np.float64), -_Y_MAX, _Y_MAX)
     f, g = dv.value_grad(y)
     h = dv.hessian(y) if h0 is None else np.asarray(h0, np.float64)
-    finite = np.isfinite(f) & np.isfinite(g).all(1) & np.isfinite(h).all((1, 2))
-    h = np.where(finite[:, None, None], h, np.eye(d))
+    finite = np.isfinite(f) & np.isfinite(g).all(1)
+    # a lane whose Hessian is not finite (float32 second derivatives can overflow where the
+    # value and gradient do not) starts BFGS from the identity instead of standing still
+    h = np.where((finite & np.isfinite(h).all((1, 2)))[:, None, None], h, np.eye(d))
     g = np.where(finite[:, None], g, 0.0)
     w, v = np.linalg.eigh(h)
     inv = np.einsum("lij,lj,lkj->lik", v, 1.0 / np.maximum(np.abs(w), 1e-2), v)  # [L, d, d]
     step = np.ones(n)
-    active = finite.copy()  # a lane whose derivatives are not finite keeps its point
+    active = finite.copy()  # a lane whose value or gradient is not finite keeps its point
     for _ in range(iters):
         dirn = -np.einsum("lij,lj->li", inv, g)
         # a lane whose predicted gain (half the squared Newton decrement) is below tol is done:
