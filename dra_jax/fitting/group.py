@@ -197,8 +197,8 @@ def _fd_hessian(mo: _Model, y):
     """Central finite-difference Hessian of the -log-likelihood estimate at ``y [L, d]`` under
     common random numbers (key set A), each coordinate's step doubled (at most 4 times) while
     the diagonal second difference under an independent key set B disagrees with A's by more
-    than half their mean magnitude. Returns (H [L, d, d], nll at y [L], lanes x coordinates
-    whose step was grown)."""
+    than half their mean magnitude (a deterministic model, exact under any key, skips set B).
+    Returns (H [L, d, d], nll at y [L], lanes x coordinates whose step was grown)."""
     cfg, d, n = mo.cfg, mo.d, len(y)
     h = np.full((n, d), mo.cfg["group"]["fd_step"])
     eye = np.eye(d)
@@ -207,7 +207,8 @@ def _fd_hessian(mo: _Model, y):
         pts = np.concatenate([y[:, None], y[:, None] + h[:, :, None] * eye[None],
                               y[:, None] - h[:, :, None] * eye[None]], 1)  # [L, 1 + 2d, d]
         fa = _nll_crn(mo, pts, _HESS_A, cfg)
-        fb = _nll_crn(mo, pts, _HESS_B, cfg)
+        # a deterministic model's estimate is the same under every key set: no noise to check
+        fb = _nll_crn(mo, pts, _HESS_B, cfg) if mo.stochastic else fa
         da = (fa[:, 1:d + 1] + fa[:, d + 1:] - 2 * fa[:, :1]) / h ** 2
         db = (fb[:, 1:d + 1] + fb[:, d + 1:] - 2 * fb[:, :1]) / h ** 2
         noisy = np.abs(da - db) > 0.5 * np.abs(0.5 * (da + db))
