@@ -180,3 +180,65 @@ def test_nonfinite_exact_hessian_falls_back_to_finite_differences(monkeypatch):
     assert state["n_fd_hessian"] == 1 and np.isfinite(h).all()
     np.testing.assert_allclose(h[1], h_exact[1], rtol=0.05, atol=0.05 * np.abs(h_exact[1]).max())
     np.testing.assert_array_equal(np.delete(h, 1, 0), np.delete(h_exact, 1, 0))
+
+
+DRA = {"task": "stimulus_response", "figures": [],
+       "fit": {"n_particles": 8, "search_particles": 4, "n_traj": 4, "n_reps": 2},
+       "models": {"dra": {"kind": "dra", "free": ["lam", "beta"], "lam": 0.1, "beta": 5.0,
+                          "alpha_q": 0.5}},
+       "bounds": {"lam": [0.0, 1.0], "beta": [0.5, 30.0]},
+       "group": {"method": "em", "generations": 2, "hessian_reuse": 0.5}}
+
+
+def _dra_model(n=10):
+    from dra_jax.fitting import data as data_mod
+
+    _, _, _, df = _population(n, 4, set_sizes=(2, 3), reps=4)
+    cfg = spec.validate(DRA)
+    return group._Model(cfg, "dra", data_mod.load_for(df, cfg))
+
+
+def test_a_lane_subset_gives_each_lane_its_own_numbers():
+    """The E-step evaluates only the lanes whose Hessian it needs, padded to a power of two:
+    each lane's estimate is the one it has in the full call (its keys are its subject's)."""
+    mo = _dra_model()
+    y = np.random.default_rng(0).normal(0.0, 0.5, (mo.n, 3, mo.d))
+    full = group._nll_crn(mo, y, group._HESS_A, mo.cfg)
+    idx = np.array([7, 2, 5])
+    sub = group._nll_crn(mo, y[idx], group._HESS_A, mo.cfg, lanes=idx)
+    assert sub.shape == (3, 3)
+    np.testing.assert_allclose(sub, full[idx], rtol=1e-5)
+    assert group._bucket(3, 10) == 8 and group._bucket(9, 10) == 10 and group._bucket(9, 79) == 16
+
+
+def test_stochastic_estep_reestimates_the_hessian_where_the_map_moved():
+    """A stochastic E-step keeps a lane's Hessian while its MAP stays within hessian_reuse x
+    its finite-difference steps of where it was estimated, re-estimates it beyond, and the final
+    E-step re-estimates every lane that moved at all: the reported Hessian is the one of the
+    reported MAP under the lane's steps."""
+    mo = _dra_model()
+    d, reuse = mo.d, mo.cfg["group"]["hessian_reuse"]
+    y0 = np.zeros((mo.n, d))
+    mu, prec = np.zeros(d), np.eye(d)
+    state = {}
+    y1, nll1, h1 = group._estep_cma(mo, y0.copy(), mu, prec, 0, state)
+    assert state["n_hessian_refreshed"] == mo.n and np.isfinite(h1).all()
+    steps = state["fd_steps"]
+    assert (steps >= mo.cfg["group"]["fd_step"]).all()
+    # nll at the MAP is the n_particles estimate under key set A, as the Hessian's centre
+    np.testing.assert_allclose(nll1, group._fd_hessian(mo, y1, steps=steps, check=False)[1],
+                               rtol=1e-5)
+    kept = moved = 0
+    for it in (1, 2):
+        y_prev, hy_prev = state["hess_y"].copy(), state["hess"].copy()
+        y, _, h = group._estep_cma(mo, y1, mu + 0.3 * it, prec, it, state)
+        far = (np.abs(y - y_prev) > reuse * steps).any(1)
+        np.testing.assert_array_equal(state["hess_y"][far], y[far])
+        np.testing.assert_array_equal(h[~far], hy_prev[~far])  # kept where it stayed close
+        assert state["n_hessian_refreshed"] == far.sum()
+        kept, moved, y1 = kept + (~far).sum(), moved + far.sum(), y
+    assert kept > 0 and moved > 0, (kept, moved)  # both branches were taken
+    y, _, h = group._estep_cma(mo, y1, mu + 1.0, prec, 3, state, final=True)
+    np.testing.assert_array_equal(state["hess_y"], y)
+    fresh = group._fd_hessian(mo, y, steps=steps, check=False)[0]
+    np.testing.assert_allclose(h, fresh, rtol=1e-4, atol=1e-4)

@@ -16,10 +16,16 @@ Coordinates: the search's own, ``y = logit((x - lo) / (hi - lo))`` for every fre
     from the last MAP under common random numbers (one noise key per subject for all
     candidates and iterations: the penalized objective is one fixed function of y, and a
     candidate replaces the last MAP only if it is better on it). Its Hessian is taken by
-    central finite differences under the same keys; the step of coordinate j starts at
-    ``group.fd_step`` and is doubled (at most 4 times) while the second difference taken with
-    a second, independent key set disagrees with the first by more than half their mean
-    (the step is then below the Monte Carlo noise).
+    central finite differences under the same keys. At a lane's first Hessian the step of
+    coordinate j starts at ``group.fd_step`` and is doubled (at most 4 times) while the second
+    difference taken with a second, independent key set disagrees with the first by more than
+    half their mean (the step is then below the Monte Carlo noise); the lane keeps these steps.
+    Its Hessian is estimated again only when its MAP has moved by more than
+    ``group.hessian_reuse`` times a step in some coordinate (under common random numbers the
+    same point gives the same Hessian, and a move well inside the stencil changes the estimate
+    by less than its own error); the final E-step re-estimates every lane that moved at all,
+    so the reported Laplace quantities are those of the reported MAP. Only the lanes being
+    estimated are evaluated (a call padded to a power of two of lanes).
   - ``H_i + Sigma^-1`` is made positive definite by flooring its eigenvalues at the prior
     precision's smallest one (a lane whose search stopped short of a local optimum; counted).
   - A free integer ``capacity`` (``rlwm``) is not in the Gaussian prior: it has a flat prior
@@ -45,7 +51,8 @@ prior-integrated likelihood,
 (for ``capacity``: ``log mean_K exp(.)`` over its values). Per model, the integrated BIC
 (Huys et al. 2011): ``iBIC = -2 sum_i log mean_k p(D_i | y_k) + n_hyper log(n_trials)`` with
 ``y_k ~ N(mu, Sigma)``, ``k = 1..group.n_ibic`` (the same draws for every subject) and
-``n_hyper`` the group parameters (2d with ``diag``, d + d(d+1)/2 with ``full``).
+``n_hyper`` the group parameters (2d with ``diag``, d + d(d+1)/2 with ``full``); a stochastic
+model's ``p(D_i | y_k)`` is estimated with ``fit.search_particles`` particles.
 
 The stochastic models' log-likelihoods at the MAP are the ``fit.n_reps`` replicates' ``log
 mean exp`` as in the maximum-likelihood fit, with their Monte Carlo SE (``loglik_se``), which
@@ -53,6 +60,7 @@ mean exp`` as in the maximum-likelihood fit, with their Monte Carlo SE (``loglik
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 
@@ -139,20 +147,49 @@ def _estep_exact(mo: _Model, y, mu, prec, state: dict):
     # those lanes take the central-difference Hessian of the same exact likelihood, counted
     bad = ~np.isfinite(h).all((1, 2))
     if bad.any():
-        h[bad] = _fd_hessian(mo, y)[0][bad]
+        idx = np.flatnonzero(bad)
+        h[idx] = _fd_hessian(mo, y[idx], idx)[0]
     state["n_fd_hessian"] = int(bad.sum())
     state["h"] = h
     return y, obj - _penalty(y, mu, prec), h
 
 
-def _nll_crn(mo: _Model, y, tag, particles_cfg):
+def _take(ds: Dataset, idx: np.ndarray) -> Dataset:
+    """The lanes ``idx`` of ``ds`` (a lane keeps its subject's label, so its numbers are its
+    own whatever its batch-mates)."""
+    return dataclasses.replace(ds, subjects=[ds.subjects[i] for i in idx],
+                               trials=type(ds.trials)(*(x[idx] for x in ds.trials)),
+                               n_trials=ds.n_trials[idx], n_missed=ds.n_missed[idx])
+
+
+def _bucket(k: int, n: int) -> int:
+    """Lanes a call on ``k`` of ``n`` lanes is padded to: the next power of two from 8, at most
+    ``n`` (a handful of compiled shapes instead of one per count)."""
+    b = 8
+    while b < k:
+        b *= 2
+    return min(b, n)
+
+
+def _nll_crn(mo: _Model, y, tag, particles_cfg, lanes=None):
     """-log-likelihood estimates ``[L, C]`` of ``y [L, C, d]``, every candidate of a lane under
-    its subject's noise of ``tag`` (common random numbers)."""
-    return -optimize.evaluate(particles_cfg, mo.mspec, mo.lanes, mo.thetas(y), tag,
-                              width=y.shape[1])
+    its subject's noise of ``tag`` (common random numbers). ``lanes``: ``y`` holds only these
+    lanes (indices into ``mo.lanes``), evaluated as a call padded to :func:`_bucket`."""
+    n_all = len(mo.lanes.subjects)
+    if lanes is None or len(lanes) == n_all:
+        ds, th = mo.lanes, mo.thetas(y)
+    else:
+        lanes = np.asarray(lanes)
+        k = len(lanes)
+        idx = np.concatenate([lanes, np.repeat(lanes[-1:], _bucket(k, n_all) - k)])
+        yp = np.concatenate([y, np.repeat(y[-1:], len(idx) - k, 0)])
+        ds = _take(mo.lanes, idx)
+        th = mo.thetas(yp, None if mo.cap is None else mo.cap[idx])
+    out = -optimize.evaluate(particles_cfg, mo.mspec, ds, th, tag, width=y.shape[1])
+    return out[:len(y)]
 
 
-def _estep_cma(mo: _Model, y, mu, prec, it: int, state: dict):
+def _estep_cma(mo: _Model, y, mu, prec, it: int, state: dict, final: bool = False):
     """Stochastic model: warm CMA-ES on the penalized objective under common random numbers,
     then the best of (last MAP, CMA-ES's best, its mean) on the n_particles estimate."""
     cfg, g = mo.cfg, mo.cfg["group"]
@@ -186,52 +223,77 @@ def _estep_cma(mo: _Model, y, mu, prec, it: int, state: dict):
     cand = np.stack([y, np.stack([np.asarray(e.result.xbest, float) for e in es]),
                      np.stack([np.asarray(e.mean, float) for e in es])], 1)  # [L, 3, d]
     obj = _nll_crn(mo, cand, _HESS_A, cfg) + _penalty(cand, mu, prec)
+    rows = np.arange(len(y))
     best = np.argmin(obj, 1)
-    y = cand[np.arange(len(y)), best]
-    h, nll, n_grown = _fd_hessian(mo, y)
-    state["fd_grown"] = n_grown
-    return y, nll, h
+    y = cand[rows, best]
+    nll = obj[rows, best] - _penalty(y, mu, prec)  # the n_particles estimate under key set A
+    if "hess" not in state:  # a lane's first Hessian: its steps are found (noise check)
+        h, _, steps, n_grown = _fd_hessian(mo, y)
+        state.update(hess=h, hess_y=y.copy(), fd_steps=steps, fd_grown=n_grown)
+        refresh = rows
+    else:  # re-estimated where the MAP moved by more than hessian_reuse x the lane's steps
+        tol = 0.0 if final else g["hessian_reuse"]
+        refresh = np.flatnonzero((np.abs(y - state["hess_y"]) > tol * state["fd_steps"]).any(1))
+        if len(refresh):
+            state["hess"][refresh] = _fd_hessian(mo, y[refresh], refresh,
+                                                 state["fd_steps"][refresh], check=False)[0]
+            state["hess_y"][refresh] = y[refresh]
+    state["n_hessian_refreshed"] = int(len(refresh))
+    return y, nll, state["hess"].copy()
 
 
-def _fd_hessian(mo: _Model, y):
-    """Central finite-difference Hessian of the -log-likelihood estimate at ``y [L, d]`` under
-    common random numbers (key set A), each coordinate's step doubled (at most 4 times) while
+def _fd_hessian(mo: _Model, y, lanes=None, steps=None, check: bool = True):
+    """Central finite-difference Hessian of the -log-likelihood estimate at ``y [K, d]`` (the
+    lanes ``lanes`` of ``mo.lanes``, all by default) under common random numbers (key set A),
+    from the steps ``steps [K, d]`` (default ``group.fd_step``). With ``check`` (a stochastic
+    model's first Hessian of a lane), each coordinate's step is doubled (at most 4 times) while
     the diagonal second difference under an independent key set B disagrees with A's by more
-    than half their mean magnitude (a deterministic model, exact under any key, skips set B).
-    Returns (H [L, d, d], nll at y [L], lanes x coordinates whose step was grown)."""
+    than half their mean magnitude; only the lanes with a coordinate still too noisy are
+    evaluated again. Returns (H [K, d, d], nll at y [K], the steps [K, d], how many lanes x
+    coordinates had their step grown)."""
     cfg, d, n = mo.cfg, mo.d, len(y)
-    h = np.full((n, d), mo.cfg["group"]["fd_step"])
+    lanes = np.arange(len(mo.lanes.subjects)) if lanes is None else np.asarray(lanes)
+    h = np.full((n, d), cfg["group"]["fd_step"]) if steps is None else np.array(steps, float)
     eye = np.eye(d)
+
+    def stencil(r):  # [k, 1 + 2d, d]: the point, +h_j, -h_j
+        return np.concatenate([y[r, None], y[r, None] + h[r, :, None] * eye[None],
+                               y[r, None] - h[r, :, None] * eye[None]], 1)
+
+    def second(f, r):
+        return (f[r, 1:d + 1] + f[r, d + 1:] - 2 * f[r, :1]) / h[r] ** 2
+
+    every = np.arange(n)
+    fa = _nll_crn(mo, stencil(every), _HESS_A, cfg, lanes)
     grown = np.zeros((n, d), bool)
-    for attempt in range(5):
-        pts = np.concatenate([y[:, None], y[:, None] + h[:, :, None] * eye[None],
-                              y[:, None] - h[:, :, None] * eye[None]], 1)  # [L, 1 + 2d, d]
-        fa = _nll_crn(mo, pts, _HESS_A, cfg)
-        # a deterministic model's estimate is the same under every key set: no noise to check
-        fb = _nll_crn(mo, pts, _HESS_B, cfg) if mo.stochastic else fa
-        da = (fa[:, 1:d + 1] + fa[:, d + 1:] - 2 * fa[:, :1]) / h ** 2
-        db = (fb[:, 1:d + 1] + fb[:, d + 1:] - 2 * fb[:, :1]) / h ** 2
-        noisy = np.abs(da - db) > 0.5 * np.abs(0.5 * (da + db))
-        if attempt == 4 or not noisy.any():
-            break
-        h = np.where(noisy, 2 * h, h)
-        grown |= noisy
+    if check and mo.stochastic:  # a deterministic model is exact under any key: no noise
+        fb = _nll_crn(mo, stencil(every), _HESS_B, cfg, lanes)
+        for _ in range(4):
+            da, db = second(fa, every), second(fb, every)
+            noisy = np.abs(da - db) > 0.5 * np.abs(0.5 * (da + db))
+            r = np.flatnonzero(noisy.any(1))
+            if not len(r):
+                break
+            h[r] = np.where(noisy[r], 2 * h[r], h[r])
+            grown[r] |= noisy[r]
+            fa[r] = _nll_crn(mo, stencil(r), _HESS_A, cfg, lanes[r])
+            fb[r] = _nll_crn(mo, stencil(r), _HESS_B, cfg, lanes[r])
     hess = np.zeros((n, d, d))
-    hess[:, np.arange(d), np.arange(d)] = da
+    hess[:, np.arange(d), np.arange(d)] = second(fa, every)
     pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
     if pairs:
         pp = []
         for i, j in pairs:
             step = h[:, i, None] * eye[i] + h[:, j, None] * eye[j]
             pp += [y + step, y - step]
-        fp = _nll_crn(mo, np.stack(pp, 1), _HESS_A, cfg)
+        fp = _nll_crn(mo, np.stack(pp, 1), _HESS_A, cfg, lanes)
         f0, fplus, fminus = fa[:, 0], fa[:, 1:d + 1], fa[:, d + 1:]
         for k, (i, j) in enumerate(pairs):
             # f(+i+j) + f(-i-j) - f(+i) - f(-i) - f(+j) - f(-j) + 2 f(0) = 2 h_i h_j H_ij + O(h^4)
             v = (fp[:, 2 * k] + fp[:, 2 * k + 1] - fplus[:, i] - fminus[:, i] - fplus[:, j]
                  - fminus[:, j] + 2 * f0) / (2 * h[:, i] * h[:, j])
             hess[:, i, j] = hess[:, j, i] = v
-    return hess, fa[:, 0], int(grown.sum())
+    return hess, fa[:, 0], h, int(grown.sum())
 
 
 # -- the EM -----------------------------------------------------------------------------------
@@ -259,14 +321,14 @@ def _moments(mo: _Model, y, cov_lane, logev_lane):
     return logev, w, m, s
 
 
-def _estep(mo: _Model, y, mu, cov, it: int, state: dict):
+def _estep(mo: _Model, y, mu, cov, it: int, state: dict, final: bool = False):
     """One E-step under the prior ``N(mu, cov)``: each lane's MAP, its -log-likelihood there,
     its Laplace covariance, the rest of its Laplace log evidence (prior density at the MAP and
     the log-determinant terms; add the log-likelihood), and how many lanes' curvature needed
     the positive-definite floor."""
     prec, logdet_cov = _prior_terms(cov)
     if mo.stochastic:
-        y, nll, h = _estep_cma(mo, y, mu, prec, it, state)
+        y, nll, h = _estep_cma(mo, y, mu, prec, it, state, final)
     else:
         y, nll, h = _estep_exact(mo, y, mu, prec, state)
     cov_lane, w_a, low = _floored_inverse(h + prec[None], float(np.linalg.eigvalsh(prec).min()))
@@ -307,7 +369,8 @@ def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) 
         history.append({"iter": it + 1, "sum_log_evidence": float(logev.sum()), "change": change,
                         "mu": mu_new.tolist(), "sd": sd_new.tolist(), "n_pd_floored": n_floor,
                         "n_fd_hessian": state.get("n_fd_hessian", 0),
-                        "fd_steps_grown": state.get("fd_grown")})
+                        "fd_steps_grown": state.get("fd_grown"),
+                        "n_hessian_refreshed": state.get("n_hessian_refreshed")})
         mu, cov = mu_new, cov_new
         if progress is not None:
             progress(name, it + 1, g["max_iter"], change)
@@ -316,7 +379,7 @@ def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) 
             break
     # the final E-step quantities are those under the last prior but one; one more E-step
     # under the converged prior gives the reported MAPs and evidences
-    y, nll, cov_lane, rest, n_floor = _estep(mo, y, mu, cov, it + 1, state)
+    y, nll, cov_lane, rest, n_floor = _estep(mo, y, mu, cov, it + 1, state, final=True)
     ll_lane, se_lane, sd_lane = _loglik_at(mo, y, nll)
     logev, wk, m, s = _moments(mo, y, cov_lane, rest + ll_lane)
     em_s = time.perf_counter() - t0
@@ -329,7 +392,8 @@ def fit_group(cfg: dict, name: str, ds: Dataset, ml: list[dict], progress=None) 
           "final_change": history[-1]["change"], "mu": mu.tolist(),
           "cov": cov.tolist(), "parameters": mo.tf.free, "n_pd_floored": n_floor,
           "sum_log_evidence": float(logev.sum()), "ibic": ibic, "ibic_log_lik_se": ibic_se,
-          "n_ibic": g["n_ibic"], "em_s": em_s, "ibic_s": time.perf_counter() - t1,
+          "n_ibic": g["n_ibic"], "ibic_particles": _ibic_cfg(mo)["fit"]["n_particles"],
+          "em_s": em_s, "ibic_s": time.perf_counter() - t1,
           "history": history}
     return {"fits": records, "group": rows, "em": em}
 
@@ -347,6 +411,15 @@ def _loglik_at(mo: _Model, y, nll):
     return ll, sd / np.sqrt(r), sd
 
 
+def _ibic_cfg(mo: _Model) -> dict:
+    """The config the iBIC's likelihoods are evaluated with: a stochastic model at
+    ``fit.search_particles`` particles (0: ``fit.n_particles``)."""
+    f = {**mo.cfg["fit"], **mo.mspec.get("search", {})}
+    if not mo.stochastic or not f["search_particles"]:
+        return mo.cfg
+    return {**mo.cfg, "fit": {**mo.cfg["fit"], "n_particles": f["search_particles"]}}
+
+
 def _ibic(mo: _Model, mu, cov):
     """Integrated BIC: ``-2 sum_i log mean_k p(D_i | y_k) + n_hyper log(n_trials)`` over
     ``group.n_ibic`` draws ``y_k ~ N(mu, cov)`` (the same for every subject; for a profiled
@@ -362,7 +435,10 @@ def _ibic(mo: _Model, mu, cov):
     if caps is not None:
         th[..., models.CAPACITY] = caps[None, :]
     width = min(k, 100)
-    ll = optimize.evaluate(cfg, mo.mspec, ds, th, _IBIC + np.arange(k), width=width)  # [n, k]
+    # a stochastic model's likelihood at each draw: the search's particle count (the mean over
+    # the draws averages its noise; its spread is in the SE below)
+    ll = optimize.evaluate(_ibic_cfg(mo), mo.mspec, ds, th, _IBIC + np.arange(k),
+                           width=width)  # [n, k]
     lme = logsumexp(ll, 1) - np.log(k)
     # SE of log mean exp over draws: sd(w) / (sqrt(k) mean(w)), w = exp(ll - max)
     w = np.exp(ll - ll.max(1, keepdims=True))

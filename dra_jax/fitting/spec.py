@@ -131,6 +131,12 @@ GROUP_FIELDS = {
     "fd_step": _pos(default=0.05, doc="stochastic models: first finite-difference step of the "
                                       "Laplace Hessian (logit units; doubled while the "
                                       "curvature is below its Monte Carlo noise)"),
+    "hessian_reuse": Field(float, 0.25, "stochastic models: a lane's Laplace Hessian is "
+                                        "estimated again when its MAP has moved by more than "
+                                        "hessian_reuse x its finite-difference step in some "
+                                        "coordinate since the last estimate (0: whenever it "
+                                        "moved); the final E-step re-estimates every lane that "
+                                        "moved", lo=0.0, hi=10.0),
     "n_ibic": Field(int, 500, "samples from the fitted group prior for the integrated BIC",
                     lo=10, hi=100_000),
     "min_subjects": Field(int, 5, "fewest subjects EM accepts", lo=2, hi=10_000),
