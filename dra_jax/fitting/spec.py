@@ -124,6 +124,10 @@ GROUP_FIELDS = {
                         choices=("diag", "full")),
     "max_iter": Field(int, 30, "EM iterations at most (a fit that hits it is flagged "
                                "not converged)", lo=1, hi=1000),
+    "accelerate": Field(str, "squarem", "squarem: EM accelerated by SQUAREM (Varadhan & "
+                                         "Roland 2008) with a monotone safeguard on the Laplace "
+                                         "evidence; none: plain EM iterations",
+                        choices=("none", "squarem")),
     "tol": _pos(default=1e-3, doc="EM converges when no group mean or SD (logit units) moves "
                                   "by more than tol in an iteration"),
     "generations": Field(int, 8, "stochastic models: CMA-ES generations of each E-step's MAP "
