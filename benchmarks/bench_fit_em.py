@@ -3,7 +3,7 @@ it starts from, the first EM iteration (which includes the XLA compiles of the E
 later iterations (run time only: the mean and the median per iteration), the iBIC and the total.
 
     PYTHONPATH=. python benchmarks/bench_fit_em.py [--models rlwm,qlearn] [--subjects 79]
-        [--max-iter 30] [--out benchmarks/results/fit_em_cpu.json]
+        [--max-iter 100] [--accelerate squarem|none] [--out benchmarks/results/fit_em_cpu.json]
 
 Uses configs/fit_rlwm.toml and ../shared/data/rlwm_collins_frank_2012.csv. The EM iterations are
 timed from the fit's own progress callback (each E-step ends in host arrays, so its device work
@@ -30,11 +30,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="rlwm,qlearn")
     ap.add_argument("--subjects", type=int, default=79)
-    ap.add_argument("--max-iter", type=int, default=30)
+    ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--data", default="../shared/data/rlwm_collins_frank_2012.csv")
+    ap.add_argument("--accelerate", default="squarem", choices=("squarem", "none"))
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    cfg = spec.load("configs/fit_rlwm.toml", [f"group.max_iter={a.max_iter}"])
+    cfg = spec.load("configs/fit_rlwm.toml", [f"group.max_iter={a.max_iter}",
+                                              f"group.accelerate={a.accelerate}"])
     cli.select_models(cfg, a.models.split(","))
     ds = data.load_for(a.data, cfg)
     ds = ds.subset(ds.subjects[:a.subjects])
@@ -52,6 +54,9 @@ def main() -> None:
         em = res["em"]
         out["models"][m] = {
             "iterations": em["iterations"], "converged": em["converged"],
+            "accelerate": em["accelerate"], "n_extrapolated": em["n_extrapolated"],
+            "final_change": em["final_change"], "sum_log_evidence": em["sum_log_evidence"],
+            "ibic": em["ibic"],
             "first_iter_s": float(dt[0]), "later_iter_mean_s": float(dt[1:].mean()) if len(dt) > 1
             else None, "later_iter_median_s": float(np.median(dt[1:])) if len(dt) > 1 else None,
             "em_s": em["em_s"], "ibic_s": em["ibic_s"], "total_s": total}

@@ -122,7 +122,7 @@ GROUP_FIELDS = {
                     choices=("none", "em")),
     "covariance": Field(str, "diag", "the group prior's covariance: diag or full",
                         choices=("diag", "full")),
-    "max_iter": Field(int, 30, "EM iterations at most (a fit that hits it is flagged "
+    "max_iter": Field(int, 100, "EM iterations (E-steps) at most (a fit that hits it is flagged "
                                "not converged)", lo=1, hi=1000),
     "accelerate": Field(str, "squarem", "squarem: EM accelerated by SQUAREM (Varadhan & "
                                          "Roland 2008) with a monotone safeguard on the Laplace "
