@@ -137,6 +137,8 @@ def test_non_convergence_is_flagged(tmp_path):
     ({"compare": {"cv": "kfold"}}, "compare.cv"),
     ({"group": {"method": "em", "max_iter": 0}}, "group.max_iter"),
     ({"group": {"em": True}}, "group.em"),
+    ({"group": {"accelerate": "aitken"}}, "group.accelerate"),
+    ({"group": {"hessian_reuse": -0.1}}, "group.hessian_reuse"),
 ])
 def test_bad_group_settings_are_config_errors(edit, key):
     with pytest.raises(ConfigError) as e:
