@@ -60,7 +60,6 @@ mean exp`` as in the maximum-likelihood fit, with their Monte Carlo SE (``loglik
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 
@@ -154,14 +153,6 @@ def _estep_exact(mo: _Model, y, mu, prec, state: dict):
     return y, obj - _penalty(y, mu, prec), h
 
 
-def _take(ds: Dataset, idx: np.ndarray) -> Dataset:
-    """The lanes ``idx`` of ``ds`` (a lane keeps its subject's label, so its numbers are its
-    own whatever its batch-mates)."""
-    return dataclasses.replace(ds, subjects=[ds.subjects[i] for i in idx],
-                               trials=type(ds.trials)(*(x[idx] for x in ds.trials)),
-                               n_trials=ds.n_trials[idx], n_missed=ds.n_missed[idx])
-
-
 def _bucket(k: int, n: int) -> int:
     """Lanes a call on ``k`` of ``n`` lanes is padded to: the next power of two from 8, at most
     ``n`` (a handful of compiled shapes instead of one per count)."""
@@ -183,7 +174,7 @@ def _nll_crn(mo: _Model, y, tag, particles_cfg, lanes=None):
         k = len(lanes)
         idx = np.concatenate([lanes, np.repeat(lanes[-1:], _bucket(k, n_all) - k)])
         yp = np.concatenate([y, np.repeat(y[-1:], len(idx) - k, 0)])
-        ds = _take(mo.lanes, idx)
+        ds = optimize._take(mo.lanes, idx)
         th = mo.thetas(yp, None if mo.cap is None else mo.cap[idx])
     out = -optimize.evaluate(particles_cfg, mo.mspec, ds, th, tag, width=y.shape[1])
     return out[:len(y)]
@@ -298,6 +289,12 @@ def _fd_hessian(mo: _Model, y, lanes=None, steps=None, check: bool = True):
 
 # -- the EM -----------------------------------------------------------------------------------
 
+def _floor_sd(cov):
+    """``cov`` with every SD floored at ``_SD_FLOOR`` (the off-diagonal entries kept)."""
+    sd = np.sqrt(np.maximum(np.diag(cov), _SD_FLOOR ** 2))
+    return cov + np.diag(sd ** 2 - np.diag(cov))
+
+
 def _mstep(m, s, covariance: str):
     """The group prior from the subjects' posterior means ``m [n, d]`` and covariances
     ``s [n, d, d]``: ``mu = mean m``, ``Sigma = mean (S + m m') - mu mu'`` (its diagonal with
@@ -306,8 +303,7 @@ def _mstep(m, s, covariance: str):
     cov = (s + np.einsum("ni,nj->nij", m, m)).mean(0) - np.outer(mu, mu)
     if covariance == "diag":
         cov = np.diag(np.diag(cov))
-    sd = np.sqrt(np.maximum(np.diag(cov), _SD_FLOOR ** 2))
-    return mu, cov + np.diag(sd ** 2 - np.diag(cov))
+    return mu, _floor_sd(cov)
 
 
 def _plain_em(em_map, mu, cov, g):
@@ -339,8 +335,7 @@ def _unvec(t, d: int, covariance: str):
     cov = cov + np.triu(cov, 1).T
     if np.linalg.eigvalsh(cov).min() <= 0:
         return None
-    sd = np.sqrt(np.maximum(np.diag(cov), _SD_FLOOR ** 2))
-    return mu, cov + np.diag(sd ** 2 - np.diag(cov))
+    return mu, _floor_sd(cov)
 
 
 def _squarem(em_map, mu, cov, g):
@@ -348,15 +343,17 @@ def _squarem(em_map, mu, cov, g):
     step bound of their software) on the EM map ``F`` of the group prior, in the coordinates of
     :func:`_vec`. A cycle from ``t0``: ``t1 = F(t0)``, ``t2 = F(t1)``, ``r = t1 - t0``,
     ``v = t2 - 2 t1 + t0``, ``a = -|r| / |v|`` clipped to ``[-step_max, -1]`` (``a = -1`` is
-    ``t2`` itself), ``t' = t0 - 2 a r + a^2 v``; then ``F(t')`` is the next ``t0`` if the EM residual at
-    ``t'`` (the change ``F`` makes there) is at most the one at ``t1``, else ``t2`` is (the
-    plain EM path, and ``step_max`` shrinks 4-fold). The safeguard is the residual, not the
-    summed Laplace evidence: the Laplace EM's fixed point (what plain EM converges to, and what
-    is reported) is not the maximum of that evidence, which ignores how each subject's Hessian
-    moves with its MAP, and on the real data the evidence falls along plain EM's own path. ``step_max`` starts at 1 and grows 4-fold
-    after a cycle whose step was at the bound and not rejected. Convergence is the plain EM's rule at whichever point an E-step was taken (the EM
-    map moves the prior by less than ``group.tol`` there), and every E-step counts towards
-    ``group.max_iter``. Returns (mu, cov, converged)."""
+    ``t2`` itself), ``t' = t0 - 2 a r + a^2 v``; then ``F(t')`` is the next ``t0`` if the EM
+    residual at ``t'`` (the change ``F`` makes there) is at most the one at ``t1``, else ``t2``
+    is (the plain EM path, and ``step_max`` shrinks 4-fold). ``step_max`` starts at 1 and grows
+    4-fold after a cycle whose step was at the bound and not rejected.
+
+    The safeguard is the residual, not the summed Laplace evidence: the Laplace EM's fixed point
+    (what plain EM converges to, and what is reported) is not the maximum of that evidence,
+    which ignores how each subject's Hessian moves with its MAP, and on the real data the
+    evidence falls along plain EM's own path. Convergence is the plain EM's rule at whichever
+    point an E-step was taken (the EM map moves the prior by less than ``group.tol`` there), and
+    every E-step counts towards ``group.max_iter``. Returns (mu, cov, converged)."""
     d, kind, tol = len(mu), g["covariance"], g["tol"]
     step_max, left = 1.0, g["max_iter"]
     while left > 0:

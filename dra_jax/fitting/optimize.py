@@ -322,9 +322,15 @@ def _tile(ds: Dataset, k: int) -> Dataset:
     a lane keeps its subject's label, so its random streams are the subject's own)."""
     if k == 1:
         return ds
-    return dataclasses.replace(ds, subjects=list(ds.subjects) * k,
-                               trials=type(ds.trials)(*(np.concatenate([x] * k) for x in ds.trials)),
-                               n_trials=np.tile(ds.n_trials, k), n_missed=np.tile(ds.n_missed, k))
+    return _take(ds, np.tile(np.arange(len(ds.subjects)), k))
+
+
+def _take(ds: Dataset, idx: np.ndarray) -> Dataset:
+    """The lanes ``idx`` of ``ds``, in that order, repeats allowed (a lane keeps its subject's
+    label, so its random streams are its own whatever its batch-mates)."""
+    return dataclasses.replace(ds, subjects=[ds.subjects[i] for i in idx],
+                               trials=type(ds.trials)(*(x[idx] for x in ds.trials)),
+                               n_trials=ds.n_trials[idx], n_missed=ds.n_missed[idx])
 
 
 def fit_model(cfg: dict, name: str, ds: Dataset, progress=None, trials_out: list | None = None

@@ -125,8 +125,9 @@ GROUP_FIELDS = {
     "max_iter": Field(int, 100, "EM iterations (E-steps) at most (a fit that hits it is flagged "
                                "not converged)", lo=1, hi=1000),
     "accelerate": Field(str, "squarem", "squarem: EM accelerated by SQUAREM (Varadhan & "
-                                         "Roland 2008) with a monotone safeguard on the Laplace "
-                                         "evidence; none: plain EM iterations",
+                                         "Roland 2008), an extrapolated prior kept only if the "
+                                         "EM map moves it less than the last plain iterate; "
+                                         "none: plain EM iterations",
                         choices=("none", "squarem")),
     "tol": _pos(default=1e-3, doc="EM converges when no group mean or SD (logit units) moves "
                                   "by more than tol in an iteration"),
