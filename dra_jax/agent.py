@@ -95,9 +95,14 @@ RUN_PARAM_KEYS = ("alpha_q", "alpha_sigma", "beta", "gamma", "lam", "sigma_base"
 
 def make_run_params(dra: dict, seed: int, task_params: dict | None = None) -> dict:
     """The traced per-run parameters of one run from its ``[dra]`` values (numpy scalars)."""
+    if dra["allocation"] == "equal" and dra["learn_sigma"]:
+        raise ValueError("allocation 'equal' is a shared sigma found by a search before "
+                         "training (the sweep command runs it: dra_jax.equal_search); to "
+                         "train one run, pin sigma (learn_sigma = false, sigma0 = the shared "
+                         "sigma) or learn it by gradient (allocation = 'equal_sgd')")
     p = {k: np.float32(dra[k]) for k in RUN_PARAM_KEYS}
     p["psi"] = np.int32(PSI_CODES[dra["psi"]])
-    p["equal"] = np.bool_(dra["allocation"] == "equal")
+    p["equal"] = np.bool_(dra["allocation"] == "equal_sgd")
     p["learn_q"] = np.bool_(dra["learn_q"])
     p["learn_sigma"] = np.bool_(dra["learn_sigma"])
     p["objective"] = np.int32(OBJECTIVE_CODES[dra.get("objective", "dra")])
@@ -209,7 +214,12 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
 def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
     """Ascent direction of F for sigma from the accumulated trajectories (Algorithm 1, l. 11-13):
     ``mean_traj sum_t Psi_t grad log pi - lam * dKL/dsigma``, zero on memories that are not
-    learned; for equal precision every memory gets the sum over memories (one shared sigma)."""
+    learned; with ``equal_sgd`` (one shared sigma) every learned memory gets the MEAN of the
+    learned memories' directions. The sum is the exact derivative for a shared sigma, but its
+    curvature grows with the number of memories N (the KL part alone is
+    ``lam * N * (1/sigma_base^2 + 1/sigma^2)``), so at a flexible memory's alpha_sigma the
+    step is N times too long and the shared sigma oscillates (mountain car: N = 855). The mean
+    has the same fixed points and steps like one memory."""
     g = memory.fixed_order_sum(lane.G, axis=0)
     # (sums in a fixed order, so a run's bits do not depend on its batch or device: see
     # memory.fixed_order_sum)
@@ -223,7 +233,9 @@ def sigma_gradient(task, st: AgentStatic, p: dict, lane: Lane) -> jax.Array:
     g = g / st.n_traj - kl_w * memory.kl_grad(lane.sigma, p["sigma_base"])
     mask = jnp.asarray(_kl_mask(task))
     g = jnp.where(mask, g, 0.0)
-    return jnp.where(p["equal"], jnp.where(mask, memory.fixed_order_sum(g), 0.0), g)
+    n_learn = float(max(int(np.asarray(_kl_mask(task)).sum()), 1))
+    shared = memory.fixed_order_sum(g) / n_learn
+    return jnp.where(p["equal"], jnp.where(mask, shared, 0.0), g)
 
 
 def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:

@@ -121,7 +121,7 @@ class Hyper(NamedTuple):
     sigma_max: jax.Array
     learn_q: jax.Array
     learn_sigma: jax.Array
-    equal: jax.Array  # allocation == "equal": one shared sigma
+    equal: jax.Array  # allocation == "equal_sgd": one shared sigma, the mean gradient
     psi_q: jax.Array  # psi == "Q" (else "A")
 
 
@@ -192,7 +192,7 @@ def _dra_sigma_grad(st: Static, hp: Hyper, key, q, sigma):
         return psi * gradients.score(st.grad, q, sigma, z, hp.beta, a, p=p)
 
     g = jnp.mean(jax.vmap(one)(zeta, u), axis=0) - hp.lam * memory.kl_grad(sigma, hp.sigma_base)
-    return jnp.where(hp.equal, jnp.sum(g), g)
+    return jnp.where(hp.equal, jnp.mean(g), g)  # equal_sgd: the mean (agent.sigma_gradient)
 
 
 def _step(st: Static, env: envs.Bandit, ep: envs.EnvParams, hp: Hyper, means, carry: Carry, key):

@@ -255,14 +255,16 @@ def sigma_ascent(res: PlanResult, sigma: jax.Array, lam, sigma_base, mask, equal
     :data:`BASELINES`): 0 (the paper's estimator, :func:`trial_gradient`), the leave-one-out
     ``mean_{j != i} Psi_j`` or its start-state version (:func:`psi_baseline`, with
     ``b_past`` ``[n]`` the past-only fallback of ``loo_start``; all unbiased). Zero on memories outside ``mask``; with ``equal``
-    (equal precision, one shared sigma) every learned memory gets the sum of the per-memory
-    gradients. The planning trainer's only gradient formula (tests/test_planning_gradient.py
+    (``equal_sgd``: one shared sigma) every learned memory gets the mean of the learned
+    memories' directions (the sum's step grows with their number: see
+    :func:`dra_jax.agent.sigma_gradient`). The planning trainer's only gradient formula (tests/test_planning_gradient.py
     checks it against exact derivatives).
     """
     psi = psi_baseline(res.best_reward, baseline, res.step_state[:, 0], b_past)
     g_reward = jnp.mean(psi[:, None, None, None] * res.score, axis=0)
     g = jnp.where(mask, weight * g_reward - lam * memory.kl_grad(sigma, sigma_base), 0.0)
-    return jnp.where(equal, jnp.where(mask, jnp.sum(g), 0.0), g)
+    shared = jnp.sum(g) / jnp.maximum(jnp.sum(mask), 1)
+    return jnp.where(equal, jnp.where(mask, shared, 0.0), g)
 
 
 def expected_reward(key: jax.Array, q, sigma, budget, beta, n: int | jax.Array,

@@ -164,8 +164,8 @@ def episode(st: PlanStatic, p: dict, ts: TrainState, key_train) -> TrainState:
        (Eqs. 3, 5, 6, ``Psi = max``, ``b_i`` the config's baseline,
        :func:`dra_jax.planner.psi_baseline`; ``loo_start`` falls back on the running mean of
        Psi per start state over the previous updates), one optax step, clip to
-       ``[sigma_min, sigma_max]``; equal precision uses the sum of the per-memory gradients
-       for every memory;
+       ``[sigma_min, sigma_max]``; ``equal_sgd`` gives every memory the mean of the learned
+       memories' directions;
     3. if ``learn_q``: expected SARSA along the acting trial's executed (best) path.
 
     The gradient trials use the same memories as the acting trial (those at the episode's

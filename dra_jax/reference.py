@@ -132,7 +132,10 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     beta, gamma = f(dra["beta"]), f(dra["gamma"])
     aq, asg, lam = f(dra["alpha_q"]), f(dra["alpha_sigma"]), f(dra["lam"])
     sb, smin, smax = f(dra["sigma_base"]), f(dra["sigma_min"]), f(dra["sigma_max"])
-    psi, equal = dra["psi"], dra["allocation"] == "equal"
+    psi, equal = dra["psi"], dra["allocation"] == "equal_sgd"
+    if dra["allocation"] == "equal" and dra["learn_sigma"]:
+        raise ValueError("allocation 'equal' is searched before training; pin sigma or use "
+                         "'equal_sgd'")
     objective = dra.get("objective", "dra")
     if objective not in ("dra", "elbo_step", "elbo"):
         raise ValueError(f"unknown objective {objective!r}")
@@ -243,7 +246,8 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
         grad = G / n_traj - kl_once * (sigma / sb ** 2 - 1.0 / sigma)
         grad = np.where(learnable, grad, 0.0)
         if equal:
-            grad = np.where(learnable, grad.sum(), 0.0)
+            # the mean of the learned memories' directions (see agent.sigma_gradient)
+            grad = np.where(learnable, grad.sum() / f(max(int(learnable.sum()), 1)), 0.0)
         if dra["learn_sigma"]:
             step = adam.step(grad) if optimizer == "adam" else asg * grad
             sigma = np.clip(sigma + step, smin, smax).astype(dtype)

@@ -11,8 +11,8 @@ from dra_jax import agent, batching
 
 @pytest.mark.parametrize("psi,allocation,gamma,objective,optimizer,alpha_sigma", [
     ("A", "flexible", 1.0, "dra", "sgd", 0.1), ("R", "flexible", 0.95, "dra", "sgd", 0.1),
-    ("Q", "equal", 1.0, "dra", "adam", 0.1), ("R", "flexible", 0.95, "elbo_step", "sgd", 0.02),
-    ("A", "flexible", 1.0, "elbo", "adam", 0.1), ("R", "equal", 1.0, "elbo", "sgd", 0.1)])
+    ("Q", "equal_sgd", 1.0, "dra", "adam", 0.1), ("R", "flexible", 0.95, "elbo_step", "sgd", 0.02),
+    ("A", "flexible", 1.0, "elbo", "adam", 0.1), ("R", "equal_sgd", 1.0, "elbo", "sgd", 0.1)])
 def test_engine_matches_numpy_reference(psi, allocation, gamma, objective, optimizer,
                                         alpha_sigma):
     """Same random numbers -> same q, sigma and learning curve (all five columns) as a plain
@@ -108,7 +108,7 @@ def test_equal_precision_shares_sigma_and_lambda0_learns_sigma_at_no_cost():
     vanishes and sigma follows the reward gradient alone: the NumPy reference's numbers."""
     st = agent.AgentStatic(episodes=20, n_traj=4, max_steps=60, eval_every=10, n_rollouts=3)
     free = dict(DRA, lam=0.0, sigma0=0.5)
-    out = _train(st, [dict(DRA, allocation="equal"), free], [0, 1])
+    out = _train(st, [dict(DRA, allocation="equal_sgd"), free], [0, 1])
     learned = TASK.learnable
     shared = out.sigma[0][learned]
     assert np.ptp(shared) == 0.0 and shared[0] != 3.0

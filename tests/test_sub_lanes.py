@@ -11,7 +11,7 @@ from dra_jax import agent
 
 @pytest.mark.parametrize("W,psi,allocation,gamma,objective,optimizer,alpha_sigma,max_steps", [
     (2, "R", "flexible", 0.95, "elbo_step", "sgd", 0.02, 60),
-    (4, "Q", "equal", 1.0, "elbo", "adam", 0.1, 120)])
+    (4, "Q", "equal_sgd", 1.0, "elbo", "adam", 0.1, 120)])
 def test_sub_lanes_match_numpy_reference(W, psi, allocation, gamma, objective, optimizer,
                                          alpha_sigma, max_steps):
     """W sub-lanes per run (W = 2 does not divide n_traj = 3, W = 4 leaves a sub-lane idle in

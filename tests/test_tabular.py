@@ -132,7 +132,7 @@ def test_training_is_bit_identical_to_the_former_grid_task(switch):
         assert sorted(set(np.argwhere(diff)[:, 0])) == [7, 8]
     st = agent.AgentStatic(episodes=40, n_traj=3, max_steps=60, eval_every=10, n_rollouts=4,
                            snapshots=(10, 30), need_R=True)
-    dras = [DRA, dict(DRA, psi="R", sigma0=1.0), dict(DRA, allocation="equal", lam=0.5),
+    dras = [DRA, dict(DRA, psi="R", sigma0=1.0), dict(DRA, allocation="equal_sgd", lam=0.5),
             dict(DRA, psi="Q", sigma0=5.0)]
     a = _train(new, st, dras, [0, 1, 2, 3], switch_episode=20)
     b = _train(old, st, dras, [0, 1, 2, 3], switch_episode=20)

@@ -38,6 +38,7 @@ import numpy as np
 from dra_jax import bandit_agents as ba
 from dra_jax import bandit_runner
 from dra_jax.config import (ConfigError, Field, TaskSpec, agent_spec_check, iter_run_params,
+                            reject_equal_search,
                             parse_agent_spec, register_task)
 from dra_jax.envs import bandits as envs
 from dra_jax.figures import bandits as figures
@@ -140,6 +141,7 @@ def _check(cfg: dict) -> None:
     """Cross-key checks over every run of the grid."""
     tp, d = cfg["task_params"], cfg["dra"]
     exp = tp["experiment"]
+    reject_equal_search(cfg, "bandits")
     if d["episodes"] != 1:
         raise ConfigError("dra.episodes", "the bandits run task_params.steps pulls; leave "
                                           f"dra.episodes unset (1), got {d['episodes']}")
@@ -178,7 +180,7 @@ def _hyper(run: dict) -> ba.Hyper:
     kw = dict(ba_tol=tp["ba_tol"], beta=d["beta"], lam=d["lam"], sigma_base=d["sigma_base"],
               sigma0=d["sigma0"], alpha_q=d["alpha_q"], alpha_sigma=d["alpha_sigma"],
               sigma_min=d["sigma_min"], sigma_max=d["sigma_max"], learn_q=d["learn_q"],
-              learn_sigma=d["learn_sigma"], equal=d["allocation"] == "equal", psi_q=d["psi"] == "Q")
+              learn_sigma=d["learn_sigma"], equal=d["allocation"] == "equal_sgd", psi_q=d["psi"] == "Q")
     if name == "sts":
         kw["epsilon"] = value
     elif name == "blasts":
