@@ -133,8 +133,22 @@ DRA_FIELDS: dict[str, Field] = {
     "psi": Field(str, "A", "Psi_t of the policy gradient (Eq. 4)", choices=("A", "Q", "R", "max")),
     "grad": Field(str, "analytic", "sigma-gradient method", choices=("analytic", "autodiff"),
                   static=True),
-    "allocation": Field(str, "flexible", "one sigma per memory, or one shared ('equal')",
-                        choices=("flexible", "equal")),
+    "allocation": Field(str, "flexible", "one sigma per memory ('flexible'); one shared sigma at "
+                        "its optimum, found by a 1-D search of F over sigma before training "
+                        "('equal', lane tasks); one shared sigma learned by stochastic gradient "
+                        "ascent with the mean of the memories' gradients ('equal_sgd')",
+                        choices=("flexible", "equal", "equal_sgd")),
+    "equal_range": Field(list, [], "allocation 'equal': the search interval [lo, hi] of the "
+                         "shared sigma, inside [sigma_min, sigma_max] ([] = [sigma_min, "
+                         "sigma_max])", item_kind=float, lo=0.0, lo_open=True, static=True,
+                         sweepable=False),
+    "equal_points": Field(int, 6, "allocation 'equal': candidate sigmas per search round "
+                          "(log-spaced)", lo=2, hi=64, static=True, sweepable=False),
+    "equal_rounds": Field(int, 2, "allocation 'equal': search rounds (each refines around the "
+                          "best candidate so far)", lo=1, hi=6, static=True, sweepable=False),
+    "equal_seeds": Field(int, 2, "allocation 'equal': search seeds per candidate, shared by "
+                         "every candidate (common random numbers) and disjoint from the runs' "
+                         "seeds", lo=1, hi=64, static=True, sweepable=False),
     "sigma_min": _positive(default=0.01, doc="lower clip of sigma"),
     "sigma_max": _positive(default=100.0, doc="upper clip of sigma"),
     "max_steps": Field(int, 500, "cap on the steps of any rollout (truncation)", lo=1, static=True),
@@ -420,6 +434,8 @@ def validate(raw: dict) -> dict:
         if d["sigma_min"] > d["sigma_max"]:
             raise ConfigError("dra.sigma_min", f"must be <= dra.sigma_max ({d['sigma_max']}), got "
                                                f"{d['sigma_min']}")
+        if d["allocation"] == "equal":
+            _check_equal_range(cfg, run)
     for snap in cfg["eval"]["snapshots"]:
         if snap > cfg["dra"]["episodes"] and "episodes" not in cfg["sweep"]:
             raise ConfigError("eval.snapshots", f"episode {snap} is after the last episode "
@@ -427,6 +443,46 @@ def validate(raw: dict) -> dict:
     if spec.check is not None:
         spec.check(cfg)
     return cfg
+
+
+def dra_key_of(cfg: dict, run: dict, name: str) -> str:
+    """The config key that set ``[dra] name`` of ``run``: its sweep axis, its variant, or
+    ``dra.<name>``."""
+    if name in cfg["sweep"]:
+        return f"sweep.{name}"
+    v = run["point"].get("variant")
+    if v is not None and name in cfg["variants"][v]:
+        return f"variants.{v}.{name}"
+    return f"dra.{name}"
+
+
+def reject_equal_search(cfg: dict, task: str) -> None:
+    """For engines without the equal-precision search: ``allocation = "equal"`` is a
+    ConfigError naming the key (``equal_sgd`` is their shared sigma)."""
+    for run in iter_run_params(cfg):
+        if run["dra"]["allocation"] == "equal":
+            raise ConfigError(dra_key_of(cfg, run, "allocation"),
+                              f"the {task} task has no search of the shared sigma; use "
+                              "'equal_sgd' (one shared sigma by gradient) or pin sigma "
+                              "(learn_sigma = false, sigma0 = the shared value)")
+
+
+def _check_equal_range(cfg: dict, run: dict) -> None:
+    """``equal_range`` of an equal-precision run: empty, or ``[lo, hi]`` with ``lo < hi`` inside
+    the run's ``[sigma_min, sigma_max]`` (the clip every sigma lives in)."""
+    d = run["dra"]
+    key = dra_key_of(cfg, run, "equal_range")
+    r = d["equal_range"]
+    if not r:
+        return
+    if len(r) != 2:
+        raise ConfigError(key, f"expected [] or [lo, hi], got {r!r}")
+    lo, hi = r
+    if not lo < hi:
+        raise ConfigError(key, f"empty interval: needs lo < hi, got {r!r}")
+    if lo < d["sigma_min"] or hi > d["sigma_max"]:
+        raise ConfigError(key, f"must lie within [sigma_min, sigma_max] = [{d['sigma_min']}, "
+                               f"{d['sigma_max']}], got {r!r}")
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:

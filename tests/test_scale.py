@@ -52,8 +52,9 @@ def test_sharded_over_4_host_devices_equals_single_device(tmp_path, objectives, 
     args = ["--config", str(ROOT / "configs/gridworld.toml"), "--set", "dra.episodes=30",
             "--set", "eval.every=10", "--set", "eval.n_rollouts=5", "--set", "sweep.sigma0=[3.0]",
             "--set", "n_seeds=1", "--set", 'sweep.psi=["A", "R"]',
-            "--set", 'sweep.allocation=["flexible", "equal"]',
-            "--set", f"sweep.objective={objectives}", "--set", "figures=[]", "--quiet"]
+            "--set", 'sweep.allocation=["flexible", "equal_sgd", "equal"]',
+            "--set", f"sweep.objective={objectives}", "--set", "figures=[]", "--quiet",
+            "--set", "dra.equal_points=3", "--set", "dra.equal_rounds=1", "--set", "dra.equal_seeds=1"]
     if exact:
         args += ["--set", "sweep.lam=[0.1, 0.2, 0.4]"]
     one, four = tmp_path / "one", tmp_path / "four"
@@ -62,7 +63,7 @@ def test_sharded_over_4_host_devices_equals_single_device(tmp_path, objectives, 
     assert proc1.returncode == 0 and proc4.returncode == 0, proc1.stderr + proc4.stderr
     s = json.loads((four / "summary.json").read_text())
     assert s["timing"]["devices_used"] == 4 and len(s["timing"]["devices"]) == 4
-    assert len(s["runs"]) == (12 if exact else 8)
+    assert len(s["runs"]) == (18 if exact else 12)
     a, b = _curves(four), _curves(one)
     if exact:
         _same(a, b)

@@ -34,6 +34,7 @@ import numpy as np
 from dra_jax import agent as lane_engine
 from dra_jax import batching, memory, psrl
 from dra_jax.config import (ConfigError, Field, TaskSpec, agent_spec_check, iter_run_params,
+                            reject_equal_search,
                             parse_agent_spec, register_task)
 from dra_jax.envs import episodic as envs
 from dra_jax.results import Results
@@ -99,6 +100,7 @@ def _check(cfg: dict) -> None:
         raise ConfigError("dra.q_init", f"the episodic task starts DRA's means at 'zero', got {d['q_init']!r}")
     if d["objective"] != "dra":
         raise ConfigError("dra.objective", f"the episodic task runs objective 'dra', got {d['objective']!r}")
+    reject_equal_search(cfg, "episodic")
     for run in iter_run_params(cfg):
         tp = run["task_params"]
         if run["dra"]["max_steps"] < tp["horizon"]:

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from dra_jax import config as config_mod
-from dra_jax import planner
+from dra_jax import equal_search, planner
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs import planning as env
 from dra_jax.figures import planning as figures
@@ -178,6 +178,10 @@ def check(cfg: dict) -> None:
                               f"{d['baseline']!r} (leave-one-out over the n_traj trials of an "
                               f"update) needs "
                               f"n_traj >= 2, got n_traj = {d['n_traj']} (from {where}.n_traj)")
+        if d["allocation"] == "equal" and d["learn_q"]:
+            raise ConfigError(config_mod.dra_key_of(cfg, run, "allocation"),
+                              "'equal' searches the shared sigma with q = q* (Fig. 3's protocol), "
+                              "so it needs learn_q = false; with learned means use 'equal_sgd'")
         if d["episodes"] % cfg["eval"]["every"]:
             raise ConfigError("eval.every", f"must divide dra.episodes ({d['episodes']}), got "
                                             f"{cfg['eval']['every']}")
@@ -193,7 +197,7 @@ def make_params(cfg: dict, run: dict) -> dict:
     p["budget"] = np.int32(resolve_budget(cfg, run))
     p["learn_q"] = np.bool_(d["learn_q"])
     p["learn_sigma"] = np.bool_(d["learn_sigma"])
-    p["equal"] = np.bool_(d["allocation"] == "equal")
+    p["equal"] = np.bool_(d["allocation"] == "equal_sgd")
     p["rate"] = np.bool_(tp["objective"] == "F_tilde")
     p["baseline"] = np.int32(planner.BASELINES.index(d["baseline"]))
     p["seed"] = np.uint32(run["seed"])
@@ -217,6 +221,8 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
     enabled``) the CMA-ES baseline. Every run is judged converged or not from its curve of F
     (:func:`dra_jax.runner.tail_trend`)."""
     opts = getattr(progress, "options", None) or ExecOptions()
+    runs, searched = equal_search.resolve_planning(
+        cfg, runs, lambda r: _static_of(cfg, r), lambda r: resolve_budget(cfg, r), progress)
     ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
     fingerprint = config_fingerprint(cfg)
     max_batch = opts.max_batch or cfg.get("max_batch", 0)
@@ -272,6 +278,8 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
                           "converged": trend["converged"],
                           "tail_change_of_objective": trend["change"],
                           "tail_noise_of_objective": trend["noise"]})
+        if r["dra"]["allocation"] == "equal":
+            run_extra[-1]["equal_sigma"] = r["dra"]["sigma0"]
     res = Results(
         finals=finals,
         curves={"curve_reward": curves[..., 0], "curve_cost": curves[..., 1],
@@ -293,6 +301,8 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
         timing={"compile_s": compile_s, "run_s": run_s, "env_steps": env_steps,
                 "devices": jax.device_count()},
     )
+    if searched:
+        res.summary["equal_search"] = searched
     if cfg["cma"]["enabled"]:
         base = {"dra": cfg["dra"], "task_params": cfg["task_params"], "seed": cfg["seed"]}
         st0 = _static_of(cfg, base)
@@ -332,7 +342,7 @@ def _table(cfg: dict, results: Results) -> dict:
         "budget": np.asarray([resolve_budget(cfg, r) for r in runs]),
         "moves": np.asarray([r["task_params"]["moves"] for r in runs]),
         "n_traj": np.asarray([r["dra"]["n_traj"] for r in runs]),
-        "equal": np.asarray([r["dra"]["allocation"] == "equal" for r in runs]),
+        "equal": np.asarray([r["dra"]["allocation"] in ("equal", "equal_sgd") for r in runs]),
         "baseline": np.asarray([r["dra"]["baseline"] for r in runs]),
         "seed": np.asarray([r["seed"] for r in runs]),
     }

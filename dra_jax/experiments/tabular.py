@@ -24,10 +24,12 @@ maps drawn on the maze).
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import numpy as np
 
+from dra_jax import equal_search
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.tabular import TabularTask
 from dra_jax.figures import lane
@@ -106,8 +108,19 @@ def run_lane_sweep(cfg, runs, progress, make_task, task_run_params,
                    final_entropy_for: tuple[str, ...] = ("allocation",)):
     """The lane engine over the grid, plus the choice-entropy maps the figures draw (of the
     snapshots, and of the final memories when a figure in ``final_entropy_for`` is asked for)
-    and the per-point summary. Shared by the maze tasks and mountain car."""
+    and the per-point summary. Shared by the maze tasks, mountain car and the gymnax tasks.
+    Equal-precision runs (``allocation = "equal"``) first get their shared sigma from
+    :func:`dra_jax.equal_search.resolve_lane`; its record is ``summary["equal_search"]``."""
+    t0 = time.perf_counter()
+    runs, searched = equal_search.resolve_lane(cfg, runs, progress, make_task, task_run_params)
+    search_s = time.perf_counter() - t0
     res = run_lane_task(cfg, runs, progress, make_task, task_run_params)
+    if searched:
+        res.summary["equal_search"] = searched
+        res.timing["equal_search_s"] = round(search_s, 3)  # compile and run, all rounds
+        for i, r in enumerate(runs):
+            if r["dra"]["allocation"] == "equal":
+                res.run_extra[i]["equal_sigma"] = r["dra"]["sigma0"]
     if "snap_q" in res.curves:
         res.curves["choice_entropy"] = choice_entropy_maps(res.curves["snap_q"],
                                                            res.curves["snap_sigma"])
