@@ -58,6 +58,28 @@ def test_rows_are_computed_from_the_run_outputs(quick_out):
     got = rows["grid_obj_ratio"]["numbers"]["ratio"]
     assert got == pytest.approx(want, rel=1e-5)
     assert f"{got:.3g}" in rows["grid_obj_ratio"]["value"]
+    # ... equal precision at its searched optimum, and the gradient's shared sigma beside it
+    num = rows["grid_obj_ratio"]["numbers"]
+    assert num["sigma_star"] == s["equal_search"][0]["best_sigma"]
+    f_sgd = plateau["equal_sgd"]
+    assert num["ratio_sgd"] == pytest.approx(f_sgd / f_dra if f_dra < 0 else f_dra / f_sgd, rel=1e-5)
+    # episodes to converge against both lambda -> 0 baselines, all four criteria, resolution
+    ep = rows["grid_ep_ratio"]["numbers"]
+    assert set(ep["ratios"]) == {"lambda0", "sarsa_sigma_min"} and ep["eval_every"] == 30
+    conv = {p["point"]["variant"]: p["episodes_to_converge"] for p in s["points"]}
+    for base, rs in ep["ratios"].items():
+        assert len(rs) == 4
+        for crit, r in rs.items():
+            a, b = conv["dra"][crit]["mean"], conv[base][crit]["mean"]
+            assert r == (pytest.approx(a / b) if a and b else None)
+    assert "every 30 episodes" in rows["grid_ep_ratio"]["rule"]
+    # the consistency rows: every nested pair of the baselines, recomputed paired by seed
+    cons = json.loads((quick_out / "consistency.json").read_text())
+    lane = [r for r in cons if r["config"] == "gridworld_baselines"]
+    assert {(r["larger"], r["smaller"]) for r in lane} == {("dra", "equal"), ("dra", "equal_sgd"),
+                                                          ("equal", "equal_sgd")}
+    report = (quick_out / "report.md").read_text()
+    assert "## Consistency" in report and all(r["status"] in report for r in lane)
     # rate-distortion dominance, recomputed from the finals (cost = rate, objective = -distortion)
     s = json.loads((quick_out / "bandits_rate_distortion" / "summary.json").read_text())
     for kind in ("bernoulli", "gaussian"):
@@ -126,3 +148,25 @@ def test_bad_flags_exit_2_and_write_nothing(tmp_path, argv, capsys):
     assert not out.exists()
     if "nope" in argv[-1]:
         assert "nope" in capsys.readouterr().err
+
+
+def test_a_violated_order_is_flagged_as_an_optimizer_problem():
+    """A smaller family that beats the larger one beyond 2 SE is a VIOLATION row, named an
+    optimizer problem; within noise it holds."""
+    from types import SimpleNamespace
+
+    from dra_jax.paper import consistency
+
+    curves = np.zeros((2, 3, 10))  # [variant, seed, evaluations]
+    curves[0] = -10.0 + np.array([0.1, -0.1, 0.0])[:, None]  # dra
+    curves[1] = -5.0 + np.array([0.2, 0.0, -0.2])[:, None]  # equal beats dra: impossible
+    res = SimpleNamespace(axes=[("variant", ["dra", "equal"]), ("seed", [0, 1, 2])],
+                          arrays={"objective": curves}, shape=(2, 3))
+    (row,) = consistency.lane_rows("t", res)
+    assert row["status"] == consistency.VIOLATION and "optimizer problem" in row["status"]
+    assert row["diff"] == pytest.approx(-5.0)
+    curves[1] = -10.05 + np.array([0.1, -0.1, 0.0])[:, None]
+    (row,) = consistency.lane_rows("t", res)
+    assert row["status"] == consistency.HOLDS
+    text = "\n".join(consistency.consistency_section([row]))
+    assert "no violations" in text and "| t | plateau F | dra | equal |" in text

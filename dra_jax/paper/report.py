@@ -1,4 +1,4 @@
-"""``OUT/report.md``: the claims table, a section per figure (images linked relative to OUT, what
+"""``OUT/report.md``: the claims table, the consistency rows (``OUT/consistency.json``), a section per figure (images linked relative to OUT, what
 they show, which runs have not converged) and the timing, all read from the outputs in OUT."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from dra_jax.paper.claims import compute_claims
+from dra_jax.paper.consistency import consistency_rows, consistency_section
 from dra_jax.paper.runs import RUNS
 
 VERDICT_MARK = {"reproduces": "reproduces", "partly": "partly", "does not": "**does not**",
@@ -120,9 +121,12 @@ def write_report(out, quick: bool, names, session_wall_s=None) -> Path:
              f"Mode: {mode}. Written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by "
              "`python -m dra_jax.paper`. Papers: Patel, Acerbi & Pouget (NeurIPS 2020), "
              "\"DRA\"; the capacity-limited Bayesian RL review, \"Review\".", ""]
-    lines += claims_section(rows) + figure_sections(out, names) + timing_section(out, names, session_wall_s)
+    cons = consistency_rows(out)
+    lines += (claims_section(rows) + consistency_section(cons) + figure_sections(out, names)
+              + timing_section(out, names, session_wall_s))
     path = out / "report.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     json_rows = [{k: v for k, v in r.__dict__.items()} for r in rows]
     atomic_write_bytes(out / "claims.json", json.dumps(json_rows, indent=1, default=_plain).encode())
+    atomic_write_bytes(out / "consistency.json", json.dumps(cons, indent=1, default=_plain).encode())
     return path
