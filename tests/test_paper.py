@@ -12,7 +12,8 @@ from dra_jax.paper.claims import BANDIT_CLAIMS, DRA_CLAIMS
 from dra_jax.paper.claims_episodic import EPISODIC_CLAIMS
 from dra_jax.paper.runs import RUNS
 
-SUBSET = ["gridworld_baselines", "bandits_rate_distortion", "episodic"]
+SUBSET = ["gridworld_baselines", "gridworld_baselines_authors", "bandits_rate_distortion",
+          "episodic"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,10 @@ def test_report_has_a_row_per_claim(quick_out):
             assert re.search(r"\d", r[4]) and r[6] in ("reproduces", "partly", "**does not**"), r
         else:  # its config was not run: said so, not failed
             assert "not computed" in r[4] and "missing input" in r[6], r
+        if set(c[4]) == {"gridworld_baselines"}:  # the authors' settings column, computed
+            assert re.search(r"\d", r[8]) and re.search(r"\((reproduces|partly|\*\*does not\*\*)\)$", r[8]), r
+        elif not set(c[4]) & {"gridworld", "gridworld_baselines"}:
+            assert r[8] == "-", r
     for spec in RUNS:  # a section per figure, with the images of the configs that ran
         assert spec.title in report
     for name in SUBSET:
@@ -78,8 +83,17 @@ def test_rows_are_computed_from_the_run_outputs(quick_out):
     lane = [r for r in cons if r["config"] == "gridworld_baselines"]
     assert {(r["larger"], r["smaller"]) for r in lane} == {("dra", "equal"), ("dra", "equal_sgd"),
                                                           ("equal", "equal_sgd")}
+    assert {r["config"] for r in cons} == {"gridworld_baselines", "gridworld_baselines_authors"}
     report = (quick_out / "report.md").read_text()
     assert "## Consistency" in report and all(r["status"] in report for r in lane)
+    # the authors' settings: the same claim from the lam 0.1, gamma 0.9 run
+    s_a = json.loads((quick_out / "gridworld_baselines_authors" / "summary.json").read_text())
+    pa = {p["point"]["variant"]: p["objective"]["plateau_mean"] for p in s_a["points"]}
+    assert rows["grid_obj_ratio"]["authors_numbers"]["ratio"] == pytest.approx(
+        pa["equal"] / pa["dra"] if pa["dra"] < 0 else pa["dra"] / pa["equal"], rel=1e-5)
+    cfg_a = json.loads((quick_out / "gridworld_baselines_authors" / "paper_run.json").read_text())
+    assert {"dra.lam=0.1", "dra.gamma=0.9"} <= set(cfg_a["overrides"])
+    assert cfg_a["config"] == "gridworld_baselines.toml"
     # rate-distortion dominance, recomputed from the finals (cost = rate, objective = -distortion)
     s = json.loads((quick_out / "bandits_rate_distortion" / "summary.json").read_text())
     for kind in ("bernoulli", "gaussian"):

@@ -64,7 +64,7 @@ def marker_of(out: Path, name: str) -> dict | None:
 def is_complete(out: Path, name: str, quick: bool) -> bool:
     rec = marker_of(out, name)
     return (rec is not None and rec.get("quick") == quick
-            and rec.get("overrides") == (list(BY_NAME[name].quick) if quick else []))
+            and rec.get("overrides") == BY_NAME[name].overrides(quick))
 
 
 def run_one(name: str, out: Path, quick: bool, progress: bool) -> dict:
@@ -72,7 +72,7 @@ def run_one(name: str, out: Path, quick: bool, progress: bool) -> dict:
     import dra_jax
 
     spec = BY_NAME[name]
-    overrides = list(spec.quick) if quick else []
+    overrides = spec.overrides(quick)
     t0 = time.perf_counter()
     res = dra_jax.run(spec.config, set=overrides, out=out / name, progress=progress)
     wall = time.perf_counter() - t0
@@ -97,7 +97,8 @@ def main(argv=None) -> int:
         if args.resume and is_complete(out, name, args.quick):
             print(f"{head}: complete in {out / name}, skipped (--resume)", file=sys.stderr, flush=True)
             continue
-        print(f"{head}: running configs/{name}.toml{' --quick' if args.quick else ''}",
+        print(f"{head}: running configs/{BY_NAME[name].config.name}"
+              f"{' --quick' if args.quick else ''} {' '.join(BY_NAME[name].full)}".rstrip(),
               file=sys.stderr, flush=True)
         try:
             rec = run_one(name, out, args.quick, progress=not args.no_progress)

@@ -28,6 +28,11 @@ class Row:
     rule: str = ""
     sources: list = field(default_factory=list)
     numbers: dict = field(default_factory=dict)  # the row's numbers (tests recompute them)
+    # the same claim at the authors' settings of their saved Fig. 1b data (lam 0.1, gamma 0.9),
+    # from OUT/<source>_authors: value, verdict and numbers ("" where not computed)
+    authors: str = ""
+    authors_verdict: str = ""
+    authors_numbers: dict = field(default_factory=dict)
 
 
 class Outputs:
@@ -432,6 +437,9 @@ DRA_CLAIMS = [
 ]
 
 
+AUTHORS_SOURCES = ("gridworld", "gridworld_baselines")  # configs run at the authors' settings too
+
+
 def compute_claims(out: Path, quick: bool | None = None) -> list[Row]:
     """Every row of the claims table, from the outputs in ``out``; with ``quick`` given, a row
     whose inputs come from the other mode (a folder reused across modes) says so."""
@@ -451,6 +459,19 @@ def compute_claims(out: Path, quick: bool | None = None) -> list[Row]:
             fn(row, *res)
         except (KeyError, ValueError, IndexError, ZeroDivisionError) as e:
             row.value, row.verdict = f"not computable from this run ({type(e).__name__}: {e})", MISSING
+        alt_names = [f"{s}_authors" for s in sources]
+        if all(s in AUTHORS_SOURCES for s in sources):
+            alt = [outs(s) for s in alt_names]
+            if any(r is None for r in alt):
+                row.authors = f"not computed: {', '.join(n for n, r in zip(alt_names, alt) if r is None)} not run"
+            else:
+                arow = Row(key, fig, claim, paper, sources=alt_names)
+                try:
+                    fn(arow, *alt)
+                    row.authors, row.authors_verdict = arow.value, arow.verdict
+                    row.authors_numbers = arow.numbers
+                except (KeyError, ValueError, IndexError, ZeroDivisionError) as e:
+                    row.authors = f"not computable ({type(e).__name__}: {e})"
         for name, r in zip(sources, res):
             mode = (marker_of(Path(out), name) or {}).get("quick")
             if quick is not None and mode is not None and mode != quick:

@@ -98,7 +98,7 @@ def planning_rows(name: str, res) -> list[dict]:
     return rows
 
 
-LANE_CONFIGS = ("gridworld_baselines", "mountain_car_baselines")
+LANE_CONFIGS = ("gridworld_baselines", "gridworld_baselines_authors", "mountain_car_baselines")
 PLANNING_CONFIGS = ("planning", "planning_loo")
 
 

@@ -32,13 +32,18 @@ def claims_section(rows) -> list[str]:
     lines = ["## Claims: the papers vs this run", "",
              "Every number of \"this run\" is computed from this run's `summary.json` / "
              "`curves.npz` (dra_jax/paper/claims.py); the paper's column quotes the paper. "
-             "The verdict follows the rule in the last column.", "",
-             "| # | figure | claim | paper | this run | spread | verdict | rule |",
-             "|---|---|---|---|---|---|---|---|"]
+             "The verdict follows the rule in the rule column. The last column is the same claim "
+             "at the authors' settings of their saved Fig. 1b data (lam 0.1, gamma 0.9; the "
+             "shipped configs have Table B.1's lam 0.2, gamma 1), for the grid-world claims: "
+             "a verdict that differs there depends on the settings.", "",
+             "| # | figure | claim | paper | this run | spread | verdict | rule | authors' settings |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
+        alt = (f"{r.authors} ({VERDICT_MARK.get(r.authors_verdict, r.authors_verdict)})"
+               if r.authors_verdict else (r.authors or "-"))
         lines.append("| " + " | ".join(_cell(c) for c in (
             i, r.figure, r.claim, r.paper, r.value, r.spread, VERDICT_MARK.get(r.verdict, r.verdict),
-            r.rule)) + " |")
+            r.rule, alt)) + " |")
     counts = {v: sum(r.verdict == v for r in rows) for v in VERDICT_MARK}
     lines += ["", "Verdicts: " + ", ".join(f"{v} {n}" for v, n in counts.items()), ""]
     return lines
@@ -71,7 +76,7 @@ def figure_sections(out: Path, names) -> list[str]:
             lines += [f"_No complete outputs in `{spec.name}/` (not run yet, interrupted or failed)._", ""]
             continue
         summary = json.loads((out / spec.name / "summary.json").read_text())
-        lines.append(f"Config `configs/{spec.name}.toml`"
+        lines.append(f"Config `configs/{spec.config.name}`"
                      + (f" with `{' '.join(rec['overrides'])}`" if rec.get("overrides") else " as shipped")
                      + f"; {len(summary['runs'])} runs; outputs in `{spec.name}/`.")
         lines += ["", _unconverged(summary), ""]
