@@ -27,6 +27,7 @@ The paper's Fig. 3 protocol is ``q_init = "optimal"``, ``learn_q = false``: mean
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import jax
@@ -221,8 +222,10 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
     enabled``) the CMA-ES baseline. Every run is judged converged or not from its curve of F
     (:func:`dra_jax.runner.tail_trend`)."""
     opts = getattr(progress, "options", None) or ExecOptions()
+    t_search = time.perf_counter()
     runs, searched = equal_search.resolve_planning(
         cfg, runs, lambda r: _static_of(cfg, r), lambda r: resolve_budget(cfg, r), progress)
+    t_search = time.perf_counter() - t_search
     ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
     fingerprint = config_fingerprint(cfg)
     max_batch = opts.max_batch or cfg.get("max_batch", 0)
@@ -303,6 +306,7 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
     )
     if searched:
         res.summary["equal_search"] = searched
+        res.timing["equal_search_s"] = round(t_search, 3)  # compile and run
     if cfg["cma"]["enabled"]:
         base = {"dra": cfg["dra"], "task_params": cfg["task_params"], "seed": cfg["seed"]}
         st0 = _static_of(cfg, base)

@@ -78,7 +78,8 @@ def run_one(name: str, out: Path, quick: bool, progress: bool) -> dict:
     wall = time.perf_counter() - t0
     t = res.timing
     rec = {"name": name, "config": str(spec.config.name), "quick": quick, "overrides": overrides,
-           "compile_s": t.get("compile_s"), "run_s": t.get("run_s"), "wall_s": round(wall, 3),
+           "compile_s": t.get("compile_s"), "run_s": t.get("run_s"),
+           "equal_search_s": t.get("equal_search_s"), "wall_s": round(wall, 3),
            "finished_unix": time.time()}
     atomic_write_json(out / name / MARKER, rec)
     return rec

@@ -90,19 +90,23 @@ def figure_sections(out: Path, names) -> list[str]:
 
 
 def timing_section(out: Path, names, session_wall_s=None) -> list[str]:
-    lines = ["## Timing", "", "| config | compile (s) | run (s) | wall (s) |", "|---|---|---|---|"]
-    tot = {"compile_s": 0.0, "run_s": 0.0, "wall_s": 0.0}
+    lines = ["## Timing", "", "| config | compile (s) | run (s) | equal-precision search (s) | wall (s) |",
+             "|---|---|---|---|---|"]
+    tot = {"compile_s": 0.0, "run_s": 0.0, "equal_search_s": 0.0, "wall_s": 0.0}
     for name in names:
         rec = _marker(out, name)
         if rec is None:
-            lines.append(f"| {name} | - | - | not complete |")
+            lines.append(f"| {name} | - | - | - | not complete |")
             continue
-        lines.append(f"| {name} | {_num(rec.get('compile_s'))} | {_num(rec.get('run_s'))} | {_num(rec.get('wall_s'))} |")
+        lines.append(f"| {name} | {_num(rec.get('compile_s'))} | {_num(rec.get('run_s'))} | "
+                     f"{_num(rec.get('equal_search_s'))} | {_num(rec.get('wall_s'))} |")
         for k in tot:
             tot[k] += rec.get(k) or 0.0
-    lines.append(f"| **total** | {_num(tot['compile_s'])} | {_num(tot['run_s'])} | {_num(tot['wall_s'])} |")
-    lines += ["", "Wall time per config includes compilation, the run, the summaries and the "
-                  "figures; configs skipped by --resume keep the timing of the session that ran them."]
+    lines.append(f"| **total** | {_num(tot['compile_s'])} | {_num(tot['run_s'])} | "
+                 f"{_num(tot['equal_search_s'])} | {_num(tot['wall_s'])} |")
+    lines += ["", "Wall time per config includes compilation, the run, the equal-precision search "
+                  "(its compile and run, apart from the first two columns), the summaries and the figures; configs skipped by --resume keep the "
+                  "timing of the session that ran them."]
     if session_wall_s is not None:
         lines.append(f"This session (including skipped configs and the report): {session_wall_s:.1f} s.")
     return lines + [""]
