@@ -156,6 +156,24 @@ def _point_key(point: dict) -> str:
     return json.dumps({k: v for k, v in point.items() if k != "seed"}, sort_keys=True, default=str)
 
 
+def _equal_points(runs: list[dict]) -> tuple[list[int], dict[str, list[int]]]:
+    """The indices of the equal-precision runs, and those indices by grid point (seed aside)."""
+    eq = [i for i, r in enumerate(runs) if r["dra"]["allocation"] == "equal"]
+    by_point: dict[str, list[int]] = {}
+    for i in eq:
+        by_point.setdefault(_point_key(runs[i]["point"]), []).append(i)
+    return eq, by_point
+
+
+def _pin(runs: list[dict], eq: list[int], keys: list[str], records: list[dict]) -> list[dict]:
+    """The runs with every equal run pinned at its grid point's searched sigma."""
+    best = {k: rec["best_sigma"] for k, rec in zip(keys, records)}
+    out = list(runs)
+    for i in eq:
+        out[i] = pinned_run(runs[i], best[_point_key(runs[i]["point"])])
+    return out
+
+
 def candidate_run(run: dict, sigma: float, seed: int) -> dict:
     """A search candidate of ``run``: sigma pinned at ``sigma`` on every memory, on a search
     seed; the means learn as the run's do. ``n_traj = 1``: with sigma pinned the gradient
@@ -179,14 +197,11 @@ def resolve_lane(cfg: dict, runs: list[dict], progress, make_task, task_run_para
     from dra_jax.figures.lane import grid_points
     from dra_jax.runner import ExecOptions, config_fingerprint, run_lane_task
 
-    eq = [i for i, r in enumerate(runs) if r["dra"]["allocation"] == "equal"]
+    eq, by_point = _equal_points(runs)
     if not eq:
         return runs, []
     opts = getattr(progress, "options", None) or ExecOptions()
     labels = {_point_key(p["point"]): p["label"] for p in grid_points(cfg)}
-    by_point: dict[str, list[int]] = {}
-    for i in eq:
-        by_point.setdefault(_point_key(runs[i]["point"]), []).append(i)
     keys = list(by_point)
     fingerprint = config_fingerprint(cfg)
     path = Path(opts.out) / "equal_search.json" if opts.out is not None else None
@@ -228,11 +243,7 @@ def resolve_lane(cfg: dict, runs: list[dict], progress, make_task, task_run_para
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, {"fingerprint": fingerprint, "points": records})
             shutil.rmtree(Path(opts.out) / "equal_search", ignore_errors=True)
-    best = {k: rec["best_sigma"] for k, rec in zip(keys, records)}
-    out = list(runs)
-    for i in eq:
-        out[i] = pinned_run(runs[i], best[_point_key(runs[i]["point"])])
-    return out, records
+    return _pin(runs, eq, keys, records), records
 
 
 # ------------------------------------------------------------------ planning
@@ -251,12 +262,9 @@ def resolve_planning(cfg: dict, runs: list[dict], static_of, budget_of, progress
 
     from dra_jax.planning_trainer import _vec_to_table, population_objective
 
-    eq = [i for i, r in enumerate(runs) if r["dra"]["allocation"] == "equal"]
+    eq, by_point = _equal_points(runs)
     if not eq:
         return runs, []
-    by_point: dict[str, list[int]] = {}
-    for i in eq:
-        by_point.setdefault(_point_key(runs[i]["point"]), []).append(i)
     keys = list(by_point)
     first = [runs[by_point[k][0]] for k in keys]
     d0 = first[0]["dra"]
@@ -295,8 +303,4 @@ def resolve_planning(cfg: dict, runs: list[dict], static_of, budget_of, progress
                              f"final.n_rollouts = {n} trials per search seed, the same trials for "
                              "every candidate; the reported run is evaluated at the best sigma on "
                              "its own seed")
-    best = {k: rec["best_sigma"] for k, rec in zip(keys, records)}
-    out = list(runs)
-    for i in eq:
-        out[i] = pinned_run(runs[i], best[_point_key(runs[i]["point"])])
-    return out, records
+    return _pin(runs, eq, keys, records), records

@@ -21,6 +21,11 @@ LANE_PAIRS = (("dra", "equal", "flexible precision contains equal precision"),
               ("equal", "equal_sgd", "the optimal shared sigma is at least the one SGD finds"))
 
 
+def _se(x: np.ndarray) -> float:
+    """Standard error of the mean of ``x`` (nan for fewer than two values)."""
+    return float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else np.nan
+
+
 def _row(config, where, larger, smaller, why, d, se, n) -> dict:
     """``d``: mean of F(larger) - F(smaller); ``se``: its standard error."""
     ok = bool(d >= -2 * se) if np.isfinite(se) else bool(d >= 0)
@@ -40,8 +45,7 @@ def lane_rows(name: str, res) -> list[dict]:
     for a, b, why in LANE_PAIRS:
         if a in names and b in names:
             d = p[names.index(a)] - p[names.index(b)]
-            se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.nan
-            rows.append(_row(name, "plateau F", a, b, why, d.mean(), se, d.size))
+            rows.append(_row(name, "plateau F", a, b, why, d.mean(), _se(d), d.size))
     return rows
 
 
@@ -73,15 +77,13 @@ def planning_rows(name: str, res) -> list[dict]:
                 d = np.asarray([f[i] - e_by_seed[int(seed[i])] for i in idx
                                 if int(seed[i]) in e_by_seed])
                 if d.size:
-                    se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.nan
                     rows.append(_row(name, f"b={b}", label, "equal", "flexible precision contains "
-                                     "equal precision", d.mean(), se, d.size))
+                                     "equal precision", d.mean(), _se(d), d.size))
             if cma_f is not None and b in cma_at:
                 c = cma_f[cma_at[b]]
                 g = f[idx]
                 gap = g.mean() - c.mean()
-                se = np.hypot(g.std(ddof=1) / np.sqrt(g.size) if g.size > 1 else 0.0,
-                              c.std(ddof=1) / np.sqrt(c.size) if c.size > 1 else 0.0)
+                se = np.hypot(np.nan_to_num(_se(g)), np.nan_to_num(_se(c)))
                 lo, hi = (label, "CMA-ES") if gap < 0 else ("CMA-ES", label)
                 tol = max(2 * se, 0.02 * abs(c.mean()))
                 r = _row(name, f"b={b}", hi, lo, "the gradient and CMA-ES search the same family",
@@ -91,8 +93,7 @@ def planning_rows(name: str, res) -> list[dict]:
                 rows.append(r)
         if cma_f is not None and b in cma_at and e_idx.size:
             c, e = cma_f[cma_at[b]], f[e_idx]
-            se = np.hypot(c.std(ddof=1) / np.sqrt(c.size) if c.size > 1 else 0.0,
-                          e.std(ddof=1) / np.sqrt(e.size) if e.size > 1 else 0.0)
+            se = np.hypot(np.nan_to_num(_se(c)), np.nan_to_num(_se(e)))
             rows.append(_row(name, f"b={b}", "CMA-ES", "equal", "flexible precision contains "
                              "equal precision", c.mean() - e.mean(), se, e.size))
     return rows
