@@ -80,12 +80,21 @@ class AgentStatic(NamedTuple):
     noise_blocks: int = 8  # blocks per random-number draw (a superblock)
     unroll: int = 1  # unroll of the step loop within a block
     sub_lanes: int = 1  # W: lanes per run (gradient and evaluation rollouts side by side)
+    # sigma is never learned (every run of the program has learn_sigma = false): the acting
+    # episode goes straight to the sync, with no gradient rollouts (they would only feed a
+    # discarded gradient)
+    pinned: bool = False
+    eval_from: int = 0  # evaluations only at the episodes >= this of the every-`eval_every` schedule
 
     @property
     def eval_episodes(self) -> np.ndarray:
         eps = list(range(0, self.episodes + 1, self.eval_every))
         if eps[-1] != self.episodes:
             eps.append(self.episodes)
+        eps = [e for e in eps if e >= self.eval_from]
+        if not eps:
+            raise ValueError(f"eval_from = {self.eval_from} leaves no evaluation (episodes = "
+                             f"{self.episodes})")
         return np.asarray(eps, np.int32)
 
 
@@ -249,7 +258,7 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     ascent = sigma_gradient(task, st, p, c)
     updates, opt_state = opt.update(-ascent, c.opt_state, c.sigma)
     sigma_new = jnp.clip(optax.apply_updates(c.sigma, updates), p["sigma_min"], p["sigma_max"])
-    learn = do_upd & p["learn_sigma"]
+    learn = do_upd & p["learn_sigma"] & (not st.pinned)
     sigma = jnp.where(learn, sigma_new, c.sigma)
     opt_state = _where_tree(learn, opt_state, c.opt_state)
     G = jnp.where(do_upd, 0.0, c.G)

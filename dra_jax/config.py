@@ -164,6 +164,11 @@ DRA_FIELDS: dict[str, Field] = {
     "sub_lanes": Field(int, 1, "lanes per run of the lane engine: the gradient and evaluation "
                        "rollouts of an episode run this many side by side (changes the random "
                        "numbers a run draws, not their distribution)", lo=1, hi=4096, static=True),
+    "block": Field(int, 16, "env steps between the lane engine's syncs (sigma updates and "
+                   "evaluation records); a run waits for the next sync after its gradient and "
+                   "evaluation phases, so long rollouts take longer blocks, short ones short "
+                   "blocks (changes the random numbers a run draws, not their distribution)",
+                   lo=1, hi=4096, static=True),
 }
 
 EVAL_FIELDS: dict[str, Field] = {

@@ -176,11 +176,26 @@ def _pin(runs: list[dict], eq: list[int], keys: list[str], records: list[dict]) 
 
 def candidate_run(run: dict, sigma: float, seed: int) -> dict:
     """A search candidate of ``run``: sigma pinned at ``sigma`` on every memory, on a search
-    seed; the means learn as the run's do. ``n_traj = 1``: with sigma pinned the gradient
-    rollouts only feed a discarded gradient."""
-    d = {**run["dra"], "allocation": "flexible", "learn_sigma": False, "sigma0": float(sigma),
-         "n_traj": 1}
+    seed; the means learn as the run's do. (Pinned, it runs no gradient rollouts:
+    :attr:`dra_jax.agent.AgentStatic.pinned`.)"""
+    d = {**run["dra"], "allocation": "flexible", "learn_sigma": False, "sigma0": float(sigma)}
     return {**run, "dra": d, "seed": int(seed)}
+
+
+def plateau_from(st) -> int:
+    """The first episode of the plateau window of ``st``'s evaluation schedule: its last 10%
+    of evaluations (at least one), where the plateau objective is read."""
+    eps = st.eval_episodes
+    return int(eps[-max(1, int(round(0.1 * len(eps))))])
+
+
+def candidate_config(cfg: dict, cand: dict) -> dict:
+    """The config the candidates train under: the run's evaluation schedule from the start of
+    its plateau window on (``eval.from``, internal), since a candidate is scored by the
+    plateau objective alone; the evaluations before it would be thrown away."""
+    from dra_jax.runner import agent_static
+
+    return {**cfg, "eval": {**cfg["eval"], "from": plateau_from(agent_static(cand, cfg))}}
 
 
 def pinned_run(run: dict, sigma: float) -> dict:
@@ -229,10 +244,10 @@ def resolve_lane(cfg: dict, runs: list[dict], progress, make_task, task_run_para
             n_round += 1
             cand = [candidate_run(runs[by_point[keys[i]][0]], s, seed)
                     for i, s in batch for seed in seeds]
-            res = run_lane_task(cfg, cand, _Quiet(progress, sub), make_task, task_run_params)
-            obj = np.asarray(res.curves["objective"], np.float64)  # [n, n_evals]
-            m = max(1, int(round(0.1 * obj.shape[-1])))
-            return obj[:, -m:].mean(axis=1).reshape(len(batch), len(seeds))
+            res = run_lane_task(candidate_config(cfg, cand[0]), cand, _Quiet(progress, sub),
+                                make_task, task_run_params)
+            obj = np.asarray(res.curves["objective"], np.float64)  # [n, plateau evaluations]
+            return obj.mean(axis=1).reshape(len(batch), len(seeds))
 
         records = search(points, evaluate, d0["equal_rounds"], d0["equal_points"], progress)
         for rec in records:

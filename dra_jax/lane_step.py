@@ -128,10 +128,11 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     else:
         h_t = kl_t = jnp.zeros((W,), jnp.float32)
     mem = c.mem.at[s[0], 0, a[0]].add(dq)
-    G = c.G.at[lanes, s].add(jnp.where(do_g[:, None], g_row, 0.0))
+    # (pinned: no gradient rollouts, so the score terms are never computed)
+    G = c.G if st.pinned else c.G.at[lanes, s].add(jnp.where(do_g[:, None], g_row, 0.0))
     ret = ret0 + disc0 * jnp.where(p["psi"] == 2, r_eff, r)
     E, R_traj = c.E, c.R_traj
-    if st.need_R:
+    if st.need_R and not st.pinned:
         j_r = jnp.where(p["psi"] == 2, j_g, nt)
         E = E.at[j_r, s].add(score / disc0[:, None], mode="drop")
         R_traj = R_traj.at[j_end].set(ret, mode="drop")
@@ -145,9 +146,15 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     busy_next = mid | (fin & (sub + W < n_phase))
     sub_next = jnp.where(fin, sub + W, sub)
     phase_done = (phase < WAIT) & ~jnp.any(busy_next)
-    to_grad = phase_done & (phase == ACT)  # the gradient rollouts start at the next step
-    new_phase = jnp.where(phase_done, jnp.where(phase == ACT, GRAD, WAIT), phase)
-    new_pending = jnp.where(phase_done & (phase == GRAD), UPDATE,
+    if st.pinned:  # no gradient rollouts: the acting episode ends at the sync (k += 1 there)
+        to_grad = jnp.bool_(False)
+        new_phase = jnp.where(phase_done, WAIT, phase)
+        upd = phase_done & (phase == ACT)
+    else:
+        to_grad = phase_done & (phase == ACT)  # the gradient rollouts start at the next step
+        new_phase = jnp.where(phase_done, jnp.where(phase == ACT, GRAD, WAIT), phase)
+        upd = phase_done & (phase == GRAD)
+    new_pending = jnp.where(upd, UPDATE,
                             jnp.where(phase_done & (phase == EVAL), RECORD, pending))
     busy_next = jnp.where(to_grad, lanes < nt, busy_next)
     sub_next = jnp.where(to_grad, lanes, sub_next)

@@ -25,22 +25,27 @@ import numpy as np
 
 from dra_jax.planning_trainer import (FINAL_TAG, PlanStatic, TrainState, advance, evaluate,
                                       init, summarize)
+from dra_jax.batching import jit_over_runs
 from dra_jax.runner import _load_checkpoint, _save_checkpoint
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_batch(st: PlanStatic, p: dict) -> TrainState:
-    return jax.vmap(lambda pp: init(st, pp))(p)
+@functools.lru_cache(maxsize=64)
+def _programs(st: PlanStatic, n_dev: int):
+    """``init``, ``advance`` (``st.every`` episodes) and ``evaluate`` of a static group,
+    vmapped over runs, the runs axis split over ``n_dev`` devices
+    (:func:`dra_jax.batching.jit_over_runs`: runs never talk to each other)."""
+    init_b = jit_over_runs(jax.vmap(lambda pp: init(st, pp)), n_dev)
+    adv_b = jit_over_runs(jax.vmap(lambda pp, t: advance(st, pp, t, st.every)), n_dev, (1, 1))
+    ev_b = jit_over_runs(jax.vmap(lambda pp, qq, ss, tag, n: evaluate(st, pp, qq, ss, tag, n),
+                                  in_axes=(0, 0, 0, None, None)), n_dev, (1, 1, 1, 0, 0))
+    return init_b, adv_b, ev_b
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def _advance_batch(st: PlanStatic, p: dict, ts: TrainState) -> TrainState:
-    return jax.vmap(lambda pp, t: advance(st, pp, t, st.every))(p, ts)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _eval_batch(st: PlanStatic, p: dict, q, sigma, tag, n):
-    return jax.vmap(lambda pp, qq, ss: evaluate(st, pp, qq, ss, tag, n))(p, q, sigma)
+def _n_devices(counts: list[int]) -> int:
+    """The devices a set of groups is split over: all of this process's, when every group's
+    run count is a multiple of them (else one)."""
+    n = len(jax.local_devices())
+    return n if n > 1 and all(c % n == 0 for c in counts) else 1
 
 
 def eval_static(st: PlanStatic) -> PlanStatic:
@@ -52,10 +57,10 @@ def eval_static(st: PlanStatic) -> PlanStatic:
 _COMPILED: dict = {}  # (program, static, batch shapes) -> compiled executable, for batches
 
 
-def _compiled(name: str, fn, st, *args):
-    key = (name, st, tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
+def _compiled(name: str, fn, st, n_dev, *args):
+    key = (name, st, n_dev, tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
     if key not in _COMPILED:
-        _COMPILED[key] = fn.lower(st, *args).compile()
+        _COMPILED[key] = fn.lower(*args).compile()
     return _COMPILED[key]
 
 
@@ -81,9 +86,10 @@ def train_groups(groups: list[tuple[PlanStatic, list[dict]]], progress=None, don
                for _, params in groups]
     p_all = {k: jnp.concatenate([sp[k] for sp in stacked]) for k in stacked[0]}
     n_runs = int(p_all["budget"].shape[0])
+    n_dev = _n_devices([len(params) for _, params in groups])
     t0 = time.perf_counter()
-    ts = [_init_batch(st, sp) for (st, _), sp in zip(groups, stacked)]
-    adv = [_compiled("advance", _advance_batch, st, sp, t)
+    ts = [_programs(st, n_dev)[0](sp) for (st, _), sp in zip(groups, stacked)]
+    adv = [_compiled("advance", _programs(st, n_dev)[1], st, n_dev, sp, t)
            for (st, _), sp, t in zip(groups, stacked, ts)]
 
     def cat(ts):
@@ -91,7 +97,8 @@ def train_groups(groups: list[tuple[PlanStatic, list[dict]]], progress=None, don
 
     q0, s0 = cat(ts)
     n0 = jnp.int32(st_eval.n_rollouts)
-    ev_c = _compiled("eval", _eval_batch, st_eval, p_all, q0, s0, jnp.int32(0), n0)
+    ev_c = _compiled("eval", _programs(st_eval, n_dev)[2], st_eval, n_dev, p_all, q0, s0,
+                     jnp.int32(0), n0)
     jax.block_until_ready(ts)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()

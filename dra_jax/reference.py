@@ -110,7 +110,8 @@ class _Adam:
 def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_steps: int,
                   eval_every: int, n_rollouts: int, seed: int, learnable: np.ndarray,
                   block: int = 16, noise_source: str = "jax", dtype=np.float32,
-                  noise_blocks: int = 8, optimizer: str = "sgd", sub_lanes: int = 1):
+                  noise_blocks: int = 8, optimizer: str = "sgd", sub_lanes: int = 1,
+                  eval_from: int = 0, pinned: bool = False):
     """Algorithm 1 on a tabular task given as ``{"next": [S, A], "reward": [S, A],
     "terminal": [S], "start": int}``. Returns ``q, sigma, curves [n_evals, 6], env_steps``;
     the curve columns are those of the engine: objective, expected reward, cost, truncated
@@ -124,6 +125,10 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     ``lam (dH_t/dsigma - dKL_t/dsigma)``) and ``elbo`` (Eq. 10: Eq. 1 plus
     ``(lam / T) sum_t H_t``, its pathwise gradient per trajectory). ``sub_lanes``: the
     engine's ``AgentStatic.sub_lanes`` (whose timeline and noise rows this run follows).
+    ``pinned`` (the engine's ``AgentStatic.pinned``, which the sweep sets for every run with
+    ``learn_sigma = false``): sigma is never learned and there are no gradient rollouts, the
+    acting episode goes straight to the sync. ``eval_from``: the
+    evaluations of the schedule before this episode are skipped (``AgentStatic.eval_from``).
     """
     nxt, rew, term, start = (task_tables["next"], task_tables["reward"], task_tables["terminal"],
                              int(task_tables["start"]))
@@ -151,6 +156,7 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     eval_eps = list(range(0, episodes + 1, eval_every))
     if eval_eps[-1] != episodes:
         eval_eps.append(episodes)
+    eval_eps = [e for e in eval_eps if e >= eval_from]
     curves = []
     steps = 0
 
@@ -229,6 +235,9 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
         if k == episodes:
             break
         clock += rollout("act", 0, clock)[4]  # on sub-lane 0
+        if pinned:  # no gradient rollouts: the engine syncs at the end of the acting block
+            clock = noise.sync_after(clock)
+            continue
         G = np.zeros((S, A), dtype)
         ends = [clock] * W  # the trajectories start at the step after the acting episode
         for j in range(n_traj):  # trajectory j on sub-lane j % W
@@ -248,7 +257,7 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
         if equal:
             # the mean of the learned memories' directions (see agent.sigma_gradient)
             grad = np.where(learnable, grad.sum() / f(max(int(learnable.sum()), 1)), 0.0)
-        if dra["learn_sigma"]:
+        if dra["learn_sigma"] and not pinned:
             step = adam.step(grad) if optimizer == "adam" else asg * grad
             sigma = np.clip(sigma + step, smin, smax).astype(dtype)
     return q, sigma, np.asarray(curves), steps

@@ -25,12 +25,17 @@ from dra_jax.results import Results, atomic_savez
 def agent_static(run: dict, cfg: dict, need_R: bool | None = None,
                  need_entropy: bool | None = None) -> agent.AgentStatic:
     d, e = run["dra"], cfg["eval"]
+    # a run that never learns sigma skips the gradient rollouts (its n_traj then shapes
+    # nothing: one program serves every such run)
+    pinned = not d["learn_sigma"]
     return agent.AgentStatic(
-        episodes=d["episodes"], n_traj=d["n_traj"], grad=d["grad"], max_steps=d["max_steps"],
+        episodes=d["episodes"], n_traj=1 if pinned else d["n_traj"], grad=d["grad"],
+        max_steps=d["max_steps"], pinned=pinned, eval_from=e.get("from", 0),
         eval_every=e["every"], n_rollouts=e["n_rollouts"],
         snapshots=tuple(sorted(set(int(s) for s in e["snapshots"]))),
         q_init=d["q_init"], optimizer=d["optimizer"], sub_lanes=d.get("sub_lanes", 1),
-        need_R=(d["psi"] == "R") if need_R is None else need_R,
+        block=d.get("block", 16),
+        need_R=(d["psi"] == "R" and not pinned) if need_R is None else need_R,
         need_entropy=(d["objective"] != "dra") if need_entropy is None else need_entropy)
 
 
@@ -156,7 +161,7 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
         if not idx:
             continue
         # one program for the group; the R / ELBO accumulators only if some run needs them
-        need_R = any(runs[i]["dra"]["psi"] == "R" for i in idx)
+        need_R = any(runs[i]["dra"]["psi"] == "R" for i in idx) and not st0.pinned
         need_entropy = any(runs[i]["dra"]["objective"] != "dra" for i in idx)
         st = st0._replace(need_R=need_R, need_entropy=need_entropy)
         task = make_task(runs[idx[0]]["task_params"])

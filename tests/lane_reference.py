@@ -22,10 +22,12 @@ def train(st, dras, seeds, **kw):
 
 def reference(st, dra, seed, **kw):
     """``run_reference`` of one run with ``st``'s episodes, rollouts, evaluation, block and noise
-    blocks, in float64 (``kw``: optimizer, sub_lanes): ``(q, sigma, curves, env_steps)``."""
+    blocks, pinning and evaluation start, in float64 (``kw``: optimizer, sub_lanes): ``(q, sigma, curves, env_steps)``."""
     t = TASK.tables
+    kw.setdefault("sub_lanes", st.sub_lanes)
     tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0],
               "start": t.start}
     return run_reference(tables, dra, st.episodes, st.n_traj, st.max_steps, st.eval_every,
                          st.n_rollouts, seed=seed, learnable=TASK.learnable, block=st.block,
-                         noise_blocks=st.noise_blocks, dtype=np.float64, **kw)
+                         noise_blocks=st.noise_blocks, dtype=np.float64,
+                         eval_from=st.eval_from, pinned=st.pinned, **kw)

@@ -132,3 +132,32 @@ def test_truncation_bootstraps_and_is_counted():
     start = TASK.tables.start
     assert np.min(np.abs(1.0 + qstar[start])) >= 1.0  # a terminal-style update would move >= 0.1
     np.testing.assert_allclose(out.q[0], qstar, atol=1e-3)
+
+
+@pytest.mark.parametrize("W,eval_from", [(1, 0), (3, 8), (3, 0), (1, 8)])
+def test_pinned_runs_skip_the_gradient_rollouts_and_match_the_reference(W, eval_from):
+    """A pinned program (``AgentStatic.pinned``: every run has learn_sigma = false) goes from
+    the acting episode straight to the sync: the NumPy reference walking that timeline gives
+    the same q and curves, sigma never moves, and the run takes fewer env steps than the
+    unpinned program with its (discarded) gradient rollouts. ``eval_from`` drops the
+    evaluations before it, the later ones keep their episodes."""
+    st = agent.AgentStatic(episodes=12, n_traj=4, max_steps=200, eval_every=4, n_rollouts=3,
+                           sub_lanes=W, pinned=True, eval_from=eval_from)
+    dra = dict(DRA, sigma0=0.7, learn_sigma=False)
+    out = _train(st, [dra], [3])
+    q, sigma, curves, steps = reference(st, dra, 3)
+    assert list(st.eval_episodes) == [e for e in (0, 4, 8, 12) if e >= eval_from]
+    assert curves.shape == out.curves[0].shape == (len(st.eval_episodes), agent.N_CURVES)
+    assert int(out.env_steps[0]) == steps
+    np.testing.assert_allclose(out.q[0], q, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.curves[0], curves, rtol=1e-4, atol=1e-3)
+    assert np.all(out.sigma[0] == np.float32(0.7)) and np.all(sigma == 0.7)
+    assert np.abs(out.q[0]).max() > 0.1  # the means learned
+    unpinned = _train(st._replace(pinned=False, eval_from=0), [dra], [3])
+    assert int(unpinned.env_steps[0]) > int(out.env_steps[0]) + 12 * 4  # >= 1 step a rollout
+    assert np.all(unpinned.sigma[0] == np.float32(0.7))  # (learn_sigma = false there too)
+
+
+def test_eval_from_past_the_last_episode_is_refused():
+    with pytest.raises(ValueError, match="eval_from"):
+        agent.AgentStatic(episodes=10, eval_every=5, eval_from=11).eval_episodes

@@ -110,14 +110,41 @@ def test_search_finds_the_optimum_of_a_concave_F_one_call_per_round():
     assert rec["paired_se_best_minus"][0] == 0.0  # CRN: the difference has no noise here
 
 
+# the [dra] keys agent_static reads, beyond the equations' DRA
+STATIC = dict(episodes=5000, n_traj=10, grad="analytic", max_steps=500, q_init="zero",
+              optimizer="sgd", objective="dra")
+
+
 def test_candidates_pin_sigma_on_search_seeds_and_the_reported_run_keeps_its_seed():
     run = {"index": 3, "point": {"variant": "equal", "seed": 4}, "seed": 4, "task_params": {},
-           "dra": dict(DRA, allocation="equal", n_traj=10)}
+           "dra": dict(DRA, **STATIC, allocation="equal")}
     c = equal_search.candidate_run(run, 0.5, equal_search.SEARCH_SEED0 + 1)
     assert c["dra"]["learn_sigma"] is False and c["dra"]["sigma0"] == 0.5
-    assert c["dra"]["n_traj"] == 1 and c["seed"] == 2**31 + 1 and run["dra"]["n_traj"] == 10
+    assert c["seed"] == 2**31 + 1 and run["dra"]["n_traj"] == 10
     r = equal_search.pinned_run(run, 0.5)
     assert r["seed"] == 4 and r["dra"]["learn_sigma"] is False and r["dra"]["n_traj"] == 10
+    # both train as pinned programs: no gradient rollouts
+    from dra_jax.runner import agent_static
+
+    cfg = {"eval": {"every": 50, "n_rollouts": 100, "snapshots": []}}
+    assert agent_static(c, cfg).pinned and agent_static(r, cfg).pinned
+    assert not agent_static(run | {"dra": dict(run["dra"], allocation="flexible")}, cfg).pinned
+
+
+def test_candidates_are_evaluated_in_the_plateau_window_only():
+    """A candidate is scored by the plateau objective (the last 10% of the run's evaluations):
+    its config keeps the evaluations from the window's first episode on, at the same episodes."""
+    from dra_jax.runner import agent_static
+
+    run = {"point": {}, "seed": 0, "task_params": {}, "dra": dict(DRA, **STATIC)}
+    cfg = {"eval": {"every": 50, "n_rollouts": 100, "snapshots": []}}
+    full = agent_static(run, cfg).eval_episodes
+    assert len(full) == 101 and equal_search.plateau_from(agent_static(run, cfg)) == 4550
+    st = agent_static(run, equal_search.candidate_config(cfg, run))
+    np.testing.assert_array_equal(st.eval_episodes, full[-10:])
+    short = dict(run, dra=dict(DRA, **dict(STATIC, episodes=60)))  # evaluations 0, 50, 60: the last one
+    np.testing.assert_array_equal(
+        agent_static(short, equal_search.candidate_config(cfg, short)).eval_episodes, [60])
 
 
 # ------------------------------------------------------------------ end to end

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,12 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true",
                    help="skip configs whose outputs in OUT are complete for this mode")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                   help="host CPU devices the runs' batches are split over (default: one per "
+                        "core; a count already in XLA_FLAGS wins). No number depends on it")
     args = p.parse_args(argv)
+    if args.cpu_devices is not None and args.cpu_devices < 1:
+        p.error(f"--cpu-devices: must be >= 1, got {args.cpu_devices}")
     names = [r.name for r in RUNS]
     if args.only is not None:
         want = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -86,8 +92,26 @@ def run_one(name: str, out: Path, quick: bool, progress: bool) -> dict:
 
 
 def main(argv=None) -> int:
+    """The command; called in-process (tests, scripts), it leaves ``XLA_FLAGS`` as it found it
+    (the host device count it sets is read once, when JAX starts)."""
+    saved = os.environ.get("XLA_FLAGS")
+    try:
+        return _main(argv)
+    finally:
+        if saved is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = saved
+
+
+def _main(argv) -> int:
     args, names = parse_args(sys.argv[1:] if argv is None else argv)
+    from dra_jax.config import set_host_device_count
     from dra_jax.paper.report import write_report
+
+    # every config's batch is split over the host's cores (the sweep command's default): set
+    # before the first config starts JAX's CPU backend
+    set_host_device_count(args.cpu_devices or os.cpu_count() or 1)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
