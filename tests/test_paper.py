@@ -153,7 +153,31 @@ def test_resume_skips_finished_configs(quick_out, capsys):
     assert not paper.is_complete(quick_out, SUBSET[0], quick=False)
 
 
-@pytest.mark.parametrize("argv", [["--only", "gridworld,nope"], ["--only", ","], ["--bogus"]])
+def test_resume_with_compare_timing_shows_before_and_after(quick_out, tmp_path):
+    """``--compare-timing OLD``: the timing table puts OLD's wall time per config beside this
+    session's, with the ratio; a config OLD lacks gets dashes and stays out of the total."""
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    for n in SUBSET[:1]:  # OLD has the first config only, 3 times slower
+        shutil.copytree(quick_out / n, old / n)
+        rec = json.loads((old / n / paper.MARKER).read_text())
+        rec["wall_s"] = 3 * json.loads((quick_out / n / paper.MARKER).read_text())["wall_s"]
+        (old / n / paper.MARKER).write_text(json.dumps(rec))
+    assert paper.main(["--quick", "--out", str(quick_out), "--only", ",".join(SUBSET), "--resume",
+                       "--no-progress", "--compare-timing", str(old)]) == 0
+    text = (quick_out / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
+            if line.startswith("| ") and "|" in line[2:]}
+    assert "before: wall (s)" in text and rows[SUBSET[0]].rstrip().endswith("| 3.00x |")
+    if len(SUBSET) > 1:
+        assert rows[SUBSET[1]].rstrip().endswith("| - | - |")
+    assert rows["**total**"].rstrip().endswith("| 3.00x |")
+
+
+@pytest.mark.parametrize("argv", [["--only", "gridworld,nope"], ["--only", ","], ["--bogus"],
+                                  ["--compare-timing", "/nonexistent/dir"], ["--cpu-devices", "0"]])
 def test_bad_flags_exit_2_and_write_nothing(tmp_path, argv, capsys):
     out = tmp_path / "o"
     with pytest.raises(SystemExit) as e:

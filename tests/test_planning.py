@@ -219,6 +219,31 @@ def test_vmapped_population_equals_each_candidate_alone():
     assert len(set(np.round(alone, 3))) == 5
 
 
+def test_cma_es_of_a_problem_solved_in_this_process_is_reused(monkeypatch):
+    """The same CMA-ES problem (planning and planning_loo's: the gradient's settings differ,
+    CMA-ES never reads them) is solved once per process and its result returned again, equal
+    to a fresh solve; another seed is another problem."""
+    monkeypatch.setattr(pt, "_CMA_DONE", {})
+    cma = {"enabled": True, "generations": 2, "popsize": 4, "n_eval_trials": 8, "restarts": 1}
+    cfg = _cfg(cma=cma)
+    st = px._static_of(cfg, {"dra": cfg["dra"], "task_params": cfg["task_params"],
+                             "seed": cfg["seed"]})
+    first = pt.run_cma(cfg, st, [3, 9])
+    other = _cfg(cma=cma, dra={"episodes": 6, "n_traj": 3, "optimizer": "adam"})
+    st2 = px._static_of(other, {"dra": other["dra"], "task_params": other["task_params"],
+                                "seed": other["seed"]})
+    assert st2 != st and pt.cma_problem(other, st2, [3, 9]) == pt.cma_problem(cfg, st, [3, 9])
+    again = pt.run_cma(other, st2, [3, 9])
+    assert not first["reused"] and again["reused"] and again["run_s"] == 0.0
+    monkeypatch.setattr(pt, "_CMA_DONE", {})
+    fresh = pt.run_cma(cfg, st, [3, 9])
+    for k in ("objective", "sigma", "history"):
+        np.testing.assert_array_equal(again[k], fresh[k])
+    reseeded = dict(cfg, seed=cfg["seed"] + 1)
+    assert pt.cma_problem(reseeded, st, [3, 9]) != pt.cma_problem(cfg, st, [3, 9])
+    assert not pt.run_cma(reseeded, st, [3, 9])["reused"]
+
+
 def test_training_and_sweep_runner_small():
     cfg = _cfg(cma={"enabled": True, "generations": 2, "popsize": 4, "n_eval_trials": 8,
                     "restarts": 2})

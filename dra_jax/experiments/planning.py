@@ -317,9 +317,11 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
                              f"{cfg['cma']['restarts']} restarts, popsize {cfg['cma']['popsize']}")
         cm = run_cma(cfg, st0, budgets, progress)
         res.arrays.update({f"cma_{k}": v for k, v in cm.items()
-                           if k not in ("compile_s", "run_s", "env_steps")})
+                           if k not in ("compile_s", "run_s", "env_steps", "reused")})
         res.summary["cma"] = {
             "moves": st0.moves, "budgets": budgets,
+            # solved earlier in this process (the same problem): the numbers it gave
+            "reused_from_this_process": cm["reused"],
             "objective_mean": cm["objective"].mean(axis=1).tolist(),
             "objective_sd": cm["objective"].std(axis=1).tolist(),
             "expected_reward_mean": cm["expected_reward"].mean(axis=1).tolist(),

@@ -1,4 +1,5 @@
-"""``python -m dra_jax.paper [--quick] [--out DIR] [--only NAME,...] [--resume]``: the whole paper.
+"""``python -m dra_jax.paper [--quick] [--out DIR] [--only NAME,...] [--resume]
+[--compare-timing DIR] [--cpu-devices N]``: the whole paper.
 
 Runs every figure's config of the paper (:data:`dra_jax.paper.runs.RUNS`) one after another
 through :func:`dra_jax.run`, each into ``OUT/<name>`` (``summary.json``, ``curves.npz``,
@@ -38,12 +39,17 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true",
                    help="skip configs whose outputs in OUT are complete for this mode")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--compare-timing", default=None, metavar="DIR",
+                   help="the OUT of an earlier session: the report's timing table shows its "
+                        "wall time per config beside, before -> after")
     p.add_argument("--cpu-devices", type=int, default=None, metavar="N",
                    help="host CPU devices the runs' batches are split over (default: one per "
                         "core; a count already in XLA_FLAGS wins). No number depends on it")
     args = p.parse_args(argv)
     if args.cpu_devices is not None and args.cpu_devices < 1:
         p.error(f"--cpu-devices: must be >= 1, got {args.cpu_devices}")
+    if args.compare_timing is not None and not Path(args.compare_timing).is_dir():
+        p.error(f"--compare-timing: {args.compare_timing} is not a folder (an earlier OUT)")
     names = [r.name for r in RUNS]
     if args.only is not None:
         want = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -132,8 +138,10 @@ def _main(argv) -> int:
             print(f"{head}: FAILED ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
             continue
         print(f"{head}: done in {rec['wall_s']:.1f} s", file=sys.stderr, flush=True)
-        write_report(out, args.quick, names)  # a report of what is finished, after each config
-    path = write_report(out, args.quick, names, session_wall_s=time.perf_counter() - t_start)
+        # a report of what is finished, after each config
+        write_report(out, args.quick, names, compare=args.compare_timing)
+    path = write_report(out, args.quick, names, session_wall_s=time.perf_counter() - t_start,
+                        compare=args.compare_timing)
     print(f"[paper] report: {path}", file=sys.stderr)
     if failed:
         print(f"[paper] failed: {', '.join(failed)}", file=sys.stderr)

@@ -89,24 +89,47 @@ def figure_sections(out: Path, names) -> list[str]:
     return lines
 
 
-def timing_section(out: Path, names, session_wall_s=None) -> list[str]:
-    lines = ["## Timing", "", "| config | compile (s) | run (s) | equal-precision search (s) | wall (s) |",
-             "|---|---|---|---|---|"]
+def timing_section(out: Path, names, session_wall_s=None, compare: Path | None = None) -> list[str]:
+    """The time by config; with ``compare`` (the OUT of an earlier session) its wall time per
+    config beside, before -> after."""
+    head = "| config | compile (s) | run (s) | equal-precision search (s) | wall (s) |"
+    rule = "|---|---|---|---|---|"
+    if compare is not None:
+        head += " before: wall (s) | before / after |"
+        rule += "---|---|"
+    lines = ["## Timing", "", head, rule]
     tot = {"compile_s": 0.0, "run_s": 0.0, "equal_search_s": 0.0, "wall_s": 0.0}
+    tot_before, tot_after_paired = 0.0, 0.0
     for name in names:
         rec = _marker(out, name)
+        old = _marker(Path(compare), name) if compare is not None else None
         if rec is None:
-            lines.append(f"| {name} | - | - | - | not complete |")
+            lines.append(f"| {name} | - | - | - | not complete |" + (" - | - |" if compare else ""))
             continue
-        lines.append(f"| {name} | {_num(rec.get('compile_s'))} | {_num(rec.get('run_s'))} | "
-                     f"{_num(rec.get('equal_search_s'))} | {_num(rec.get('wall_s'))} |")
+        row = (f"| {name} | {_num(rec.get('compile_s'))} | {_num(rec.get('run_s'))} | "
+               f"{_num(rec.get('equal_search_s'))} | {_num(rec.get('wall_s'))} |")
+        if compare is not None:
+            if old is not None and old.get("wall_s") and rec.get("wall_s"):
+                row += f" {_num(old['wall_s'])} | {old['wall_s'] / rec['wall_s']:.2f}x |"
+                tot_before += old["wall_s"]
+                tot_after_paired += rec["wall_s"]
+            else:
+                row += " - | - |"
+        lines.append(row)
         for k in tot:
             tot[k] += rec.get(k) or 0.0
-    lines.append(f"| **total** | {_num(tot['compile_s'])} | {_num(tot['run_s'])} | "
-                 f"{_num(tot['equal_search_s'])} | {_num(tot['wall_s'])} |")
+    total = (f"| **total** | {_num(tot['compile_s'])} | {_num(tot['run_s'])} | "
+             f"{_num(tot['equal_search_s'])} | {_num(tot['wall_s'])} |")
+    if compare is not None:
+        total += (f" {_num(tot_before)} | {tot_before / tot_after_paired:.2f}x |"
+                  if tot_after_paired else " - | - |")
+    lines.append(total)
     lines += ["", "Wall time per config includes compilation, the run, the equal-precision search "
                   "(its compile and run, apart from the first two columns), the summaries and the figures; configs skipped by --resume keep the "
                   "timing of the session that ran them."]
+    if compare is not None:
+        lines.append(f"Before: the wall times of `{compare}` (`--compare-timing`); the ratio "
+                     "column and its total pair the configs both sessions ran.")
     if session_wall_s is not None:
         lines.append(f"This session (including skipped configs and the report): {session_wall_s:.1f} s.")
     return lines + [""]
@@ -118,8 +141,9 @@ def _plain(o):
         o.tolist() if hasattr(o, "tolist") else str(o))
 
 
-def write_report(out, quick: bool, names, session_wall_s=None) -> Path:
-    """Write ``OUT/report.md`` from the outputs in OUT; return its path."""
+def write_report(out, quick: bool, names, session_wall_s=None, compare=None) -> Path:
+    """Write ``OUT/report.md`` from the outputs in OUT (``compare``: an earlier session's OUT,
+    whose wall times the timing table shows beside); return its path."""
     from dra_jax.results import atomic_write_bytes
 
     out = Path(out)
@@ -132,7 +156,7 @@ def write_report(out, quick: bool, names, session_wall_s=None) -> Path:
              "\"DRA\"; the capacity-limited Bayesian RL review, \"Review\".", ""]
     cons = consistency_rows(out)
     lines += (claims_section(rows) + consistency_section(cons) + figure_sections(out, names)
-              + timing_section(out, names, session_wall_s))
+              + timing_section(out, names, session_wall_s, compare))
     path = out / "report.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     json_rows = [{k: v for k, v in r.__dict__.items()} for r in rows]
