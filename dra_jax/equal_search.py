@@ -174,11 +174,19 @@ def _pin(runs: list[dict], eq: list[int], keys: list[str], records: list[dict]) 
     return out
 
 
+# the candidates' engine layout: a pinned candidate's steps are its acting episodes (no
+# gradient rollouts; evaluations only in the plateau window), which run on one lane, so wider
+# runs would only add idle sub-lanes, and longer blocks only longer waits for the sync
+CANDIDATE_LAYOUT = {"sub_lanes": 1, "block": 16}
+
+
 def candidate_run(run: dict, sigma: float, seed: int) -> dict:
     """A search candidate of ``run``: sigma pinned at ``sigma`` on every memory, on a search
-    seed; the means learn as the run's do. (Pinned, it runs no gradient rollouts:
-    :attr:`dra_jax.agent.AgentStatic.pinned`.)"""
-    d = {**run["dra"], "allocation": "flexible", "learn_sigma": False, "sigma0": float(sigma)}
+    seed; the means learn as the run's do. Pinned, it runs no gradient rollouts
+    (:attr:`dra_jax.agent.AgentStatic.pinned`), on :data:`CANDIDATE_LAYOUT` (the layout changes
+    which random numbers a run draws, not their distribution)."""
+    d = {**run["dra"], "allocation": "flexible", "learn_sigma": False, "sigma0": float(sigma),
+         **CANDIDATE_LAYOUT}
     return {**run, "dra": d, "seed": int(seed)}
 
 

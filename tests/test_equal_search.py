@@ -121,6 +121,7 @@ def test_candidates_pin_sigma_on_search_seeds_and_the_reported_run_keeps_its_see
     c = equal_search.candidate_run(run, 0.5, equal_search.SEARCH_SEED0 + 1)
     assert c["dra"]["learn_sigma"] is False and c["dra"]["sigma0"] == 0.5
     assert c["seed"] == 2**31 + 1 and run["dra"]["n_traj"] == 10
+    assert c["dra"]["sub_lanes"] == 1 and c["dra"]["block"] == 16
     r = equal_search.pinned_run(run, 0.5)
     assert r["seed"] == 4 and r["dra"]["learn_sigma"] is False and r["dra"]["n_traj"] == 10
     # both train as pinned programs: no gradient rollouts

@@ -13,17 +13,20 @@ _CHILD = textwrap.dedent("""
     assert len(jax.local_devices()) == n
     res = dra_jax.run("configs/planning.toml", set=["n_seeds=1", "dra.episodes=40",
         "eval.every=20", "eval.n_rollouts=16", "final.n_rollouts=32", "sweep.budget=[3, 9]",
-        "cma.enabled=false", "variants.equal.equal_points=2", "variants.equal.equal_rounds=1",
+        "cma.generations=3", "cma.popsize=4", "cma.restarts=1", "cma.n_eval_trials=16",
+        "variants.equal.equal_points=2", "variants.equal.equal_rounds=1",
         "variants.equal.equal_seeds=1"], out=None, progress=False)
     c = res.arrays
-    np.savez(sys.argv[2], objective=np.asarray(c["curve_objective"]), sigma=np.asarray(c["sigma"]))
+    np.savez(sys.argv[2], objective=np.asarray(c["curve_objective"]), sigma=np.asarray(c["sigma"]),
+             cma_objective=c["cma_objective"], cma_sigma=c["cma_sigma"], cma_history=c["cma_history"])
     print("OK", res.timing["devices"])
 """)
 
 
 def test_planning_on_two_devices_equals_one(tmp_path):
-    """The planning config (4 variants x 2 budgets: groups of 2 runs, split 1 + 1) on two host
-    devices gives the curves and sigma of one device, bit for bit."""
+    """The planning config (4 variants x 2 budgets: groups of 2 runs, split 1 + 1; CMA-ES with
+    2 budgets x 4 candidates a generation) on two host devices gives the curves, sigma and
+    CMA-ES results of one device, bit for bit."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     got = {}
     for n in (1, 2):
@@ -38,5 +41,5 @@ def test_planning_on_two_devices_equals_one(tmp_path):
     import numpy as np
 
     assert np.isfinite(got[1]["objective"]).all()
-    for k in ("objective", "sigma"):
+    for k in ("objective", "sigma", "cma_objective", "cma_sigma", "cma_history"):
         np.testing.assert_array_equal(got[1][k], got[2][k], err_msg=k)
