@@ -93,6 +93,13 @@ def train_batch(task, st: AgentStatic, params: dict, chunk_superblocks: int | No
     return jax.tree.map(lambda x: x[:n_runs], fin_b(c))
 
 
+def devices_dividing(counts) -> int:
+    """The devices to split batches of these run ``counts`` over: all of this process's
+    (:func:`jit_over_runs`) when each count is a multiple of them, else one (no padding)."""
+    n = len(jax.local_devices())
+    return n if n > 1 and all(c % n == 0 for c in counts) else 1
+
+
 def pad_batch(params: dict, multiple: int = 2, minimum: int = 2) -> tuple[dict, int]:
     """Pad a stacked batch (repeating its last run) to a multiple of ``multiple`` and at least
     ``minimum`` runs; returns the padded batch and the true number of runs.

@@ -14,6 +14,7 @@ raise :class:`ConfigError` naming the key and what is allowed; the CLI turns it 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import itertools
@@ -537,9 +538,24 @@ def set_host_device_count(n: int) -> bool:
     """Split the host CPU into ``n`` XLA devices: ``--xla_force_host_platform_device_count=n`` in
     ``XLA_FLAGS``, read once, when JAX's CPU backend starts (so call it before anything starts
     JAX). A count already in ``XLA_FLAGS`` (the user's) wins: then nothing changes and this
-    returns False. Used by the sweep and fit commands' ``--cpu-devices``."""
+    returns False. Used by the sweep, fit and paper commands' ``--cpu-devices``."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags:
         return False
     os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
     return True
+
+
+@contextlib.contextmanager
+def xla_flags_kept():
+    """Leave ``XLA_FLAGS`` as it was found on exit: a command called in-process (tests,
+    scripts) that sets the host device count (:func:`set_host_device_count`, read once, when
+    JAX starts) does not leave it to the caller."""
+    saved = os.environ.get("XLA_FLAGS")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = saved

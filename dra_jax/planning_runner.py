@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dra_jax.batching import devices_dividing, jit_over_runs
 from dra_jax.planning_trainer import (FINAL_TAG, PlanStatic, TrainState, advance, evaluate,
                                       init, summarize)
-from dra_jax.batching import jit_over_runs
 from dra_jax.runner import _load_checkpoint, _save_checkpoint
 
 
@@ -39,13 +39,6 @@ def _programs(st: PlanStatic, n_dev: int):
     ev_b = jit_over_runs(jax.vmap(lambda pp, qq, ss, tag, n: evaluate(st, pp, qq, ss, tag, n),
                                   in_axes=(0, 0, 0, None, None)), n_dev, (1, 1, 1, 0, 0))
     return init_b, adv_b, ev_b
-
-
-def _n_devices(counts: list[int]) -> int:
-    """The devices a set of groups is split over: all of this process's, when every group's
-    run count is a multiple of them (else one)."""
-    n = len(jax.local_devices())
-    return n if n > 1 and all(c % n == 0 for c in counts) else 1
 
 
 def eval_static(st: PlanStatic) -> PlanStatic:
@@ -86,7 +79,7 @@ def train_groups(groups: list[tuple[PlanStatic, list[dict]]], progress=None, don
                for _, params in groups]
     p_all = {k: jnp.concatenate([sp[k] for sp in stacked]) for k in stacked[0]}
     n_runs = int(p_all["budget"].shape[0])
-    n_dev = _n_devices([len(params) for _, params in groups])
+    n_dev = devices_dividing([len(params) for _, params in groups])
     t0 = time.perf_counter()
     ts = [_programs(st, n_dev)[0](sp) for (st, _), sp in zip(groups, stacked)]
     adv = [_compiled("advance", _programs(st, n_dev)[1], st, n_dev, sp, t)

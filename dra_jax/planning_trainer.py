@@ -24,7 +24,6 @@ The per-run traced parameters are the numpy scalars of :data:`PARAM_KEYS` plus `
 from __future__ import annotations
 
 import json
-
 import time
 from typing import NamedTuple
 
@@ -348,13 +347,10 @@ def _run_cma(cfg: dict, st: PlanStatic, budgets: list[int], progress=None) -> di
     budgets_pop = jnp.asarray(np.repeat(np.asarray(inst_budget, np.int32), pop))
     n_eval = c["n_eval_trials"]
     # the candidates split over this process's devices (each on its own: the same numbers)
-    from dra_jax.batching import jit_over_runs
+    from dra_jax.batching import devices_dividing, jit_over_runs
 
-    n_cand = len(strategies) * pop
-    n_dev = len(jax.local_devices())
-    n_dev = n_dev if n_cand % n_dev == 0 else 1
-    eval_pop = jit_over_runs(jax.vmap(lambda s, b, k: objective_estimate(st, p, s, b, k, n_eval),
-                                      in_axes=(0, 0, None)), n_dev, (1, 1, 0))
+    eval_pop = jit_over_runs(lambda s, b, k: population_objective(st, p, s, b, k, n_eval),
+                             devices_dividing([len(strategies) * pop]), (1, 1, 0))
     key = jax.random.fold_in(jax.random.key(cfg["seed"]), 7)
     t0 = time.perf_counter()
     dummy = jnp.ones((len(strategies) * pop,) + mask.shape, jnp.float32)

@@ -35,7 +35,7 @@ def agent_static(run: dict, cfg: dict, need_R: bool | None = None,
         snapshots=tuple(sorted(set(int(s) for s in e["snapshots"]))),
         q_init=d["q_init"], optimizer=d["optimizer"], sub_lanes=d.get("sub_lanes", 1),
         block=d.get("block", 16),
-        need_R=(d["psi"] == "R" and not pinned) if need_R is None else need_R,
+        need_R=(d["psi"] == "R") if need_R is None else need_R,
         need_entropy=(d["objective"] != "dra") if need_entropy is None else need_entropy)
 
 
@@ -161,7 +161,7 @@ def run_lane_task(cfg: dict, runs: list[dict], progress, make_task, task_run_par
         if not idx:
             continue
         # one program for the group; the R / ELBO accumulators only if some run needs them
-        need_R = any(runs[i]["dra"]["psi"] == "R" for i in idx) and not st0.pinned
+        need_R = any(runs[i]["dra"]["psi"] == "R" for i in idx)
         need_entropy = any(runs[i]["dra"]["objective"] != "dra" for i in idx)
         st = st0._replace(need_R=need_R, need_entropy=need_entropy)
         task = make_task(runs[idx[0]]["task_params"])

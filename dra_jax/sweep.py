@@ -192,14 +192,8 @@ def _choose_cpu_devices(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command; called in-process (tests, scripts), it leaves ``XLA_FLAGS`` as it found it
     (the host device count it sets is read once, when JAX starts)."""
-    saved = os.environ.get("XLA_FLAGS")
-    try:
+    with config_mod.xla_flags_kept():
         return _main(argv)
-    finally:
-        if saved is None:
-            os.environ.pop("XLA_FLAGS", None)
-        else:
-            os.environ["XLA_FLAGS"] = saved
 
 
 def _main(argv: list[str] | None) -> int:

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from dra_jax.config import set_host_device_count, xla_flags_kept
 from dra_jax.paper.runs import BY_NAME, RUNS
 from dra_jax.results import atomic_write_json
 
@@ -100,19 +101,12 @@ def run_one(name: str, out: Path, quick: bool, progress: bool) -> dict:
 def main(argv=None) -> int:
     """The command; called in-process (tests, scripts), it leaves ``XLA_FLAGS`` as it found it
     (the host device count it sets is read once, when JAX starts)."""
-    saved = os.environ.get("XLA_FLAGS")
-    try:
+    with xla_flags_kept():
         return _main(argv)
-    finally:
-        if saved is None:
-            os.environ.pop("XLA_FLAGS", None)
-        else:
-            os.environ["XLA_FLAGS"] = saved
 
 
 def _main(argv) -> int:
     args, names = parse_args(sys.argv[1:] if argv is None else argv)
-    from dra_jax.config import set_host_device_count
     from dra_jax.paper.report import write_report
 
     # every config's batch is split over the host's cores (the sweep command's default): set
