@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dra_jax import config as config_mod
-from dra_jax import memory, planner
+from dra_jax import equal_search, memory, planner
 from dra_jax import planning_runner as prun
 from dra_jax import planning_trainer as pt
 from dra_jax.config import ConfigError
@@ -217,6 +217,28 @@ def test_vmapped_population_equals_each_candidate_alone():
     alone = np.asarray([one(sig[i], budgets[i]) for i in range(5)])
     np.testing.assert_allclose(np.asarray(pop), alone, rtol=1e-6)
     assert len(set(np.round(alone, 3))) == 5
+
+
+def test_frozen_runs_skip_training_with_the_same_numbers(monkeypatch):
+    """A pinned equal-precision run with q = q* not learned (the Fig. 3 protocol) trains
+    nothing an output reads: its program skips the episodes (``PlanStatic.frozen``) and its
+    curve, final values and tables equal the trained program's, bit for bit."""
+    cfg = _cfg()
+    runs = list(config_mod.iter_run_params(cfg))
+    searched, _ = equal_search.resolve_planning(cfg, runs, lambda r: px._static_of(cfg, r),
+                                                lambda r: px.resolve_budget(cfg, r))
+    eq = [r for r in searched if r["dra"]["allocation"] == "equal"]
+    assert eq and all(px._static_of(cfg, r).frozen for r in eq)
+    assert not any(px._static_of(cfg, r).frozen for r in searched
+                   if r["dra"]["allocation"] != "equal")
+    fast = px.run(cfg, runs, None)
+    real = px._static_of
+    monkeypatch.setattr(px, "_static_of", lambda c, r: real(c, r)._replace(frozen=False))
+    slow = px.run(cfg, runs, None)
+    for k in ("curve_objective", "curve_reward", "sigma", "q"):
+        np.testing.assert_array_equal(fast.curves[k], slow.curves[k], err_msg=k)
+    assert fast.finals == slow.finals
+    assert fast.timing["env_steps"] < slow.timing["env_steps"]
 
 
 def test_cma_es_of_a_problem_solved_in_this_process_is_reused(monkeypatch):

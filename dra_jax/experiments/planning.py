@@ -211,7 +211,8 @@ def _static_of(cfg: dict, run: dict) -> PlanStatic:
                       optimizer=d["optimizer"], lr_schedule=d["lr_schedule"], q_init=d["q_init"],
                       pin_last_move=tp["pin_last_move"], episodes=d["episodes"],
                       every=cfg["eval"]["every"], n_rollouts=cfg["eval"]["n_rollouts"],
-                      final_rollouts=cfg["final"]["n_rollouts"])
+                      final_rollouts=cfg["final"]["n_rollouts"],
+                      frozen=not d["learn_q"] and not d["learn_sigma"])
 
 
 def run(cfg: dict, runs: list[dict], progress=None) -> Results:
@@ -265,7 +266,8 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
                 impact[i, :, :m] = env.impact(m)
                 curves[i, :curve.shape[0]] = curve
                 finals_arr[i] = final
-                env_steps += int(params[i]["budget"]) * st.episodes * (st.n_traj + 1)
+                if not st.frozen:
+                    env_steps += int(params[i]["budget"]) * st.episodes * (st.n_traj + 1)
     finals = [{"objective": float(f[2]), "expected_reward": float(f[0]), "cost": float(f[1]),
                "objective_tilde": float(f[3])} for f in finals_arr]
     run_extra = []
