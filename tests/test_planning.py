@@ -372,7 +372,11 @@ def test_budget_sweep_is_traced_one_compile(monkeypatch):
     compiled: dict = {}
     monkeypatch.setattr(prun, "_COMPILED", compiled)  # no program kept from other tests
     res = px.run(cfg, runs, None)
-    assert len([k for k in compiled if k[0] == "advance"]) == 1 and len(res.finals) == len(runs)
+    # one training program for every budget and allocation; the searched equal runs (q and
+    # sigma pinned) get the frozen program, which trains nothing (PlanStatic.frozen)
+    advance = [k[1] for k in compiled if k[0] == "advance"]
+    assert len([st for st in advance if not st.frozen]) == 1 and len(res.finals) == len(runs)
+    assert len([st for st in advance if st.frozen]) == 1
     # while n_traj is static: two values make two groups (two programs)
     cfg2 = _cfg(variants={"a": {"n_traj": 1}, "b": {"n_traj": 2}}, sweep={"budget": [3, 6]})
     assert len({px._static_of(cfg2, r) for r in config_mod.iter_run_params(cfg2)}) == 2
