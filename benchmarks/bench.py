@@ -23,7 +23,7 @@ memory is its own; compile time is always measured apart, every timing ends in
   The sweep's runs cycle sigma0 over 1, 3, 4, 5 (as Fig. 1b) with seeds 0, 1, ...
 * **multi-device** (``--devices N`` > 1, or XLA_FLAGS forcing N host devices / several GPUs):
   the same throughput over all devices, through the engine's sharded entry point if
-  ``dra_jax.agent`` has one (``make_sharded`` & co, same contract as ``make_batched``); if not,
+  ``dra_jax.lane.agent`` has one (``make_sharded`` & co, same contract as ``make_batched``); if not,
   skipped with a note, unless ``--local-shard-map`` asks for this script's own ``shard_map`` of
   the engine's ``advance`` (what the layout gives; marked as such in the record).
 * **cost against work**: (a) time against episodes (grid-world, ``q_init = "optimal"``, runs to
@@ -32,7 +32,7 @@ memory is its own; compile time is always measured apart, every timing ends in
   cell becomes an f x f block, so the obstacle density is the same and a path is guaranteed),
   steady state at batch ``--work-batch``; the log-log slope of ns per lane-step against the
   memory-table size is reported, with the numba loop's steps / s on the same mazes.
-* **speed-ups**: over the plain-NumPy loop (``dra_jax.reference.run_reference``,
+* **speed-ups**: over the plain-NumPy loop (``dra_jax.lane.reference.run_reference``,
   ``noise_source = "numpy"``, float64, a few short runs from scratch, extrapolated by env steps)
   and over the numba yardstick (``benchmarks/numba_ref.py``): one core, and "two numba
   processes" = 2x its rate as the 2-core comparison. Steady state against steady state
@@ -138,7 +138,7 @@ def _build(task_name: str, scale: int = 1):
 
 
 def _params(n: int, dra: dict, tp: dict):
-    from dra_jax import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching  # noqa: F401
 
     return agent.stack_params([agent.make_run_params(dict(dra, sigma0=SIGMA0S[i % 4]), i // 4, tp)
                                for i in range(n)])
@@ -151,12 +151,13 @@ def _sharded_fns(task, st, local: bool):
     ``local`` = this script's ``shard_map`` of the engine's ``advance`` over a 1-D mesh."""
     import jax
 
-    from dra_jax import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching  # noqa: F401
 
     if not local:
         # the engine's own: make_batched(task, st, n_devices) shard_maps the batch axis
-        return batching.make_batched(task, st, len(jax.devices())), "dra_jax.batching.make_batched(n_devices)"
-    from jax.sharding import Mesh, PartitionSpec as P
+        return batching.make_batched(task, st, len(jax.devices())), "dra_jax.lane.batching.make_batched(n_devices)"
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
 
     mesh = Mesh(np.array(jax.devices()), ("runs",))
     init_b = jax.jit(jax.shard_map(jax.vmap(lambda p: agent.init(task, st, p)), mesh=mesh,
@@ -192,7 +193,7 @@ def worker_throughput(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching  # noqa: F401
 
     hwm_import = proc_status_kb("VmHWM")
     task, dra, tp, max_steps, q_init = _build(cfg["task"], cfg.get("scale", 1))
@@ -207,7 +208,7 @@ def worker_throughput(cfg: dict) -> dict:
         init_b, adv_b, fin_b = fns
     else:
         init_b, adv_b, fin_b = batching.make_batched(task, st)
-        source = "dra_jax.batching.make_batched"
+        source = "dra_jax.lane.batching.make_batched"
     params, n = batching.pad_batch(_params(B, dra, tp), max(2, n_dev))
     padded = int(jax.tree.leaves(params)[0].shape[0])
     t0 = time.perf_counter()
@@ -262,7 +263,7 @@ def worker_episodes(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching  # noqa: F401
 
     task, dra, tp, max_steps, _ = _build("gridworld")
     params, n = batching.pad_batch(_params(int(cfg["batch"]), dra, tp), 2)
@@ -302,7 +303,7 @@ def worker_fig1b(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching  # noqa: F401
 
     task, dra, tp, max_steps, _ = _build("gridworld")
     R = int(cfg["runs"])
@@ -399,7 +400,7 @@ def log(msg: str) -> None:
 
 def run_numpy_reference(runs: int, episodes: int, n_rollouts: int) -> dict:
     from dra_jax.envs.gridworld import GridTask
-    from dra_jax.reference import run_reference
+    from dra_jax.lane.reference import run_reference
 
     task = GridTask()
     t = task.tables
@@ -560,7 +561,8 @@ def main(argv=None) -> int:
                 + (f"; fit {f['seconds_per_episode'] * 1e3:.3f} ms/episode + {f['intercept_s']:.2f} s, "
                    f"R2 {f['r2']:.4f}" if f else ""))
     if "size" not in skip:
-        from numba_ref import compile_seconds, gridworld_tables, run as numba_run
+        from numba_ref import compile_seconds, gridworld_tables
+        from numba_ref import run as numba_run
 
         pts = []
         for f in scales:

@@ -2,7 +2,7 @@
 
 The issue's size is 1000 seeds x 10 betas x 10 000 steps (1e8 agent-steps per agent): BLASTS
 by default as one ``jit(vmap(run))`` call per beta over its seeds (``--layout beta``, what
-:mod:`dra_jax.bandit_runner` does: a step lasts as long as the batch's slowest lane, and
+:mod:`dra_jax.bandits.runner` does: a step lasts as long as the batch's slowest lane, and
 Blahut-Arimoto's iterations depend on beta), or one call over all (seed, beta) lanes
 (``--layout mixed``, the layout before); a ``lax.scan`` over steps inside.
 Compile time is measured apart (``lower().compile()``), every call is ``block_until_ready``-ed,
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import bandit_agents as ba
+from dra_jax.bandits import agents as ba
 from dra_jax.envs import bandits as envs
 
 

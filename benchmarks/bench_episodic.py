@@ -23,8 +23,8 @@ import platform
 import jax
 import numpy as np
 
-from dra_jax import psrl
 from dra_jax.envs import episodic as envs
+from dra_jax.episodic import psrl
 from dra_jax.experiments import episodic as exp
 
 

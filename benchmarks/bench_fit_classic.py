@@ -158,7 +158,7 @@ def main(argv=None):
         timed = run_timed(cmd, tree, Path(tmp), cold_cache=not args.warm_cache)
         summ = json.loads((Path(tmp) / "out" / "summary.json").read_text())
         fits = pd.read_csv(Path(tmp) / "out" / "fits.csv", dtype={"subject": str})
-    wall, events = timed["process_wall_s"], timed["jax_events_s"]
+    wall = timed["process_wall_s"]
     k = len(subs)
     fcfg = summ["config"]["fit"]
     rec = {"label": args.label, "tree": str(tree), "subjects": k, "trials_per_subject": 560,

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dra_jax.envs.gridworld import Layout
-from dra_jax.fitting import models, seqdata, seqsim, sequential
+from dra_jax.fitting import models, seqsim, sequential
+from dra_jax.fitting.data import sequential as seqdata
 from dra_jax.fitting.spec import DEFAULTS
 
 THETA = {**DEFAULTS, "lam": 0.2, "beta": 5.0, "alpha_q": 0.3, "alpha_sigma": 0.1,

@@ -4,7 +4,7 @@
                                          [--json benchmarks/results/gridworld.json]
 
 JAX: compile time (lower + compile) apart from run time, which is the median of ``--repeats``
-timed runs, each ending in ``block_until_ready``. NumPy: ``dra_jax.reference.run_reference``
+timed runs, each ending in ``block_until_ready``. NumPy: ``dra_jax.lane.reference.run_reference``
 (the same Algorithm 1, one run at a time, its own NumPy random numbers) on a few runs of
 ``--numpy-episodes`` episodes; its env steps per second are extrapolated to the JAX sweep's
 env steps. Early episodes are long (random walks of up to 500 steps), so the NumPy runs cover
@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import agent, batching
 from dra_jax.envs.gridworld import GridTask
-from dra_jax.reference import run_reference
+from dra_jax.lane import agent, batching
+from dra_jax.lane.reference import run_reference
 
 DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,
            sigma0=3.0, sigma_min=0.01, sigma_max=100.0, psi="A", allocation="flexible",

@@ -37,7 +37,7 @@ def worker(task_name: str, runs: int, episodes: int, W: int, block: int) -> dict
     import jax.numpy as jnp
     import numpy as np
 
-    from dra_jax import agent, batching
+    from dra_jax.lane import agent, batching
 
     if task_name == "gridworld":
         from dra_jax.envs.gridworld import GridTask

@@ -5,7 +5,7 @@
         [--from-summary results/.../summary.json]
 
 * **JAX**: the config's whole grid (e.g. psi = R, Q, A x 5 seeds = 15 runs) through
-  :func:`dra_jax.runner.run_lane_task`, i.e. one ``jit(vmap(...))`` program per static group;
+  :func:`dra_jax.lane.runner.run_lane_task`, i.e. one ``jit(vmap(...))`` program per static group;
   compile time (``lower().compile()``) is reported apart from run time, which ends with
   ``block_until_ready``. ``--episodes`` shortens the runs (default: the config's).
   ``--repeats R`` runs the sweep R times (same numbers each time) and reports the median run
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
 
     from dra_jax import config as config_mod
     from dra_jax.experiments.mountain_car import make_task, task_run_params
-    from dra_jax.runner import run_lane_task
+    from dra_jax.lane.runner import run_lane_task
 
     over = [f"dra.episodes={args.episodes}"] if args.episodes else []
     cfg = config_mod.load(args.config, over)

@@ -47,8 +47,8 @@ def engine_worker(runs: int, episodes: int, sub_lanes: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from dra_jax import agent, batching
     from dra_jax.envs.gridworld import GridTask
+    from dra_jax.lane import agent, batching
 
     kw = {"sub_lanes": sub_lanes} if "sub_lanes" in agent.AgentStatic._fields else {}
     if sub_lanes != 1 and not kw:

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import agent
+from dra_jax.lane import agent
 
 try:  # the batching module (older versions of the code kept it in agent)
-    from dra_jax.batching import make_batched
+    from dra_jax.lane.batching import make_batched
 except ImportError:
     make_batched = agent.make_batched
 from dra_jax.experiments import gridworld

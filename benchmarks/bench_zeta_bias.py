@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import time
 
@@ -40,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtri
 
-from dra_jax.fitting import (data, models, particle, seqdata, seqsim, sequential, simulate,
-                             zeta)
+from dra_jax.fitting import data, models, particle, seqsim, sequential, simulate, zeta
+from dra_jax.fitting.data import sequential as seqdata
 from dra_jax.results import atomic_write_json
 
 ACTIONS = (3, 4)

@@ -4,7 +4,7 @@
 
 This is "the practical limit of one core" the lane engine is measured against (DESIGN.md,
 "Performance: what is known": ~3.6-3.9 M env steps/s, 7.4 s for the 20-run Fig. 1b sweep on
-the 2-core dev CPU). It is the same work as :mod:`dra_jax.agent` and :mod:`dra_jax.reference`,
+the 2-core dev CPU). It is the same work as :mod:`dra_jax.lane.agent` and :mod:`dra_jax.lane.reference`,
 written as the tightest scalar code:
 
 * per episode: an acting episode from the start state with the expected-SARSA update of the

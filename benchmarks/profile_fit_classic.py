@@ -118,8 +118,9 @@ def ablations(ds, repeats):
 
 
 def cma_overhead(n_subjects=80, gens=50, popsize=7, d=3):
-    import cma
     import warnings
+
+    import cma
 
     es = []
     with warnings.catch_warnings():

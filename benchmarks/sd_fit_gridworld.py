@@ -16,11 +16,11 @@ import argparse
 import json
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax.fitting import optimize, recovery, seqdata, seqsim, sequential, spec
+from dra_jax.fitting import optimize, recovery, seqsim, sequential, spec
+from dra_jax.fitting.data import sequential as seqdata
 
 
 def main():

@@ -20,7 +20,6 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-import dra_jax  # noqa: F401  (the docstring examples use the public names)
 from dra_jax import config as config_mod
 
 # leading dims of known per-run arrays (after the grid axes)
@@ -128,8 +127,9 @@ def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,  # no
         >>> len(res.to_dataframe())
         2
     """
-    from dra_jax.runner import ExecOptions
-    from dra_jax.sweep import build_outputs, enable_compile_cache, write_outputs
+    from dra_jax.runtime.compile_cache import enable_compile_cache
+    from dra_jax.runtime.execution import ExecOptions
+    from dra_jax.sweep import build_outputs, write_outputs
 
     cfg = load_config(config, set)
     if compile_cache:

@@ -559,3 +559,16 @@ def xla_flags_kept():
             os.environ.pop("XLA_FLAGS", None)
         else:
             os.environ["XLA_FLAGS"] = saved
+
+
+def grid_points(cfg: dict) -> list[dict]:
+    """The grid points without the seed axis, in order: ``{"label", "point"}``."""
+    import itertools
+
+    axes = [(n, v) for n, v in grid_axes(cfg) if n != "seed"]
+    pts = []
+    for combo in itertools.product(*[v for _, v in axes]):
+        point = dict(zip([n for n, _ in axes], combo))
+        label = ", ".join(f"{k}={v}" if k != "variant" else str(v) for k, v in point.items()) or "all"
+        pts.append({"label": label, "point": point})
+    return pts

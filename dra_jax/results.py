@@ -12,8 +12,8 @@ import numpy as np
 
 
 @dataclass
-class Results:
-    """Results of one sweep.
+class GridResults:
+    """What a task's runner hands back: the results of one grid, unlabelled (:class:`dra_jax.Results` labels them by the grid's axes).
 
     ``finals``: one dict per run in grid order, at least ``objective``, ``expected_reward`` and
     ``cost`` (plain floats). ``curves``: arrays whose leading axis is the flattened grid (runs in
@@ -77,3 +77,13 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (figures are only written)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -19,8 +19,10 @@ import numpy as np
 
 from dra_jax import config as config_mod
 from dra_jax.config import ConfigError
-from dra_jax.results import Results, atomic_savez, atomic_write_json
-from dra_jax.runner import CheckpointError, ExecOptions
+from dra_jax.results import GridResults, atomic_savez, atomic_write_json
+from dra_jax.runtime.checkpoint import CheckpointError
+from dra_jax.runtime.compile_cache import compile_cache_dir, enable_compile_cache  # noqa: F401
+from dra_jax.runtime.execution import ExecOptions
 
 
 class Progress:
@@ -54,7 +56,7 @@ class Progress:
                      f"elapsed {el:6.1f}s  ETA {eta_s}{'  ' + extra if extra else ''}")
 
 
-def build_outputs(cfg: dict, results: Results) -> tuple[dict, dict]:
+def build_outputs(cfg: dict, results: GridResults) -> tuple[dict, dict]:
     """``(summary, arrays)``: the content of ``summary.json`` and ``curves.npz`` (per-run
     arrays reshaped to the grid's axes, ``axis_<i>_<name>`` holding each axis's values)."""
     from dra_jax import __version__
@@ -92,7 +94,7 @@ def build_outputs(cfg: dict, results: Results) -> tuple[dict, dict]:
     return summary, arrays
 
 
-def write_outputs(cfg: dict, results: Results, out: Path) -> list[Path]:
+def write_outputs(cfg: dict, results: GridResults, out: Path) -> list[Path]:
     """Write summary.json, curves.npz and the config's figures into ``out``."""
     spec = config_mod.task_spec(cfg["task"])
     summary, arrays = build_outputs(cfg, results)
@@ -108,32 +110,6 @@ def write_outputs(cfg: dict, results: Results, out: Path) -> list[Path]:
             print(f"warning: figures of {cfg['name']} failed ({type(e).__name__}: {e}); "
                   f"results are written in {out}", file=sys.stderr)
     return paths
-
-
-def compile_cache_dir() -> Path:
-    """Where the persistent compilation cache lives: ``$DRA_JAX_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/dra_jax/jax-compile``, else ``~/.cache/dra_jax/jax-compile``."""
-    if os.environ.get("DRA_JAX_CACHE_DIR"):
-        return Path(os.environ["DRA_JAX_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dra_jax" / "jax-compile"
-
-
-def enable_compile_cache(path: str | Path | None = None) -> Path | None:
-    """Turn on JAX's persistent compilation cache (every program, however fast it compiled),
-    so a repeated config skips XLA compilation. Returns the folder, or None if it cannot be
-    created (then nothing is cached and nothing else changes)."""
-    import jax
-
-    path = Path(path) if path is not None else compile_cache_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
 
 
 def _check_distributed_args(args) -> str | None:

@@ -7,7 +7,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # default): writing executables into it crashed the interpreter twice in full-suite runs on the
 # 2-core CPU (SIGABRT / SIGSEGV inside jax's put_executable_and_time, jax 0.10.2, in two
 # different tests), and no test relies on it. A folder that cannot be created turns it off
-# (dra_jax.sweep.enable_compile_cache returns None); subprocesses inherit it. Set
+# (dra_jax.runtime.compile_cache.enable_compile_cache returns None); subprocesses inherit it. Set
 # DRA_JAX_CACHE_DIR to test with a cache.
 if "DRA_JAX_CACHE_DIR" not in os.environ:
     os.environ["DRA_JAX_CACHE_DIR"] = os.devnull + "/no-compile-cache"

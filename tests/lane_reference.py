@@ -4,9 +4,9 @@ plain-NumPy reference of one run with the engine's static settings (float64)."""
 import jax
 import numpy as np
 
-from dra_jax import agent, batching
 from dra_jax.envs.gridworld import GridTask
-from dra_jax.reference import run_reference
+from dra_jax.lane import agent, batching
+from dra_jax.lane.reference import run_reference
 
 TASK = GridTask()
 DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,

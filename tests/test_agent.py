@@ -2,11 +2,10 @@
 import jax
 import numpy as np
 import pytest
-
 from lane_reference import DRA, TASK, reference
 from lane_reference import train as _train
 
-from dra_jax import agent, batching
+from dra_jax.lane import agent, batching
 
 
 @pytest.mark.parametrize("psi,allocation,gamma,objective,optimizer,alpha_sigma", [

@@ -148,11 +148,11 @@ def test_docstring_examples_of_the_public_api_run():
     import doctest
 
     import dra_jax.api
-    import dra_jax.batching
     import dra_jax.envs.tabular
+    import dra_jax.lane.batching
     import dra_jax.tasks
 
-    for mod in (dra_jax.api, dra_jax.batching, dra_jax.envs.tabular, dra_jax.tasks):
+    for mod in (dra_jax.api, dra_jax.lane.batching, dra_jax.envs.tabular, dra_jax.tasks):
         r = doctest.testmod(mod, extraglobs={"dra_jax": dra_jax}, optionflags=doctest.ELLIPSIS)
         assert r.failed == 0 and r.attempted > 0, (mod.__name__, r)
 

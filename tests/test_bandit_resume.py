@@ -1,4 +1,4 @@
-"""Bandit regret runs in chunks (dra_jax.bandit_runner): the same numbers as one uninterrupted
+"""Bandit regret runs in chunks (dra_jax.bandits.runner): the same numbers as one uninterrupted
 scan, a killed sweep resumes from its last checkpoint with identical results, --max-batch does not
 change a number, and a checkpoint of another config is refused (exit 2, nothing written)."""
 import json
@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import bandit_agents as ba
-from dra_jax import bandit_runner, sweep
+from dra_jax import sweep
+from dra_jax.bandits import agents as ba
+from dra_jax.bandits import runner as bandit_runner
 from dra_jax.envs import bandits as envs
 
 
@@ -50,7 +51,7 @@ def test_interrupted_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys)
     assert not (ref_out / "checkpoint").exists()  # removed once finished
 
     saves = {"n": 0}
-    real_save = bandit_runner._save_checkpoint
+    real_save = bandit_runner.save_checkpoint
 
     def save_then_die(path, meta, tree):  # killed right after its 6th checkpoint
         real_save(path, meta, tree)
@@ -59,9 +60,9 @@ def test_interrupted_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys)
             raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    monkeypatch.setattr(bandit_runner, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(bandit_runner, "save_checkpoint", save_then_die)
     assert sweep.main([*ARGS, "--out", str(out), "--max-batch", "1"]) == 130
-    monkeypatch.setattr(bandit_runner, "_save_checkpoint", real_save)
+    monkeypatch.setattr(bandit_runner, "save_checkpoint", real_save)
     ckpts = sorted(p.name for p in (out / "checkpoint").glob("*.npz"))
     # 4 points per run, one per chunk: batch 0 of group 0 done, batch 1 half-way
     assert ckpts == ["bandits_group0_batch0.npz", "bandits_group0_batch1.npz"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from dra_jax import bandit_agents as ba
 from dra_jax import config
+from dra_jax.bandits import agents as ba
 from dra_jax.config import ConfigError
 from dra_jax.envs import bandits as envs
 

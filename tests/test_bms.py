@@ -121,7 +121,7 @@ def test_spread_over_monte_carlo_draws():
 
 
 def test_figure_and_summary_block(tmp_path):
-    from dra_jax.figures.bms import draw_bms
+    from dra_jax.fitting.figures import draw_bms
 
     rng = np.random.default_rng(0)
     lme = rng.standard_normal((12, 3))

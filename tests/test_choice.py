@@ -1,7 +1,7 @@
-"""The hard-Thompson choice by quadrature (dra_jax.choice) against sampling."""
+"""The hard-Thompson choice by quadrature (dra_jax.core.choice) against sampling."""
 import numpy as np
 
-from dra_jax import choice
+from dra_jax.core import choice
 
 
 def test_choice_probabilities_match_sampling_including_very_unequal_sigmas():
@@ -37,7 +37,7 @@ def test_nodes_cached_inside_a_trace_do_not_leak_into_the_next():
     import jax
     import jax.numpy as jnp
 
-    from dra_jax import choice
+    from dra_jax.core import choice
 
     choice._legendre.cache_clear()
     q, s = jnp.zeros((2, 3)), jnp.ones((2, 3))

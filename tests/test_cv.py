@@ -1,7 +1,6 @@
 """Cross-validation over blocks (dra_jax.fitting.cv): folds, the block-independence identity,
 batch independence, a generating-model check, bad input."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from dra_jax.config import ConfigError

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from gymnax.environments.classic_control.mountain_car import EnvParams, EnvState, MountainCar
 
-from dra_jax import agent, batching, config, sweep
+from dra_jax import config, sweep
 from dra_jax.config import ConfigError
 from dra_jax.envs.discretized import DiscretizedTask
 from dra_jax.envs.mountain_car import MountainCarTask, paper_start_state
 from dra_jax.experiments import mountain_car as mc_exp
+from dra_jax.lane import agent, batching
 
 DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.1, sigma_base=5.0,
            sigma0=3.0, sigma_min=0.01, sigma_max=100.0, psi="A", allocation="flexible",
@@ -151,7 +152,8 @@ def test_discretizer_is_the_per_dimension_formula_row_major():
 def test_termination_is_the_envs_own_never_its_time_limit():
     """CartPole at gymnax's 500-step limit: gymnax's step says truncated, the task says not
     terminated (the engine truncates); past the angle threshold it is terminated."""
-    from gymnax.environments.classic_control.cartpole import CartPole, EnvState as CPState
+    from gymnax.environments.classic_control.cartpole import CartPole
+    from gymnax.environments.classic_control.cartpole import EnvState as CPState
 
     task = DiscretizedTask("CartPole-v1", CP_CELLS, low=CP_LOW, high=CP_HIGH)
     env = CartPole()

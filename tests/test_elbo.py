@@ -5,8 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import agent, batching, policy
+from dra_jax.core import policy
 from dra_jax.envs.gridworld import GridTask
+from dra_jax.lane import agent, batching
 
 TASK = GridTask()
 DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dra_jax import bandit_agents as ba
-from dra_jax import config, psrl
+from dra_jax import config
+from dra_jax.bandits import agents as ba
 from dra_jax.config import ConfigError
 from dra_jax.envs import episodic as envs
+from dra_jax.episodic import psrl
 from dra_jax.experiments import episodic as exp
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Equal precision at its optimum (dra_jax.equal_search), equal_sgd's mean gradient, the config
+"""Equal precision at its optimum (dra_jax.lane.equal_search), equal_sgd's mean gradient, the config
 errors of the search, and the engines that refuse it."""
 import json
 import subprocess
@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from lane_reference import DRA, TASK
 
-from dra_jax import agent, config, equal_search, load
+from dra_jax import config, load
 from dra_jax.config import ConfigError
-from dra_jax.runner import ExecOptions
+from dra_jax.lane import agent, equal_search
+from dra_jax.planning import equal_search as plan_equal
+from dra_jax.runtime.execution import ExecOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +126,7 @@ def test_candidates_pin_sigma_on_search_seeds_and_the_reported_run_keeps_its_see
     r = equal_search.pinned_run(run, 0.5)
     assert r["seed"] == 4 and r["dra"]["learn_sigma"] is False and r["dra"]["n_traj"] == 10
     # both train as pinned programs: no gradient rollouts
-    from dra_jax.runner import agent_static
+    from dra_jax.lane.runner import agent_static
 
     cfg = {"eval": {"every": 50, "n_rollouts": 100, "snapshots": []}}
     assert agent_static(c, cfg).pinned and agent_static(r, cfg).pinned
@@ -135,7 +136,7 @@ def test_candidates_pin_sigma_on_search_seeds_and_the_reported_run_keeps_its_see
 def test_candidates_are_evaluated_in_the_plateau_window_only():
     """A candidate is scored by the plateau objective (the last 10% of the run's evaluations):
     its config keeps the evaluations from the window's first episode on, at the same episodes."""
-    from dra_jax.runner import agent_static
+    from dra_jax.lane.runner import agent_static
 
     run = {"point": {}, "seed": 0, "task_params": {}, "dra": dict(DRA, **STATIC)}
     cfg = {"eval": {"every": 50, "n_rollouts": 100, "snapshots": []}}
@@ -220,7 +221,7 @@ def test_resume_reads_the_finished_search(tmp_path, monkeypatch):
 
     first, rec1 = equal_search.resolve_lane(cfg, runs, P(False), gridworld.make_task,
                                            gridworld.task_run_params)
-    import dra_jax.runner as runner_mod
+    import dra_jax.lane.runner as runner_mod
 
     def boom(*a, **k):
         raise AssertionError("the search ran again")
@@ -259,13 +260,13 @@ def test_planning_equal_is_at_its_optimum_over_pinned_shared_sigmas():
     """Planning's searched shared sigma scores, on fresh trials, at least the F of five pinned
     shared sigmas minus Monte Carlo noise, at two budgets."""
     from dra_jax.experiments import planning as exp
-    from dra_jax.planning_trainer import objective_estimate
+    from dra_jax.planning.trainer import objective_estimate
 
     cfg = config.load(ROOT / "configs/planning.toml",
                       ["n_seeds=1", "sweep.budget=[3, 12]", "final.n_rollouts=2048",
                        "cma.enabled=false", "variants.equal.equal_points=6"])
     runs = [r for r in config.iter_run_params(cfg) if r["dra"]["allocation"] == "equal"]
-    out, recs = equal_search.resolve_planning(cfg, runs, lambda r: exp._static_of(cfg, r),
+    out, recs = plan_equal.resolve_planning(cfg, runs, lambda r: exp._static_of(cfg, r),
                                               lambda r: exp.resolve_budget(cfg, r))
     assert len(recs) == 2
     for r, rec in zip(out, recs):

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dra_jax.fitting import cli, models, seqdata, seqreference, sequential, spec
+from dra_jax.fitting import cli, models, seqreference, sequential, spec
 from dra_jax.fitting.data import DataError
+from dra_jax.fitting.data import sequential as seqdata
 
 CORRIDOR = ("S...", ".#.G")  # 2 x 4: start (0, 0), goal (1, 3), obstacle (1, 1)
 

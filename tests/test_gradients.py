@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import gradients, memory, policy
+from dra_jax.core import gradients, memory, policy
 
 
 def test_kl_matches_closed_form_and_autodiff():

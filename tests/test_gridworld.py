@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dra_jax.envs import gridworld as gw
+from dra_jax.envs import tabular_gymnax as gw_gymnax
 
 UP, DOWN, LEFT, RIGHT = range(4)
 T = gw.GridTask(with_switch=True)
@@ -47,7 +48,7 @@ def test_shortest_paths():
 
 
 def test_gymnax_environment_agrees_with_the_lane_task():
-    env = gw.GridWorld()
+    env = gw_gymnax.GridWorld()
     params = env.default_params
     key = jax.random.key(0)
     obs, state = env.reset(key, params)
@@ -63,7 +64,7 @@ def test_gymnax_environment_agrees_with_the_lane_task():
         state, pos = state2, s2
     # the switched maze through the traced parameter
     p1 = params.replace(stage=1)
-    _, st, _ = (None, gw.EnvState(pos=jnp.int32(idx(0, 5)), time=0), None)
+    _, st, _ = (None, gw_gymnax.EnvState(pos=jnp.int32(idx(0, 5)), time=0), None)
     _, st2, r, done, _ = env.step_env(key, st, RIGHT, p1)
     assert (int(st2.pos), float(r), bool(done)) == (idx(0, 6), 10.0, True)
     # jit + vmap over actions

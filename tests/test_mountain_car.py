@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from gymnax.environments.classic_control.mountain_car import EnvParams, EnvState, MountainCar
 
-from dra_jax import agent, batching, config
+from dra_jax import config
 from dra_jax.config import ConfigError
 from dra_jax.envs.discretized import DiscretizedTask
 from dra_jax.envs.mountain_car import MountainCarTask, cells_for, obs_bounds
 from dra_jax.experiments import mountain_car as mc_exp
+from dra_jax.lane import agent, batching
 
 TASK = MountainCarTask()
 TP = {"random_start": np.bool_(False)}

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from dra_jax import config as config_mod
-from dra_jax import equal_search, memory, planner
-from dra_jax import planning_runner as prun
-from dra_jax import planning_trainer as pt
 from dra_jax.config import ConfigError
+from dra_jax.core import memory
 from dra_jax.envs import planning as env
 from dra_jax.experiments import planning as px
+from dra_jax.planning import equal_search as plan_equal
+from dra_jax.planning import planner
+from dra_jax.planning import runner as prun
+from dra_jax.planning import trainer as pt
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "configs" / "planning.toml", ROOT / "configs" / "planning_moves.toml",
@@ -225,7 +227,7 @@ def test_frozen_runs_skip_training_with_the_same_numbers(monkeypatch):
     curve, final values and tables equal the trained program's, bit for bit."""
     cfg = _cfg()
     runs = list(config_mod.iter_run_params(cfg))
-    searched, _ = equal_search.resolve_planning(cfg, runs, lambda r: px._static_of(cfg, r),
+    searched, _ = plan_equal.resolve_planning(cfg, runs, lambda r: px._static_of(cfg, r),
                                                 lambda r: px.resolve_budget(cfg, r))
     eq = [r for r in searched if r["dra"]["allocation"] == "equal"]
     assert eq and all(px._static_of(cfg, r).frozen for r in eq)

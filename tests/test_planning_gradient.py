@@ -6,7 +6,7 @@ Gauss-Hermite integral; ``dq = q0 - q1``, ``|sigma_row|^2 = sigma0^2 + sigma1^2`
 move forced because its sibling's subtree is fully explored. A planning trial is then a finite
 tree of histories whose probabilities are products of these ``p0``: enumerating it gives
 ``E[max path reward]`` exactly, for any budget. Its central finite difference in every sigma
-must match the mean of many gradient estimates of :func:`dra_jax.planner.sigma_ascent` (the
+must match the mean of many gradient estimates of :func:`dra_jax.planning.planner.sigma_ascent` (the
 formula the trainer calls) within the estimate's standard error.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import planner
-from dra_jax import planning_trainer as pt
 from dra_jax.envs import planning as env
+from dra_jax.planning import planner
+from dra_jax.planning import trainer as pt
 
 M = 3
 BETA = 0.1  # soft enough that the score-function estimator resolves every gradient

@@ -11,7 +11,8 @@ from dra_jax import config as config_mod
 from dra_jax.config import ConfigError
 from dra_jax.envs import planning as env
 from dra_jax.experiments import planning as px
-from dra_jax.runner import CheckpointError, ExecOptions
+from dra_jax.runtime.checkpoint import CheckpointError
+from dra_jax.runtime.execution import ExecOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import policy
-from dra_jax.reference import _sample
+from dra_jax.core import policy
+from dra_jax.lane.reference import _sample
 
 U_MAX = float(np.nextafter(np.float32(1.0), np.float32(0.0)))  # the largest float32 below 1
 

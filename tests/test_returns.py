@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from dra_jax import agent, batching
 from dra_jax.envs.gridworld import GridTask
+from dra_jax.lane import agent, batching
 
 TASK = GridTask()
 DRA = dict(alpha_q=0.1, alpha_sigma=0.1, beta=10.0, gamma=1.0, lam=0.2, sigma_base=5.0,
@@ -75,7 +75,7 @@ def test_runs_carry_both_returns_a_converged_flag_and_figures_survive(tmp_path, 
 
 
 def test_tail_trend_flags_drift_and_accepts_noise():
-    from dra_jax.runner import tail_trend
+    from dra_jax.core.stats import tail_trend
 
     rng = np.random.default_rng(0)
     eps = np.arange(0, 5001, 100)

@@ -6,7 +6,7 @@ import pytest
 from lane_reference import DRA, TASK, reference
 from lane_reference import train as _train
 
-from dra_jax import agent
+from dra_jax.lane import agent
 
 
 @pytest.mark.parametrize("W,psi,allocation,gamma,objective,optimizer,alpha_sigma,max_steps", [
@@ -66,8 +66,9 @@ def test_sub_lanes_must_be_positive():
 def test_config_key_reaches_the_engine_and_is_checked():
     """``[dra] sub_lanes`` (static: one program per value) goes into AgentStatic; 0 is refused
     naming the key."""
-    from dra_jax import config, runner
+    from dra_jax import config
     from dra_jax.config import ConfigError
+    from dra_jax.lane import runner
 
     cfg = config.validate({"task": "gridworld", "_name": "t",
                            "dra": {"episodes": 10, "sub_lanes": 3}})

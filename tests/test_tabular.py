@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dra_jax import agent, batching
 from dra_jax.config import ConfigError
 from dra_jax.envs import gridworld as gw
+from dra_jax.envs import tabular_gymnax as gw_gymnax
 from dra_jax.envs.tabular import TabularTask
 from dra_jax.envs.tabular_gymnax import TabularEnv
+from dra_jax.lane import agent, batching
 
 MAZE = [".......#G",
         "..#....#.",
@@ -240,6 +241,6 @@ def test_gymnax_face_agrees_with_the_lane_task():
         if done:
             break
         state = state2
-    st = gw.EnvState(pos=jnp.int32(5), time=0)
+    st = gw_gymnax.EnvState(pos=jnp.int32(5), time=0)
     _, st2, r, done, _ = env.step_env(key, st, 3, params.replace(stage=1))
     assert (int(st2.pos), float(r), bool(done)) == (6, 10.0, True)

@@ -1,7 +1,7 @@
 """Any gymnax environment with a Box observation and Discrete actions as a DRA lane task.
 
 :class:`DiscretizedTask` wraps a gymnax ``Environment`` (by id through ``gymnax.make``, or an
-instance) in the lane-task interface of the engine (:mod:`dra_jax.agent`): ``n_states``,
+instance) in the lane-task interface of the engine (:mod:`dra_jax.lane.agent`): ``n_states``,
 ``n_actions``, ``learnable``, ``reset``, ``step``, ``row``. The dynamics are gymnax's own
 ``step_env``; this module only adds what a tabular agent needs:
 

@@ -17,7 +17,7 @@ dynamic programming ``Q_h = R + P V_{h+1}``, ``V_h = max_a Q_h``, ``V_H = 0``;
 :func:`policy_values` evaluates a non-stationary deterministic policy the same way.
 
 Two faces for acting: :class:`EpisodicMDP`, a gymnax ``Environment``, and :class:`EpisodicTask`,
-the lane-task interface of the DRA engine (:mod:`dra_jax.agent`), whose memory rows are
+the lane-task interface of the DRA engine (:mod:`dra_jax.lane.agent`), whose memory rows are
 ``(h, s)`` (the optimal policy of a finite horizon depends on the steps left) and which keeps a
 PRNG key in its state, seeded at reset from the engine's uniform ``u``.
 """
@@ -337,7 +337,7 @@ class TaskState(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class EpisodicTask:
-    """The lane-task interface of :mod:`dra_jax.agent` on one structure and horizon. The true
+    """The lane-task interface of :mod:`dra_jax.lane.agent` on one structure and horizon. The true
     MDP is per run: ``tparams["P"]``, ``tparams["R"]``. Memory row ``h * S + s``; every memory
     is learned. ``step`` draws from the key kept in the state (seeded at reset from ``u``) and
     terminates after ``H`` steps."""

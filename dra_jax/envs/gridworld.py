@@ -8,11 +8,11 @@ Switched maze (Fig. 1c): obstacle (0,7) removed and the goal moved to (0,6).
 The task is a :class:`dra_jax.envs.tabular.TabularTask` built from the maze's text
 (:meth:`Layout.to_maze`), with no table code of its own:
 
-* :func:`GridTask` for the lane engine (``dra_jax.agent``): the switched maze is the task's
+* :func:`GridTask` for the lane engine (``dra_jax.lane.agent``): the switched maze is the task's
   second stage, used from episode ``tparams["switch_episode"]`` on;
-* :class:`GridWorld`, the gymnax ``Environment`` face (:class:`TabularEnv`; ``EnvParams.stage``
-  selects the maze; in :mod:`dra_jax.envs.tabular_gymnax`, loaded on first use), also
-  ``dra_jax.envs.make("GridWorldDRA-v0")``.
+* :class:`dra_jax.envs.tabular_gymnax.GridWorld`, the gymnax ``Environment`` face
+  (``EnvParams.stage`` selects the maze; kept apart so that the lane engine never imports
+  gymnax), also ``dra_jax.envs.make("GridWorldDRA-v0")``.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dra_jax.config import ConfigError
-from dra_jax.envs.tabular import TabularTask, Tables  # noqa: F401
+from dra_jax.envs.tabular import Tables, TabularTask  # noqa: F401
 
 ROWS, COLS = 6, 9
 START = (2, 0)
@@ -82,7 +82,7 @@ def grid_task_of(layouts: tuple[Layout, ...]) -> TabularTask:
 
 
 def GridTask(layout: Layout = Layout(), with_switch: bool = False) -> TabularTask:  # noqa: N802
-    """The Fig. 1 grid-world as a :class:`TabularTask` for :mod:`dra_jax.agent`; with the switch
+    """The Fig. 1 grid-world as a :class:`TabularTask` for :mod:`dra_jax.lane.agent`; with the switch
     the switched maze is a second stage, used from episode ``tparams["switch_episode"]`` on.
 
     Learned memories: every cell reachable from the start and not a goal, in some stage (with
@@ -99,15 +99,3 @@ def shortest_path_q(layout: Layout, gamma: float = 1.0) -> np.ndarray:
 def bfs_distance(layout: Layout) -> np.ndarray:
     """Steps from every cell to the goal (inf for obstacles)."""
     return grid_task_of((layout,)).distance_to_goal()
-
-
-# ------------------------------------------------------------------ gymnax environment
-
-
-def __getattr__(name):
-    """``GridWorld``, ``EnvState``, ``EnvParams``: the gymnax face, imported on first use."""
-    if name in ("GridWorld", "EnvState", "EnvParams", "TabularEnv"):
-        from dra_jax.envs import tabular_gymnax
-
-        return getattr(tabular_gymnax, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ comparison of all four agents. ``[task_params] experiment`` selects the computat
   ``"dra"`` (``[dra] lam``) or ``"dra:LAM"``; sweep ``agent`` (and ``kind``). Runs with the same
   seed face the same bandit. Final: ``objective`` = -cumulative regret at the last step,
   ``expected_reward`` = time-average of the pulled arm's mean, ``cost`` = time-average of the
-  agent's information rate (nats; see :mod:`dra_jax.bandit_agents`; ``None`` when not tracked).
+  agent's information rate (nats; see :mod:`dra_jax.bandits.agents`; ``None`` when not tracked).
 * ``rate_distortion`` (Fig. 5): the learning target under the prior (Z prior samples, shared by
   all runs of a seed): BLASTS's channel, satisficing TS's ``A_eps``, TS's ``A*``. Final:
   ``objective`` = -distortion (expected squared regret of the target), ``expected_reward`` = the
@@ -35,14 +35,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import bandit_agents as ba
-from dra_jax import bandit_runner
-from dra_jax.config import (ConfigError, Field, TaskSpec, agent_spec_check, iter_run_params,
-                            reject_equal_search,
-                            parse_agent_spec, register_task)
+from dra_jax.bandits import agents as ba
+from dra_jax.bandits import runner as bandit_runner
+from dra_jax.config import (
+    ConfigError,
+    Field,
+    TaskSpec,
+    agent_spec_check,
+    iter_run_params,
+    parse_agent_spec,
+    register_task,
+    reject_equal_search,
+)
 from dra_jax.envs import bandits as envs
 from dra_jax.figures import bandits as figures
-from dra_jax.results import Results
+from dra_jax.results import GridResults
 
 EXPERIMENTS = ("action_probs", "regret", "rate_distortion")
 FIGURES = {  # figure -> the experiment that produces it
@@ -264,7 +271,7 @@ def _run_regret(cfg, runs, progress):
                 "H(argmax(q + sigma*zeta)) under its memories (plug-in on z_samples samples)",
         "kl": "DRA only: time-average of KL(N(q,sigma^2)||N(q,sigma_base^2)) summed over arms (nats)",
     }}
-    return Results(finals=finals, curves=curves, arrays=arrays, summary=summary, run_extra=extra,
+    return GridResults(finals=finals, curves=curves, arrays=arrays, summary=summary, run_extra=extra,
                    timing=timing)
 
 
@@ -318,7 +325,7 @@ def _run_rate_distortion(cfg, runs, progress):
         "cost": "rate I(E; target) in nats on the z_samples prior samples (plug-in)",
     }}
     timing = {"compile_s": compile_s, "run_s": run_s, "env_steps": 0, "devices": 1}
-    return Results(finals=finals, curves=curves, summary=summary, run_extra=extra, timing=timing)
+    return GridResults(finals=finals, curves=curves, summary=summary, run_extra=extra, timing=timing)
 
 
 def belief_setups(tp: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -383,11 +390,11 @@ def _run_action_probs(cfg, runs, progress):
         "cost": "rate I(E; A~) of BLASTS on the first belief (nats)",
     }}
     timing = {"compile_s": c_s, "run_s": r_s, "env_steps": 0, "devices": 1}
-    return Results(finals=finals, curves=curves, arrays=arrays, summary=summary, run_extra=extra,
+    return GridResults(finals=finals, curves=curves, arrays=arrays, summary=summary, run_extra=extra,
                    timing=timing)
 
 
-def run(cfg: dict, runs: list[dict], progress) -> Results:
+def run(cfg: dict, runs: list[dict], progress) -> GridResults:
     """The sweep's runner: dispatch on ``task_params.experiment``."""
     exp = cfg["task_params"]["experiment"]
     if exp == "regret":
@@ -400,7 +407,7 @@ def run(cfg: dict, runs: list[dict], progress) -> Results:
 # --------------------------------------------------------------------------- figure glue
 
 
-def plot(cfg: dict, results: Results, fig_dir: Path) -> list[Path]:
+def plot(cfg: dict, results: GridResults, fig_dir: Path) -> list[Path]:
     """The config's ``figures`` (:mod:`dra_jax.figures.bandits`)."""
     return figures.plot(cfg, results, fig_dir, parse_agent, ba.AGENTS)
 

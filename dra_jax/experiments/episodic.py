@@ -5,12 +5,12 @@ Agents (``task_params.agent``, a grid axis as in the bandit configs):
 * ``"psrl"``: posterior sampling for RL (Algorithm 6);
 * ``"vepsrl:BETA"``: value-equivalent rate-distortion sampling (Algorithm 7) at ``beta``;
 * ``"dra"`` / ``"dra:LAM"``: the DRA agent (Algorithm 1 of Patel et al. 2020) through the lane
-  engine :mod:`dra_jax.agent`, memories per ``(step, state)``, at ``[dra] lam`` or ``LAM``.
+  engine :mod:`dra_jax.lane.agent`, memories per ``(step, state)``, at ``[dra] lam`` or ``LAM``.
 
 Environments (``task_params.env``): ``riverswim``, ``random`` (a true MDP drawn from the prior
 per seed: Bayesian regret) and ``grid`` (the DRA grid-world, slippery). Runs of the same seed
 face the same MDP and the same environment noise; PSRL and VE-PSRL of a seed draw the same
-posterior samples (:mod:`dra_jax.psrl`).
+posterior samples (:mod:`dra_jax.episodic.psrl`).
 
 Per run: ``final.cumulative_regret`` = ``sum_k rho . (V*_{M*} - V^{pi_k}_{M*})`` over the
 ``[dra] episodes`` episodes (exact for PSRL / VE-PSRL; for DRA the regret of its current policy
@@ -31,13 +31,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import agent as lane_engine
-from dra_jax import batching, memory, psrl
-from dra_jax.config import (ConfigError, Field, TaskSpec, agent_spec_check, iter_run_params,
-                            reject_equal_search,
-                            parse_agent_spec, register_task)
+from dra_jax.config import (
+    ConfigError,
+    Field,
+    TaskSpec,
+    agent_spec_check,
+    iter_run_params,
+    parse_agent_spec,
+    register_task,
+    reject_equal_search,
+)
+from dra_jax.core import memory
 from dra_jax.envs import episodic as envs
-from dra_jax.results import Results
+from dra_jax.episodic import psrl
+from dra_jax.lane import agent as lane_engine
+from dra_jax.lane import batching
+from dra_jax.results import GridResults
+from dra_jax.runtime.devices import jit_over_runs, pad_batch
 
 AGENTS = ("psrl", "vepsrl", "dra")
 FIGURES = ("regret", "rate", "regret_vs_rate")
@@ -156,7 +166,7 @@ def _stack(items):
 
 def _sharded(fn, n_dev: int):
     """``jit(vmap(fn))``, its batch split over ``n_dev`` devices by ``shard_map`` when > 1."""
-    return batching.jit_over_runs(jax.vmap(fn), n_dev)
+    return jit_over_runs(jax.vmap(fn), n_dev)
 
 
 def run_psrl_batch(st: psrl.Static, struct, seeds, hypers, trues, n_dev: int | None = None):
@@ -164,7 +174,7 @@ def run_psrl_batch(st: psrl.Static, struct, seeds, hypers, trues, n_dev: int | N
     n_dev = n_dev or len(jax.local_devices())
     n = len(seeds)
     keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in seeds])
-    args, _ = batching.pad_batch({"k": keys, "hp": _stack(hypers), "m": _stack(trues)},
+    args, _ = pad_batch({"k": keys, "hp": _stack(hypers), "m": _stack(trues)},
                                     n_dev, 2)
     run = psrl.make_run(st, struct)
 
@@ -252,7 +262,7 @@ def _run_model_based(cfg, runs, idx, name, progress):
     return out.regret, out.rate, out.distortion, out.iters, out.v_star, extra, c_s, r_s
 
 
-def run(cfg: dict, runs: list[dict], progress) -> Results:
+def run(cfg: dict, runs: list[dict], progress) -> GridResults:
     """The sweep's runner: one compiled batch per static group (agent family x env x sizes)."""
     n = len(runs)
     E = runs[0]["dra"]["episodes"]
@@ -313,11 +323,11 @@ def run(cfg: dict, runs: list[dict], progress) -> Results:
     }}
     timing = {"compile_s": compile_s, "run_s": run_s, "env_steps": int(n * E * runs[0]["task_params"]["horizon"]),
               "devices": len(jax.local_devices())}
-    return Results(finals=finals, curves=curves, arrays={"episode": np.arange(1, E + 1)},
+    return GridResults(finals=finals, curves=curves, arrays={"episode": np.arange(1, E + 1)},
                    summary=summary, run_extra=run_extra, timing=timing)
 
 
-def plot(cfg: dict, results: Results, fig_dir: Path) -> list[Path]:
+def plot(cfg: dict, results: GridResults, fig_dir: Path) -> list[Path]:
     from dra_jax.figures import episodic as figs
 
     return figs.plot(cfg, results, fig_dir, [r for r in iter_run_params(cfg)], parse_agent)

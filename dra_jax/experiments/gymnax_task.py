@@ -30,10 +30,10 @@ import functools
 import jax
 import numpy as np
 
-from dra_jax.figures import lane as plots
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.discretized import DiscretizedTask, check_args, state_fields
 from dra_jax.experiments.tabular import run_lane_sweep
+from dra_jax.figures import lane as plots
 
 TASK_PARAMS = {
     "env_id": Field(str, "CartPole-v1", "gymnax environment id (Box observation, Discrete "

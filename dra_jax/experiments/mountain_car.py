@@ -31,10 +31,10 @@ import numpy as np
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
 from dra_jax.envs.discretized import DiscretizedTask
 from dra_jax.envs.mountain_car import MountainCarTask, cells_for, paper_start_state
+from dra_jax.experiments.tabular import run_lane_sweep
 from dra_jax.figures import lane as plots
 from dra_jax.figures import mountain_car as mc_figures
-from dra_jax.results import Results
-from dra_jax.experiments.tabular import run_lane_sweep
+from dra_jax.results import GridResults
 
 
 def _two(v):
@@ -108,7 +108,7 @@ def greedy_rollouts(task: DiscretizedTask, q: np.ndarray, max_steps: int):
 # ------------------------------------------------------------------ run
 
 
-def run(cfg: dict, runs: list[dict], progress) -> Results:
+def run(cfg: dict, runs: list[dict], progress) -> GridResults:
     res = run_lane_sweep(cfg, runs, progress, make_task, task_run_params,
                          final_entropy_for=("fig2c", "allocation"))
     task = make_task(cfg["task_params"])

@@ -9,13 +9,13 @@ Config (``configs/planning.toml``, ``configs/planning_moves.toml``):
   Eq. 8), ``objective`` (which objective the sigma ascent maximizes: F or F-tilde);
 * ``[dra]``: Table B.1 defaults; ``psi`` is ``max`` (the only choice here); planning-only keys
   (:data:`PLANNING_DRA_FIELDS`): ``baseline`` (``none``, the paper's estimator; ``loo`` and
-  ``loo_start``, unbiased leave-one-out baselines, :func:`dra_jax.planner.psi_baseline`) and
+  ``loo_start``, unbiased leave-one-out baselines, :func:`dra_jax.planning.planner.psi_baseline`) and
   ``lr_schedule`` (``constant`` or ``cosine`` decay of ``alpha_sigma`` to 0);
 * ``[cma]``: the CMA-ES baseline; ``[final]``: the rollouts of the final evaluation;
   ``[budgets]``: budget lists per M for ``budget_index``.
 
 Training and evaluation (Algorithm 1 with ``Psi = max``, the CMA-ES baseline) are
-:mod:`dra_jax.planning_trainer`, figures :mod:`dra_jax.figures.planning`; this module holds the
+:mod:`dra_jax.planning.trainer`, figures :mod:`dra_jax.figures.planning`; this module holds the
 config spec (fields, defaults, cross-key checks) and the glue: config -> traced parameters and
 static groups (:func:`make_params`, :func:`_static_of`), the sweep's runner (:func:`run`: all
 runs of a static group in ONE ``jit(vmap(...))`` call per block of ``eval.every`` episodes,
@@ -34,14 +34,17 @@ import jax
 import numpy as np
 
 from dra_jax import config as config_mod
-from dra_jax import equal_search, planner
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
+from dra_jax.core.stats import tail_trend
 from dra_jax.envs import planning as env
 from dra_jax.figures import planning as figures
-from dra_jax.planning_runner import eval_static, train_batches
-from dra_jax.planning_trainer import PARAM_KEYS, PlanStatic, run_cma
-from dra_jax.results import Results
-from dra_jax.runner import ExecOptions, config_fingerprint, tail_trend
+from dra_jax.planning import equal_search as plan_equal
+from dra_jax.planning import planner
+from dra_jax.planning.runner import eval_static, train_batches
+from dra_jax.planning.trainer import PARAM_KEYS, PlanStatic, run_cma
+from dra_jax.results import GridResults
+from dra_jax.runtime.checkpoint import config_fingerprint
+from dra_jax.runtime.execution import ExecOptions
 
 FIGURES = ("fig3c", "fig3d", "fig3e", "fig3f", "figB4")
 
@@ -215,16 +218,16 @@ def _static_of(cfg: dict, run: dict) -> PlanStatic:
                       frozen=not d["learn_q"] and not d["learn_sigma"])
 
 
-def run(cfg: dict, runs: list[dict], progress=None) -> Results:
+def run(cfg: dict, runs: list[dict], progress=None) -> GridResults:
     """The sweep's runner: group runs by their static values, train each group in one compiled
     vmapped call (batches of at most ``max_batch`` runs, checkpointed after every evaluation
     block into ``OUT/checkpoint/`` and resumed with ``--resume``: the sweep command's
-    :class:`dra_jax.runner.ExecOptions`, ``progress.options``), evaluate, then (if ``[cma]
+    :class:`dra_jax.runtime.execution.ExecOptions`, ``progress.options``), evaluate, then (if ``[cma]
     enabled``) the CMA-ES baseline. Every run is judged converged or not from its curve of F
-    (:func:`dra_jax.runner.tail_trend`)."""
+    (:func:`dra_jax.core.stats.tail_trend`)."""
     opts = getattr(progress, "options", None) or ExecOptions()
     t_search = time.perf_counter()
-    runs, searched = equal_search.resolve_planning(
+    runs, searched = plan_equal.resolve_planning(
         cfg, runs, lambda r: _static_of(cfg, r), lambda r: resolve_budget(cfg, r), progress)
     t_search = time.perf_counter() - t_search
     ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
@@ -285,7 +288,7 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
                           "tail_noise_of_objective": trend["noise"]})
         if r["dra"]["allocation"] == "equal":
             run_extra[-1]["equal_sigma"] = r["dra"]["sigma0"]
-    res = Results(
+    res = GridResults(
         finals=finals,
         curves={"curve_reward": curves[..., 0], "curve_cost": curves[..., 1],
                 "curve_objective": curves[..., 2], "curve_objective_tilde": curves[..., 3],
@@ -343,7 +346,7 @@ def run(cfg: dict, runs: list[dict], progress=None) -> Results:
 # ------------------------------------------------------------------ figure glue
 
 
-def _table(cfg: dict, results: Results) -> dict:
+def _table(cfg: dict, results: GridResults) -> dict:
     """Per-run columns (grid order) for the figures."""
     runs = list(config_mod.iter_run_params(cfg))
     col = {
@@ -360,7 +363,7 @@ def _table(cfg: dict, results: Results) -> dict:
     return col
 
 
-def plot(cfg: dict, results: Results, fig_dir: Path) -> list[Path]:
+def plot(cfg: dict, results: GridResults, fig_dir: Path) -> list[Path]:
     """Fig. 3c-f and Fig. B.4 (those listed in ``figures``, :mod:`dra_jax.figures.planning`)."""
     return figures.plot(cfg, results, _table(cfg, results), fig_dir)
 

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dra_jax import equal_search
 from dra_jax.config import ConfigError, Field, TaskSpec, register_task
+from dra_jax.core.stats import choice_entropy_maps
 from dra_jax.envs.tabular import TabularTask
 from dra_jax.figures import lane
-from dra_jax.runner import choice_entropy_maps, run_lane_task
+from dra_jax.lane import equal_search
+from dra_jax.lane.runner import run_lane_task
 
 TASK_PARAMS = {
     "maze": Field(str, "", "text maze: rows of S (start), G (goal), # (obstacle), . (free)",
@@ -110,7 +111,7 @@ def run_lane_sweep(cfg, runs, progress, make_task, task_run_params,
     snapshots, and of the final memories when a figure in ``final_entropy_for`` is asked for)
     and the per-point summary. Shared by the maze tasks, mountain car and the gymnax tasks.
     Equal-precision runs (``allocation = "equal"``) first get their shared sigma from
-    :func:`dra_jax.equal_search.resolve_lane`; its record is ``summary["equal_search"]``."""
+    :func:`dra_jax.lane.equal_search.resolve_lane`; its record is ``summary["equal_search"]``."""
     t0 = time.perf_counter()
     runs, searched = equal_search.resolve_lane(cfg, runs, progress, make_task, task_run_params)
     search_s = time.perf_counter() - t0

@@ -8,7 +8,7 @@ import numpy as np
 
 from dra_jax.config import iter_run_params
 from dra_jax.figures.common import draw_each
-from dra_jax.results import Results, atomic_savefig
+from dra_jax.results import GridResults, atomic_savefig
 
 
 def _by_agent(cfg, results):
@@ -35,7 +35,7 @@ def _colors(n, cmap="viridis"):
     return [plt.get_cmap(cmap)(x) for x in np.linspace(0.1, 0.9, max(n, 1))]
 
 
-def plot(cfg: dict, results: Results, fig_dir: Path, parse_agent, agent_names) -> list[Path]:
+def plot(cfg: dict, results: GridResults, fig_dir: Path, parse_agent, agent_names) -> list[Path]:
     """Draw the config's ``figures`` (matplotlib, Agg) into ``fig_dir``, written atomically.
 
     ``parse_agent(spec) -> (name, parameter)`` reads the runs' agent specs and ``agent_names``

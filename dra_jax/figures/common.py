@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 
+
 def draw_each(cfg: dict, names: Iterable[str], draw: Callable[[str], list[Path]]) -> list[Path]:
     """``draw(name) -> [paths]`` for each figure name; a figure that raises, or draws nothing,
     is skipped with a ``UserWarning`` naming it and the config. Returns the paths drawn."""

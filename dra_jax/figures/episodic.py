@@ -1,7 +1,7 @@
 """Figures of the episodic task: cumulative regret against episodes per agent, the rate over
 episodes, and final regret against cumulative rate (one point per beta / lambda).
 
-Drawn from :class:`dra_jax.results.Results` of :mod:`dra_jax.experiments.episodic`; one panel
+Drawn from :class:`dra_jax.results.GridResults` of :mod:`dra_jax.experiments.episodic`; one panel
 per environment of the grid.
 """
 from __future__ import annotations

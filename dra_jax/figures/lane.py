@@ -13,10 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dra_jax import config as config_mod  # noqa: E402
+from dra_jax.config import grid_points  # noqa: E402,F401
+from dra_jax.core.stats import episodes_to_converge  # noqa: E402
 from dra_jax.figures.common import draw_each  # noqa: E402
-from dra_jax.results import Results, atomic_savefig  # noqa: E402
-from dra_jax.runner import episodes_to_converge  # noqa: E402
+from dra_jax.results import GridResults, atomic_savefig  # noqa: E402
 
 CONVERGENCE_DEFINITION = {
     "band": "the first evaluation episode from which the running mean (window 5 evaluations) "
@@ -28,26 +28,13 @@ CONVERGENCE_DEFINITION = {
 }
 
 
-def grid_points(cfg: dict) -> list[dict]:
-    """The grid points without the seed axis, in order: ``{"label", "point"}``."""
-    axes = [(n, v) for n, v in config_mod.grid_axes(cfg) if n != "seed"]
-    import itertools
-
-    pts = []
-    for combo in itertools.product(*[v for _, v in axes]):
-        point = dict(zip([n for n, _ in axes], combo))
-        label = ", ".join(f"{k}={v}" if k != "variant" else str(v) for k, v in point.items()) or "all"
-        pts.append({"label": label, "point": point})
-    return pts
-
-
 def by_point(cfg: dict, arr: np.ndarray) -> np.ndarray:
     """``[runs, ...]`` -> ``[points, seeds, ...]``."""
     arr = np.asarray(arr)
     return arr.reshape((-1, cfg["n_seeds"]) + arr.shape[1:])
 
 
-def summarize_lane_sweep(cfg: dict, res: Results) -> dict:
+def summarize_lane_sweep(cfg: dict, res: GridResults) -> dict:
     """Per grid point: final and plateau objective, reward, cost (mean, SD over seeds),
     episodes to converge; with variants, the ratios of each variant to the first one."""
     eps = res.arrays["eval_episodes"]
@@ -100,7 +87,7 @@ def summarize_lane_sweep(cfg: dict, res: Results) -> dict:
 # ------------------------------------------------------------------ figures
 
 
-def plot_lane_figures(cfg: dict, res: Results, fig_dir: Path, mazes=None) -> list[Path]:
+def plot_lane_figures(cfg: dict, res: GridResults, fig_dir: Path, mazes=None) -> list[Path]:
     """The config's figures. ``mazes``: the text maze of each stage of a maze-built tabular
     task (state maps are then drawn on the maze), else maps are drawn on the discretizer's
     ``task_params.cells`` grid or as a strip of states."""
@@ -253,7 +240,7 @@ def _entropy_figure(cfg, maps, titles, stages, path, suptitle, mazes=None):
 
 def fig_choice_entropy(cfg, res, fig_dir, mazes=None):
     """Fig. 1c: normalized choice entropy of each cell at the snapshot episodes (mean over
-    seeds), exact by quadrature (dra_jax.choice)."""
+    seeds), exact by quadrature (dra_jax.core.choice)."""
     if "choice_entropy" not in res.curves:
         raise ValueError("needs snapshots of the memories (eval.snapshots); this run took none")
     ent = by_point(cfg, res.curves["choice_entropy"])  # [points, seeds, n_snap, S]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dra_jax.envs import planning as env
-from dra_jax.results import Results
+from dra_jax.results import GridResults
 
 
 def _ref_n_traj(col: dict, cfg: dict) -> int:
@@ -55,7 +55,7 @@ def _dprime_panel(ax, col, results, sel, key, ylabel, title=None):
     return fits
 
 
-def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
+def plot(cfg: dict, results: GridResults, col: dict, fig_dir: Path) -> list[Path]:
     """Fig. 3c-f and Fig. B.4 (those listed in ``figures``), each drawn on its own: one that
     cannot be drawn for this grid is skipped with a warning (:mod:`dra_jax.figures.common`)."""
     from dra_jax.figures.common import draw_each
@@ -64,7 +64,7 @@ def plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
                      lambda name: _plot({**cfg, "figures": [name]}, results, col, fig_dir))
 
 
-def _plot(cfg: dict, results: Results, col: dict, fig_dir: Path) -> list[Path]:
+def _plot(cfg: dict, results: GridResults, col: dict, fig_dir: Path) -> list[Path]:
     """Fig. 3c-f and Fig. B.4 (those listed in ``figures``), written atomically as PNG."""
     import matplotlib
 

@@ -7,8 +7,8 @@ checks (recovery.py, ppc.py), hierarchical EM (group.py), random-effects model s
 
 def fit(data, config, **kw):
     """``fit(data, config) -> FitResults``: every model of ``config`` (a TOML path or dict) fitted
-    to ``data`` (a CSV path or a pandas DataFrame); see :func:`dra_jax.fitting.cli.fit`."""
-    from dra_jax.fitting.cli import fit as _fit
+    to ``data`` (a CSV path or a pandas DataFrame); see :func:`dra_jax.fitting.api.fit`."""
+    from dra_jax.fitting.api import fit as _fit
 
     return _fit(data, config, **kw)
 

@@ -1,6 +1,6 @@
 """Choice probabilities and belief updates of the Bayesian bandit agents for fitting: Thompson
 sampling (TS) and BLASTS on a K-armed Gaussian bandit (the capacity-limited Bayesian RL review,
-Sec. "Experiments"; the agents that act are in :mod:`dra_jax.bandit_agents`).
+Sec. "Experiments"; the agents that act are in :mod:`dra_jax.bandits.agents`).
 
 The agent's belief about arm a is the conjugate Normal posterior ``N(m_a, sd_a^2)`` of its
 mean reward (prior ``N(prior_mean, prior_sd^2)``, rewards ``N(theta_a, noise_sd^2)``): a
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from dra_jax.bandit_agents import blahut_arimoto, regret_distortion
+from dra_jax.bandits.agents import blahut_arimoto, regret_distortion
 
 KINDS = ("ts_softmax", "ts_lapse", "blasts")
 GH_ORDER = 64  # Gauss-Hermite nodes of the TS argmax integral

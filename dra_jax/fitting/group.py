@@ -190,7 +190,7 @@ def _estep_cma(mo: _Model, y, mu, prec, it: int, state: dict, final: bool = Fals
     search_cfg = {**cfg, "fit": {**cfg["fit"], "n_particles": f["search_particles"]
                                  or f["n_particles"]}}
     sd0 = state.get("sd", np.full(len(y), 0.3))
-    es, rngs = [], []
+    es = []
     for i, s in enumerate(mo.lanes.subjects):
         rng = np.random.default_rng([subject_seed(s), it, cfg["seed"], 7])
         with warnings.catch_warnings():

@@ -11,7 +11,7 @@ ignores what it does not use.
   ``alpha_q * (r - q[s, a])`` (expected SARSA with a terminal next state), then ``n_traj``
   internal rollouts -- a stimulus drawn uniformly from the current block, ``zeta ~ N(0, I)``, an
   action ``a' ~ softmax(beta * (q[s'] + zeta * sigma[s']))`` -- give the score-function gradient
-  ``Psi * beta * zeta * (onehot(a') - pi)`` (Eq. 5, :func:`dra_jax.gradients.score_analytic`),
+  ``Psi * beta * zeta * (onehot(a') - pi)`` (Eq. 5, :func:`dra_jax.core.gradients.score_analytic`),
   and sigma ascends ``mean(gradient) - lam * dKL/dsigma`` (Eq. 6) through an optax optimizer,
   clipped to ``[sigma_min, sigma_max]``. The rollouts are the latent randomness the particle
   filter integrates over.
@@ -53,7 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dra_jax import memory, policy
+from dra_jax.core import memory, policy
+from dra_jax.core.optim import make_optimizer
 from dra_jax.fitting import bandit_models
 
 PARAMS = ("lam", "beta", "alpha_q", "alpha_sigma", "sigma_base", "sigma0",
@@ -128,10 +129,9 @@ def zeta_nodes(st: Static) -> tuple[np.ndarray, np.ndarray]:
     return norm.ppf(u).astype(np.float32), np.full(st.n_zeta, 1.0 / st.n_zeta, np.float32)
 
 
-def _optimizer(st: Static, alpha_sigma):
-    if st.optimizer == "adam":
-        return optax.adam(alpha_sigma)
-    return optax.sgd(alpha_sigma)
+def optimizer(st: Static, alpha_sigma):
+    """The optax optimizer of the model's sigma ascent (``fit.optimizer``)."""
+    return make_optimizer(st.optimizer, alpha_sigma)
 
 
 def q_init(st: Static) -> float:
@@ -150,7 +150,7 @@ def init(st: Static, theta: jax.Array) -> Latent:
         q, sigma = q + theta[PRIOR_MEAN], jnp.full_like(q, theta[PRIOR_SD])
     wm = q if st.kind == "rlwm" else jnp.zeros((0,), jnp.float32)
     prev = jnp.zeros((st.n_actions,), jnp.float32)
-    return Latent(q, sigma, _optimizer(st, theta[ALPHA_SIGMA]).init(sigma), wm, prev)
+    return Latent(q, sigma, optimizer(st, theta[ALPHA_SIGMA]).init(sigma), wm, prev)
 
 
 def _bonus(st: Static, theta, lat: Latent, row: jax.Array) -> jax.Array:
@@ -247,7 +247,7 @@ def _softmax_at(x: jax.Array, a: jax.Array) -> jax.Array:
 
 def _sum0(x: jax.Array) -> jax.Array:
     """Sum over the leading axis in a fixed pairwise order (zero-padded to a power of two, halves
-    added elementwise; :func:`dra_jax.memory.fixed_order_sum` without its transpose, which would
+    added elementwise; :func:`dra_jax.core.memory.fixed_order_sum` without its transpose, which would
     make a short axis minor)."""
     n = x.shape[0]
     size = 1 << max(0, (n - 1).bit_length())
@@ -333,7 +333,7 @@ def draw_noise(st: Static, key, shape=(), normal: str = "box_muller") -> tuple[j
 def _draw(cdf: list, u: jax.Array) -> jax.Array:
     """Inverse-CDF draws ``[n]`` from unnormalized prefix sums ``cdf`` (a list of ``[...]`` or
     ``[n]`` arrays), one uniform each: the index of the first ``cdf[i] > u * cdf[-1]``
-    (:func:`dra_jax.policy.sample_action`, written over a static list)."""
+    (:func:`dra_jax.core.policy.sample_action`, written over a static list)."""
     t = u * cdf[-1]
     k = sum((c <= t).astype(jnp.int32) for c in cdf)
     return jnp.minimum(k, len(cdf) - 1)
@@ -406,7 +406,7 @@ def update(st: Static, theta: jax.Array, lat: Latent, s, a, r, block: jax.Array,
     if not STOCHASTIC[st.kind]:
         return lat
     g = _sigma_grad(st, theta, lat, block, noise)
-    upd, opt = _optimizer(st, theta[ALPHA_SIGMA]).update(-g, lat.opt, lat.sigma)
+    upd, opt = optimizer(st, theta[ALPHA_SIGMA]).update(-g, lat.opt, lat.sigma)
     sigma = jnp.clip(optax.apply_updates(lat.sigma, upd), st.sigma_min, st.sigma_max)
     return lat._replace(sigma=sigma, opt=opt)
 

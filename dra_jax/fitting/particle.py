@@ -48,9 +48,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dra_jax.batching import jit_over_runs
+from dra_jax.core.memory import fixed_order_sum
 from dra_jax.fitting import models, zeta
-from dra_jax.memory import fixed_order_sum
+from dra_jax.runtime.devices import jit_over_runs
 
 
 class Trials(NamedTuple):
@@ -199,7 +199,7 @@ def _filter(st: models.Static, n_particles: int, ess_threshold: float, per_trial
 def _compiled(st: models.Static, n_particles: int, ess_threshold: float, n_devices: int,
               per_trial: bool = False):
     """The jitted filter of a (static, particles, threshold) triple, its subjects axis split over
-    ``n_devices`` of this process's devices with ``shard_map`` (:func:`dra_jax.batching.
+    ``n_devices`` of this process's devices with ``shard_map`` (:func:`dra_jax.lane.batching.
     jit_over_runs`, as the sweep's batches). Lanes never talk to each other, so each device runs
     its own scan (a resampling ``lax.cond`` is taken per device)."""
     return jit_over_runs(partial(_filter, st, n_particles, ess_threshold, per_trial), n_devices,
@@ -229,7 +229,7 @@ def loglik(st: models.Static, n_particles: int, ess_threshold: float, theta: jax
 
 
 def call_split(fn, n_devices: int, theta, trials, keys) -> tuple[jax.Array, jax.Array]:
-    """``fn(theta, trials, keys)`` (a filter from :func:`dra_jax.batching.jit_over_runs`) with the
+    """``fn(theta, trials, keys)`` (a filter from :func:`dra_jax.runtime.devices.jit_over_runs`) with the
     subjects padded (repeating the last) to a multiple of ``n_devices`` and at least 2 a device
     when ``n_devices > 1``, the padding cut from the results; non-partitionable threefry."""
     n = theta.shape[0]

@@ -68,7 +68,7 @@ from scipy.stats import rankdata
 
 from dra_jax.config import ConfigError
 from dra_jax.fitting import data as data_mod
-from dra_jax.fitting import models, optimize, particle
+from dra_jax.fitting import optimize, particle
 
 # stream tags of fold_in(subject key, tag): block keys, the MH draws, the noise check
 _STREAM, _FILTER, _MH, _CHECK = 0x504D4D48, 1, 2, 3
@@ -596,7 +596,7 @@ def write(result: dict, out_dir, figure: bool = True) -> dict:
     atomic_write_bytes(paths["csv"], df.to_csv(index=False).encode())
     atomic_write_json(paths["json"], {k_: v for k_, v in result.items() if k_ not in _ARRAYS})
     if figure:
-        from dra_jax.figures import posterior as fig
+        from dra_jax.fitting import figures as fig
 
         paths["figure"] = fig.posterior(result, out / "figures" / f"{stem}.png")
     return paths

@@ -64,7 +64,7 @@ def pxp_confusion(res, truths: dict, generating: list, names: list) -> dict:
 
 def run(cfg: dict, progress=None):
     """Simulate, fit, summarize; returns a FitResults whose ``extra`` holds ``recovery``."""
-    from dra_jax.fitting.cli import fit
+    from dra_jax.fitting.api import fit
 
     rec = cfg["recovery"]
     rng = np.random.default_rng(cfg["seed"])

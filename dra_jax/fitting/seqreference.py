@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dra_jax.fitting.reference import rqmc_nodes
 from dra_jax.fitting import models
+from dra_jax.fitting.reference import rqmc_nodes
 from dra_jax.fitting.sequential import GAMMA, SeqStatic, task_of
 
 

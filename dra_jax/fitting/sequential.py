@@ -1,7 +1,7 @@
 """Fittable agents of a sequential tabular task (the grid-world): the observed transition
 ``(s, a, r, s', done)`` updates the means, and DRA's sigma moves once per episode from its own
 gradient rollouts in the task's known dynamics (Patel et al. 2020, Algorithm 1, as
-:mod:`dra_jax.lane_step` runs it).
+:mod:`dra_jax.lane.step` runs it).
 
 Per observed step (every kind reads ``theta`` in :data:`dra_jax.fitting.models.PARAMS` order,
 ``gamma`` included):
@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dra_jax import memory, policy
-from dra_jax.batching import jit_over_runs
+from dra_jax.core import memory, policy
 from dra_jax.envs.tabular import TabularTask
 from dra_jax.fitting import models, particle, zeta
+from dra_jax.runtime.devices import jit_over_runs
 
 GAMMA = models.PARAMS.index("gamma")
 _ROLL = 0x40000000  # stream tag of an episode's rollouts: fold_in(key, _ROLL + episode)
@@ -141,7 +141,7 @@ def sigma_step(sst: SeqStatic, theta, lat: models.Latent, keys, ep, end) -> mode
         asc = jnp.where(learn, gg / j - lam * memory.kl_grad(sigma, sigma_base), 0.0)
         if st.kind == "dra_equal":
             asc = jnp.where(learn, memory.fixed_order_sum(asc), 0.0)
-        upd, opt2 = models._optimizer(st, th[3]).update(-asc, opt, sigma)
+        upd, opt2 = models.optimizer(st, th[3]).update(-asc, opt, sigma)
         sig2 = jnp.clip(optax.apply_updates(sigma, upd), st.sigma_min, st.sigma_max)
         return sig2, opt2
 
@@ -160,7 +160,7 @@ def sigma_step(sst: SeqStatic, theta, lat: models.Latent, keys, ep, end) -> mode
 class SeqTrials(NamedTuple):
     """Subjects' steps ``[N, T]``, episode-aligned: episode k of every subject starts at the
     same position (padding after a shorter episode), so the rollouts of the k-th episodes run in
-    one call (:mod:`dra_jax.fitting.seqdata`)."""
+    one call (:mod:`dra_jax.fitting.data.sequential`)."""
 
     s: jax.Array  # int32 state
     a: jax.Array  # int32 action, -1 = missed

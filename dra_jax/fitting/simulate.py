@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dra_jax import policy
+from dra_jax.core import policy
 from dra_jax.envs import stimulus_response as sr
 from dra_jax.fitting import models
 

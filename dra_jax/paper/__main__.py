@@ -14,17 +14,14 @@ report of what it has finished.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from dra_jax.config import set_host_device_count, xla_flags_kept
-from dra_jax.paper.runs import BY_NAME, RUNS
+from dra_jax.paper.runs import BY_NAME, MARKER, RUNS, is_complete, marker_of  # noqa: F401
 from dra_jax.results import atomic_write_json
-
-MARKER = "paper_run.json"
 
 
 def parse_args(argv):
@@ -60,24 +57,6 @@ def parse_args(argv):
                     f"allowed: {', '.join(BY_NAME)}")
         names = [n for n in names if n in want]
     return args, names
-
-
-def marker_of(out: Path, name: str) -> dict | None:
-    """The completion record of ``OUT/<name>``, or None when its outputs are not complete."""
-    d = out / name
-    try:
-        rec = json.loads((d / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    if not ((d / "summary.json").is_file() and (d / "curves.npz").is_file()):
-        return None
-    return rec
-
-
-def is_complete(out: Path, name: str, quick: bool) -> bool:
-    rec = marker_of(out, name)
-    return (rec is not None and rec.get("quick") == quick
-            and rec.get("overrides") == BY_NAME[name].overrides(quick))
 
 
 def run_one(name: str, out: Path, quick: bool, progress: bool) -> dict:

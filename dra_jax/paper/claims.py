@@ -44,8 +44,8 @@ class Outputs:
 
     def __call__(self, name: str):
         if name not in self._cache:
-            from dra_jax import load
-            from dra_jax.paper.__main__ import marker_of
+            from dra_jax.api import load
+            from dra_jax.paper.runs import marker_of
 
             self._cache[name] = load(self.out / name) if marker_of(self.out, name) else None
         return self._cache[name]
@@ -401,8 +401,8 @@ def _ftilde_optimum(row: Row, res) -> Row:
 
 
 from dra_jax.paper.claims_bandits import BANDIT_CLAIMS  # noqa: E402
-from dra_jax.paper.claims_planning import PLANNING_VR_CLAIMS  # noqa: E402
 from dra_jax.paper.claims_episodic import EPISODIC_CLAIMS  # noqa: E402
+from dra_jax.paper.claims_planning import PLANNING_VR_CLAIMS  # noqa: E402
 
 DRA_CLAIMS = [
     ("sigma0_faster", "DRA Fig. 1b", "Low σ0 (more resources at the start) learns faster",
@@ -443,7 +443,7 @@ AUTHORS_SOURCES = ("gridworld", "gridworld_baselines")  # configs run at the aut
 def compute_claims(out: Path, quick: bool | None = None) -> list[Row]:
     """Every row of the claims table, from the outputs in ``out``; with ``quick`` given, a row
     whose inputs come from the other mode (a folder reused across modes) says so."""
-    from dra_jax.paper.__main__ import marker_of
+    from dra_jax.paper.runs import marker_of
 
     outs = Outputs(out)
     rows = []

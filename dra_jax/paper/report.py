@@ -19,7 +19,7 @@ def _cell(x) -> str:
 
 
 def _marker(out: Path, name: str):
-    from dra_jax.paper.__main__ import marker_of
+    from dra_jax.paper.runs import marker_of
 
     return marker_of(out, name)
 

@@ -8,6 +8,7 @@ n_traj, per bandit agent); measured in report.md's timing.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,3 +148,24 @@ RUNS: tuple[PaperRun, ...] = (
 )
 
 BY_NAME = {r.name: r for r in RUNS}
+
+
+MARKER = "paper_run.json"  # OUT/<name>/MARKER: written last, when a config's outputs are complete
+
+
+def marker_of(out: Path, name: str) -> dict | None:
+    """The completion record of ``OUT/<name>``, or None when its outputs are not complete."""
+    d = out / name
+    try:
+        rec = json.loads((d / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not ((d / "summary.json").is_file() and (d / "curves.npz").is_file()):
+        return None
+    return rec
+
+
+def is_complete(out: Path, name: str, quick: bool) -> bool:
+    rec = marker_of(out, name)
+    return (rec is not None and rec.get("quick") == quick
+            and rec.get("overrides") == BY_NAME[name].overrides(quick))

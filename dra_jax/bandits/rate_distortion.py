@@ -1,8 +1,8 @@
 """Rate-distortion by Blahut-Arimoto: the channel of BLASTS (the review's Algorithm 2) and of
 value-equivalent PSRL (Algorithm 7), and Blahut's duality-gap certificate.
 
-:mod:`dra_jax.bandit_agents` and :mod:`dra_jax.psrl` call :func:`blahut_arimoto`; both re-use
-the names through ``dra_jax.bandit_agents``.
+:mod:`dra_jax.bandits.agents` and :mod:`dra_jax.episodic.psrl` call :func:`blahut_arimoto`; both re-use
+the names through ``dra_jax.bandits.agents``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ One *planning trial* from start state ``s0`` with memories ``q, sigma`` (``[6, M
 
 1. at the current node (state ``s``, ``k`` moves left) draw a fresh ``zeta ~ N(0, I_2)`` and act
    with the soft Thompson policy ``softmax(beta * (q[s,k-1] + zeta * sigma[s,k-1]))``
-   (:mod:`dra_jax.policy`), restricted to the moves whose subtree still holds an unexplored
+   (:mod:`dra_jax.core.policy`), restricted to the moves whose subtree still holds an unexplored
    path; each move costs one transition of the budget;
 2. after ``M`` moves the path is complete: its total reward is compared to the best so far,
    its leaf is marked explored, and the search restarts at the root (free);
@@ -41,7 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dra_jax import gradients, memory, policy
+from dra_jax.core import gradients, memory, policy
 from dra_jax.envs.planning import NEXT_STATE, REWARD, full_budget
 
 MASK = -1e30  # mean given to a move whose subtree is fully explored (probability exactly 0)
@@ -257,7 +257,7 @@ def sigma_ascent(res: PlanResult, sigma: jax.Array, lam, sigma_base, mask, equal
     ``b_past`` ``[n]`` the past-only fallback of ``loo_start``; all unbiased). Zero on memories outside ``mask``; with ``equal``
     (``equal_sgd``: one shared sigma) every learned memory gets the mean of the learned
     memories' directions (the sum's step grows with their number: see
-    :func:`dra_jax.agent.sigma_gradient`). The planning trainer's only gradient formula (tests/test_planning_gradient.py
+    :func:`dra_jax.lane.agent.sigma_gradient`). The planning trainer's only gradient formula (tests/test_planning_gradient.py
     checks it against exact derivatives).
     """
     psi = psi_baseline(res.best_reward, baseline, res.step_state[:, 0], b_past)

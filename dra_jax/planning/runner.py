@@ -2,15 +2,15 @@
 checkpoints after every evaluation block and ``--resume``.
 
 The runs of a static group (same M, n_traj, optimizer, ...) are ONE ``jit(vmap(...))`` program
-(:func:`dra_jax.planning_trainer.advance`); groups that share an evaluation program advance in
+(:func:`dra_jax.planning.trainer.advance`); groups that share an evaluation program advance in
 lockstep over evaluation blocks, and one vmapped call evaluates all their runs after each block
 (:func:`train_groups`). :func:`train_batches` splits the groups into batches of at most
 ``max_batch`` runs (the last batch of a group is padded to the batch size, so every batch of
 a group reuses one compiled program) and checkpoints each batch's whole state (memories,
 optimizer states, the curve so far, the block counter) atomically after every block with
-the lane runner's checkpoint functions (:mod:`dra_jax.runner`: the same file format, config
+the lane runner's checkpoint functions (:mod:`dra_jax.lane.runner`: the same file format, config
 fingerprint and refusal of a checkpoint of another config). Keys come from the episode index
-and the evaluation tag (:mod:`dra_jax.planning_trainer`), so a resumed run gives the very
+and the evaluation tag (:mod:`dra_jax.planning.trainer`), so a resumed run gives the very
 same numbers as an uninterrupted one.
 """
 from __future__ import annotations
@@ -23,17 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax.batching import devices_dividing, jit_over_runs
-from dra_jax.planning_trainer import (FINAL_TAG, PlanStatic, TrainState, advance, evaluate,
-                                      init, summarize)
-from dra_jax.runner import _load_checkpoint, _save_checkpoint
+from dra_jax.planning.trainer import FINAL_TAG, PlanStatic, advance, evaluate, init, summarize
+from dra_jax.runtime.checkpoint import load_checkpoint, save_checkpoint
+from dra_jax.runtime.devices import devices_dividing, jit_over_runs
 
 
 @functools.lru_cache(maxsize=64)
 def _programs(st: PlanStatic, n_dev: int):
     """``init``, ``advance`` (``st.every`` episodes) and ``evaluate`` of a static group,
     vmapped over runs, the runs axis split over ``n_dev`` devices
-    (:func:`dra_jax.batching.jit_over_runs`: runs never talk to each other)."""
+    (:func:`dra_jax.runtime.devices.jit_over_runs`: runs never talk to each other)."""
     init_b = jit_over_runs(jax.vmap(lambda pp: init(st, pp)), n_dev)
     adv_b = jit_over_runs(jax.vmap(lambda pp, t: advance(st, pp, t, st.every)), n_dev, (1, 1))
     ev_b = jit_over_runs(jax.vmap(lambda pp, qq, ss, tag, n: evaluate(st, pp, qq, ss, tag, n),
@@ -64,12 +63,12 @@ def train_groups(groups: list[tuple[PlanStatic, list[dict]]], progress=None, don
     group advances all its runs ``every`` episodes (a ``lax.fori_loop`` over episodes inside),
     then ONE vmapped call evaluates every run of every group. The final evaluation is the same
     compiled program with ``final.n_rollouts`` trials. Same numbers as
-    :func:`dra_jax.planning_trainer.train`.
+    :func:`dra_jax.planning.trainer.train`.
 
     ``checkpoint = (path, meta, resume)``: after every block the state is saved to ``path``
-    (:func:`dra_jax.runner._save_checkpoint`); with ``resume`` an existing file is loaded
-    first (:func:`dra_jax.runner._load_checkpoint`, which raises
-    :class:`dra_jax.runner.CheckpointError` for a checkpoint of another config or shape).
+    (:func:`dra_jax.runtime.checkpoint.save_checkpoint`); with ``resume`` an existing file is loaded
+    first (:func:`dra_jax.runtime.checkpoint.load_checkpoint`, which raises
+    :class:`dra_jax.runtime.checkpoint.CheckpointError` for a checkpoint of another config or shape).
 
     Returns per group ``(summary, curve [R, n_evals, 4], final [R, 4])``, compile and run time.
     """
@@ -100,7 +99,7 @@ def train_groups(groups: list[tuple[PlanStatic, list[dict]]], progress=None, don
     first = 0
     path, meta, resume = checkpoint if checkpoint is not None else (None, None, False)
     if resume and path is not None and Path(path).exists():
-        (ts, curves, blk), _ = _load_checkpoint(path, meta, (ts, curves, np.int32(0)))
+        (ts, curves, blk), _ = load_checkpoint(path, meta, (ts, curves, np.int32(0)))
         first = int(blk)
         if progress is not None:
             getattr(progress, "notice", progress.message)(
@@ -112,7 +111,7 @@ def train_groups(groups: list[tuple[PlanStatic, list[dict]]], progress=None, don
         ts = [f(sp, t) for f, sp, t in zip(adv, stacked, ts)]
         curves[i + 1] = np.asarray(ev_c(p_all, *cat(ts), jnp.int32((i + 1) * st_eval.every), n0))
         if path is not None:
-            _save_checkpoint(path, meta, (ts, curves, np.int32(i + 1)))
+            save_checkpoint(path, meta, (ts, curves, np.int32(i + 1)))
         if progress is not None:
             progress.update(done0 + (i + 1) * st_eval.every * n_runs,
                             extra=f"M={st_eval.moves}: mean F {float(curves[i + 1][:, 2].mean()):.1f}")

@@ -1,10 +1,10 @@
 """Bandit regret runs in chunks: checkpointed, resumable, split into batches of ``max_batch``.
 
-The same run as :func:`dra_jax.bandit_agents.make_run`, in the pieces of
-:func:`dra_jax.bandit_agents.make_chunked` (``init -> advance(n points)* -> finish``), with the whole state (the agent's carry, the bandit's means, the curves so
+The same run as :func:`dra_jax.bandits.agents.make_run`, in the pieces of
+:func:`dra_jax.bandits.agents.make_chunked` (``init -> advance(n points)* -> finish``), with the whole state (the agent's carry, the bandit's means, the curves so
 far, the next point's index) in one pytree. After each ``advance`` the batch's state is saved
-atomically (:func:`dra_jax.runner._save_checkpoint`) when an output folder is given, and
-``--resume`` continues from it (:func:`dra_jax.runner._load_checkpoint` refuses a checkpoint of
+atomically (:func:`dra_jax.runtime.checkpoint.save_checkpoint`) when an output folder is given, and
+``--resume`` continues from it (:func:`dra_jax.runtime.checkpoint.load_checkpoint` refuses a checkpoint of
 another config). A run interrupted and resumed gives the very numbers of an uninterrupted one
 (tests/test_bandit_resume.py). ``advance`` takes the first and last point as *unbatched traced*
 integers, so one compiled program serves every chunk size; the loop over points is a
@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dra_jax import batching
-from dra_jax.bandit_agents import make_chunked
-from dra_jax.runner import (CheckpointError, ExecOptions, _load_checkpoint, _save_checkpoint,
-                            config_fingerprint)
+from dra_jax.bandits.agents import make_chunked
+from dra_jax.runtime.checkpoint import CheckpointError, config_fingerprint, load_checkpoint, save_checkpoint
+from dra_jax.runtime.devices import pad_batch
+from dra_jax.runtime.execution import ExecOptions
 
 
 def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress):
@@ -39,7 +39,7 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
     so a run's numbers do not depend on its batch), compiled once, and advanced in chunks of
     curve points sized to about ``chunk_seconds`` each, checkpointed after each chunk.
     Returns ``(outs, compile_s, run_s, group_timing)`` with ``outs[i]`` run ``i``'s
-    :class:`~dra_jax.bandit_agents.RunOut` (numpy).
+    :class:`~dra_jax.bandits.agents.RunOut` (numpy).
     """
     opts: ExecOptions = getattr(progress, "options", None) or ExecOptions()
     ckpt_dir = Path(opts.out) / "checkpoint" if opts.out is not None else None
@@ -73,7 +73,7 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
                                    for s in seeds]),
                     "hp": _stack([inputs[j][1] for j in range(b0, b0 + len(bidx))]),
                     "ep": _stack([inputs[j][2] for j in range(b0, b0 + len(bidx))])}
-            args, _ = batching.pad_batch(args, 1, size)
+            args, _ = pad_batch(args, 1, size)
             keys = jax.random.wrap_key_data(jnp.asarray(args["k"]))
             hp, ep = args["hp"], args["ep"]
             with jax.threefry_partitionable(False):
@@ -87,7 +87,7 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
                     "runs": [int(i) for i in bidx]}
             path = ckpt_dir / f"bandits_group{gi}_batch{bi}.npz" if ckpt_dir is not None else None
             if opts.resume and path is not None and path.exists():
-                state, got = _load_checkpoint(path, meta, jax.tree.map(np.asarray, state))
+                state, got = load_checkpoint(path, meta, jax.tree.map(np.asarray, state))
                 if got.get("runs") != meta["runs"]:  # e.g. another --max-batch, same shapes
                     raise CheckpointError(f"checkpoint {path} holds runs {got.get('runs')}, this "
                                           f"batch is runs {meta['runs']} (another --max-batch?); "
@@ -106,7 +106,7 @@ def run_groups(cfg: dict, runs: list[dict], groups: dict, make_inputs, progress)
                 chunk = int(np.clip((stop - pos) * opts.chunk_seconds / max(dt, 1e-3), 1, n_points))
                 pos = stop
                 if path is not None:
-                    _save_checkpoint(path, meta, state)
+                    save_checkpoint(path, meta, state)
                 done[bidx] = pos / n_points
                 progress.update(done.sum(), extra=f"{st.agent}/{st.kind}: runs {b0 + 1}-"
                                 f"{b0 + len(bidx)} of {len(idx)}, pull {pos * st.record_every}")

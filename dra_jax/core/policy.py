@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dra_jax.memory import fixed_order_sum
+from dra_jax.core.memory import fixed_order_sum
 
 
 def logits(q_row: jax.Array, sigma_row: jax.Array, zeta: jax.Array, beta: jax.Array | float) -> jax.Array:

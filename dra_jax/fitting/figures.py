@@ -1,5 +1,5 @@
-"""Figures of the fit command: posterior predictive check, parameter-recovery scatter, model
-confusion matrix. Drawn from a FitResults' ``extra`` entries (computed by the fitter)."""
+"""Figures of the fit command: posterior predictive checks, parameter-recovery scatter, model
+confusion matrix, random-effects model selection (BMS), a PMMH posterior. Drawn from a FitResults' ``extra`` entries (computed by the fitter)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,15 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dra_jax.results import atomic_savefig
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from dra_jax.results import pyplot as _plt
 
 
 def ppc(ppc_: dict, path: Path) -> Path:
@@ -151,8 +143,6 @@ def draw(res, fig_dir: Path) -> list[Path]:
             out.append(ppc(res.extra["ppc"], fig_dir / "ppc.png"))
             out.append(ppc_models(res.extra["ppc"], fig_dir / "ppc_models.png"))
     if "bms" in wanted and res.extra.get("bms") is not None:
-        from dra_jax.figures.bms import draw_bms
-
         out.append(draw_bms(res.extra["bms"], fig_dir / "bms.png"))
     rec = res.extra.get("recovery")
     if rec is not None and "recovery_scatter" in wanted:
@@ -160,3 +150,100 @@ def draw(res, fig_dir: Path) -> list[Path]:
     if rec is not None and "confusion" in wanted:
         out.append(confusion(rec, fig_dir / "confusion.png"))
     return out
+
+
+def draw_bms(block: dict, path: Path) -> Path:
+    """Left: each model's expected frequency with its posterior SD under ``Dir(alpha)`` (and,
+    when the evidences carry Monte Carlo error, the 95% range over their draws). Right: the
+    protected exceedance probabilities, chance (1/K) dashed, the BOR in the title."""
+    plt = _plt()
+    names = block["models"]
+    k = len(names)
+    a = np.asarray(block["alpha"], float)
+    a0 = a.sum()
+    freq = np.asarray(block["expected_frequencies"], float)
+    sd = np.sqrt(a * (a0 - a) / (a0 ** 2 * (a0 + 1)))
+    x = np.arange(k)
+    fig, axes = plt.subplots(1, 2, figsize=(3 + 1.6 * k, 3.8))
+    axes[0].bar(x, freq, yerr=sd, color="0.6", capsize=4, label="posterior SD")
+    pxp = np.asarray(block["pxp"], float)
+    sp = block.get("spread")
+    if sp is not None:
+        for ax, key, val in ((axes[0], "expected_frequencies", freq), (axes[1], "pxp", pxp)):
+            lo, hi = np.asarray(sp[key]["lo95"]), np.asarray(sp[key]["hi95"])
+            ax.errorbar(x + 0.15, val, yerr=[np.maximum(val - lo, 0), np.maximum(hi - val, 0)],
+                        fmt="none", ecolor="C3", capsize=3, label="95% over MC draws")
+        axes[0].legend(fontsize=7)
+    axes[0].axhline(1 / k, ls="--", c="k", lw=0.8)
+    axes[0].set_ylabel("expected frequency")
+    axes[1].bar(x, pxp, color="C0")
+    axes[1].axhline(1 / k, ls="--", c="k", lw=0.8)
+    axes[1].set_ylabel("protected exceedance probability")
+    axes[1].set_title(f"BOR = {block['bor']:.3g}", fontsize=9)
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=30)
+        ax.set_ylim(0, 1.05)
+    fig.suptitle(f"random-effects BMS ({block['evidence']} evidence, "
+                 f"{block.get('n_subjects', '?')} subjects)", fontsize=10)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pair(free: list[str]) -> tuple[int, int]:
+    """The two parameters of the joint panel: lam and beta when both are free, else the first
+    two (one parameter: itself twice)."""
+    if "lam" in free and "beta" in free:
+        return free.index("lam"), free.index("beta")
+    return 0, min(1, len(free) - 1)
+
+
+def posterior(result: dict, path: Path) -> Path:
+    """Traces (left column) and the joint scatter with marginal histograms (right)."""
+    plt = _plt()
+    free, trace = result["free"], np.asarray(result["trace"])
+    draws = np.asarray(result["draws"])
+    c_n, n_iter, d = trace.shape
+    n_burn = result["n_burn"]
+    colors = plt.get_cmap("tab10")
+    fig = plt.figure(figsize=(12, max(2.2 * d, 6.0)))
+    gs = fig.add_gridspec(4 * d, 2, width_ratios=[1.4, 1.0], wspace=0.3, hspace=2.0)
+    summ = result.get("summary", {})
+    for j, p in enumerate(free):
+        ax = fig.add_subplot(gs[4 * j:4 * j + 4, 0])
+        for c in range(c_n):
+            ax.plot(np.arange(n_iter), trace[c, :, j], lw=0.6, color=colors(c % 10),
+                    label=f"chain {c} (acc {result['accept'][c]:.2f})")
+        ax.axvspan(0, n_burn, color="0.85", zorder=-1)
+        st = summ.get(p, {})
+        ax.set_ylabel(p)
+        if st:
+            ax.set_title(f"{p}: R-hat {st['rhat']:.3f}, ESS bulk {st['ess_bulk']:.0f} / tail "
+                         f"{st['ess_tail']:.0f}", fontsize=9)
+        if j == d - 1:
+            ax.set_xlabel("iteration (grey: burn-in, adapting)")
+        else:
+            ax.tick_params(labelbottom=False)
+        if j == 0:
+            ax.legend(fontsize=7, loc="upper right", ncol=2)
+    i, k = pair(free)
+    sub = gs[:, 1].subgridspec(4, 4, hspace=0.05, wspace=0.05)
+    ax_j = fig.add_subplot(sub[1:, :3])
+    ax_x = fig.add_subplot(sub[0, :3], sharex=ax_j)
+    ax_y = fig.add_subplot(sub[1:, 3], sharey=ax_j)
+    for c in range(c_n):
+        ax_j.plot(draws[c, :, i], draws[c, :, k], ".", ms=2, alpha=0.4, color=colors(c % 10))
+    flat = draws.reshape(-1, d)
+    ax_x.hist(flat[:, i], bins=40, color="0.4")
+    ax_y.hist(flat[:, k], bins=40, color="0.4", orientation="horizontal")
+    ax_x.tick_params(labelbottom=False)
+    ax_y.tick_params(labelleft=False)
+    ax_j.set_xlabel(free[i])
+    ax_j.set_ylabel(free[k])
+    r = np.asarray(result["corr"])[i, k]
+    ax_x.set_title(f"{result['model']}, subject {result['subject']}: corr({free[i]}, {free[k]}) "
+                   f"= {r:.2f}", fontsize=9)
+    atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

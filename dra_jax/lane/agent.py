@@ -27,7 +27,7 @@ sends the run on. So a run's numbers depend on its own parameters, key and the s
 configuration (``block``, ``noise_blocks``, ``sub_lanes``) only: batch composition, chunking
 and device count do not change them. With ``sub_lanes = 1`` this is the one-lane-per-run
 engine; wider runs shorten a run's critical path per episode from ``1 + n_traj`` rollouts to
-about 2 (:mod:`dra_jax.reference` walks the same timeline in NumPy).
+about 2 (:mod:`dra_jax.lane.reference` walks the same timeline in NumPy).
 
 Why this layout (DESIGN.md "Performance"): ``vmap`` of a fixed-trip ``fori_loop`` is a loop
 over the vmapped body, while ``vmap`` of a per-rollout ``while_loop`` makes every lane wait for
@@ -35,7 +35,7 @@ the slowest and re-selects the whole carry every step; drawing noise one step at
 dominated the naive layout's time.
 
 Public entry points: :class:`AgentStatic` (static configuration), :func:`make_run_params`,
-:func:`init`, :func:`advance`, :func:`finish` and :func:`train`; batches of runs: :mod:`dra_jax.batching`.
+:func:`init`, :func:`advance`, :func:`finish` and :func:`train`; batches of runs: :mod:`dra_jax.lane.batching`.
 """
 from __future__ import annotations
 
@@ -46,84 +46,50 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dra_jax import memory
-from dra_jax.lane_step import (_F_DISC, _F_EVACC, _F_EVH, _F_EVHT, _F_EVKL, _F_EVUND, _I_BUSY,
-                               _I_EVTR, _I_ROW, _I_STEPS, _I_SUB, _I_T, _I_TRUNC, ACT, DONE,
-                               EVAL, GRAD, N_ACC, N_CURVES, NONE, RECORD, UPDATE, WAIT, _step,
-                               _StepCarry, _where_tree, block_noise, split_noise)
+from dra_jax.core import memory
+from dra_jax.core.optim import make_optimizer
+from dra_jax.lane.static import (  # noqa: F401
+    OBJECTIVE_CODES,
+    PSI_CODES,
+    RUN_PARAM_KEYS,
+    AgentStatic,
+    make_run_params,
+    stack_params,
+)
+from dra_jax.lane.step import (
+    ACT,
+    DONE,
+    EVAL,
+    F_DISC,
+    F_EVACC,
+    F_EVH,
+    F_EVHT,
+    F_EVKL,
+    F_EVUND,
+    GRAD,
+    I_BUSY,
+    I_EVTR,
+    I_ROW,
+    I_STEPS,
+    I_SUB,
+    I_T,
+    I_TRUNC,
+    N_ACC,
+    N_CURVES,
+    NONE,
+    RECORD,
+    UPDATE,
+    WAIT,
+    StepCarry,
+    block_noise,
+    run_step,
+    split_noise,
+    where_tree,
+)
 
 __all__ = ["ACT", "DONE", "EVAL", "GRAD", "N_ACC", "N_CURVES", "WAIT", "AgentStatic", "Lane",
            "RunOutput", "advance", "block_noise", "finish", "init", "make_run_params",
            "sigma_gradient", "split_noise", "stack_params", "train"]
-
-PSI_CODES = {"A": 0, "Q": 1, "R": 2}
-# the objective (Acerbi et al. 2022): 0 the paper's F, 1 Eq. 8 (per-access KL and action
-# entropy per step), 2 Eq. 10 (F plus (lam / T) * sum_t H_t)
-OBJECTIVE_CODES = {"dra": 0, "elbo_step": 1, "elbo": 2}
-
-
-class AgentStatic(NamedTuple):
-    """Everything that shapes the compiled program (hashable). All else is traced per run."""
-
-    episodes: int
-    n_traj: int = 10
-    grad: str = "analytic"
-    max_steps: int = 500
-    eval_every: int = 100
-    n_rollouts: int = 100
-    snapshots: tuple[int, ...] = ()
-    q_init: str = "zero"
-    optimizer: str = "sgd"
-    need_R: bool = False  # compile the reward-to-go (Psi = R) accumulators
-    need_entropy: bool = False  # compile the ELBO terms (objective elbo_step | elbo)
-    block: int = 16  # env steps between syncs
-    noise_blocks: int = 8  # blocks per random-number draw (a superblock)
-    unroll: int = 1  # unroll of the step loop within a block
-    sub_lanes: int = 1  # W: lanes per run (gradient and evaluation rollouts side by side)
-    # sigma is never learned (every run of the program has learn_sigma = false): the acting
-    # episode goes straight to the sync, with no gradient rollouts (they would only feed a
-    # discarded gradient)
-    pinned: bool = False
-    eval_from: int = 0  # evaluations only at the episodes >= this of the every-`eval_every` schedule
-
-    @property
-    def eval_episodes(self) -> np.ndarray:
-        eps = list(range(0, self.episodes + 1, self.eval_every))
-        if eps[-1] != self.episodes:
-            eps.append(self.episodes)
-        eps = [e for e in eps if e >= self.eval_from]
-        if not eps:
-            raise ValueError(f"eval_from = {self.eval_from} leaves no evaluation (episodes = "
-                             f"{self.episodes})")
-        return np.asarray(eps, np.int32)
-
-
-RUN_PARAM_KEYS = ("alpha_q", "alpha_sigma", "beta", "gamma", "lam", "sigma_base", "sigma0",
-                  "sigma_min", "sigma_max")
-
-
-def make_run_params(dra: dict, seed: int, task_params: dict | None = None) -> dict:
-    """The traced per-run parameters of one run from its ``[dra]`` values (numpy scalars)."""
-    if dra["allocation"] == "equal" and dra["learn_sigma"]:
-        raise ValueError("allocation 'equal' is a shared sigma found by a search before "
-                         "training (the sweep command runs it: dra_jax.equal_search); to "
-                         "train one run, pin sigma (learn_sigma = false, sigma0 = the shared "
-                         "sigma) or learn it by gradient (allocation = 'equal_sgd')")
-    p = {k: np.float32(dra[k]) for k in RUN_PARAM_KEYS}
-    p["psi"] = np.int32(PSI_CODES[dra["psi"]])
-    p["equal"] = np.bool_(dra["allocation"] == "equal_sgd")
-    p["learn_q"] = np.bool_(dra["learn_q"])
-    p["learn_sigma"] = np.bool_(dra["learn_sigma"])
-    p["objective"] = np.int32(OBJECTIVE_CODES[dra.get("objective", "dra")])
-    p["seed"] = np.uint32(seed)
-    p["task"] = {k: np.asarray(v) for k, v in (task_params or {}).items()}
-    return p
-
-
-def stack_params(params: list[dict]) -> dict:
-    """Stack per-run parameter dicts into one batch (leading axis = runs)."""
-    return jax.tree.map(lambda *xs: np.stack(xs), *params)
-
 
 class Lane(NamedTuple):
     """The whole state of one run (a pytree); ``advance`` maps Lane -> Lane. Fields marked [W]
@@ -160,16 +126,6 @@ class Lane(NamedTuple):
     nonfinite_at: jax.Array  # completed episodes when q or sigma was first seen non-finite, or -1
 
 
-def _optimizer(name: str, lr):
-    if name == "sgd":
-        return optax.sgd(lr)
-    if name == "adam":
-        return optax.adam(lr)
-    if name == "rmsprop":
-        return optax.rmsprop(lr)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
 def _kl_mask(task) -> np.ndarray:
     return np.asarray(task.learnable, bool)
 
@@ -189,7 +145,7 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
     else:
         raise ValueError(f"unknown q_init {st.q_init!r}")
     sigma = jnp.full((S, A), p["sigma0"], jnp.float32)
-    opt_state = _optimizer(st.optimizer, p["alpha_sigma"]).init(sigma)
+    opt_state = make_optimizer(st.optimizer, p["alpha_sigma"]).init(sigma)
     n_evals = len(st.eval_episodes)
     n_snap = len(st.snapshots)
     nR = st.n_traj if st.need_R else 0
@@ -206,7 +162,7 @@ def init(task, st: AgentStatic, p: dict) -> Lane:
         X=jnp.zeros((nX, S, A), jnp.float32) if nX else jnp.zeros((0,), jnp.float32),
         T_traj=jnp.zeros((nX,), jnp.float32),
         env_state=env_state, row=rows,
-        t=zi, acc=jnp.zeros((W, N_ACC), jnp.float32).at[:, _F_DISC].set(1.0),
+        t=zi, acc=jnp.zeros((W, N_ACC), jnp.float32).at[:, F_DISC].set(1.0),
         busy=jnp.zeros((W,), bool), sub=zi,
         phase=jnp.int32(WAIT), k=jnp.int32(0), pending=jnp.int32(NONE),
         next_eval=jnp.int32(0), next_snap=jnp.int32(0),
@@ -254,13 +210,13 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
 
     # 1. sigma update (end of an episode's gradient rollouts)
     do_upd = waiting & (c.pending == UPDATE)
-    opt = _optimizer(st.optimizer, p["alpha_sigma"])
+    opt = make_optimizer(st.optimizer, p["alpha_sigma"])
     ascent = sigma_gradient(task, st, p, c)
     updates, opt_state = opt.update(-ascent, c.opt_state, c.sigma)
     sigma_new = jnp.clip(optax.apply_updates(c.sigma, updates), p["sigma_min"], p["sigma_max"])
     learn = do_upd & p["learn_sigma"] & (not st.pinned)
     sigma = jnp.where(learn, sigma_new, c.sigma)
-    opt_state = _where_tree(learn, opt_state, c.opt_state)
+    opt_state = where_tree(learn, opt_state, c.opt_state)
     G = jnp.where(do_upd, 0.0, c.G)
     E = jnp.where(do_upd, 0.0, c.E)
     X = jnp.where(do_upd, 0.0, c.X)
@@ -270,15 +226,15 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     do_rec = waiting & (c.pending == RECORD)
     n_ro = st.n_rollouts
     ev = memory.fixed_order_sum(c.acc, axis=0)
-    expected = ev[_F_EVACC] / n_ro
+    expected = ev[F_EVACC] / n_ro
     cost_once = p["lam"] * memory.kl_cost(sigma, p["sigma_base"], mask)
     obj_code = p["objective"]
     # elbo_step: the KL of the visited memories per access, and the action entropy per step
-    cost = jnp.where(obj_code == 1, p["lam"] * ev[_F_EVKL] / n_ro, cost_once)
-    ent = jnp.where(obj_code == 1, p["lam"] * ev[_F_EVH] / n_ro,
-                    jnp.where(obj_code == 2, p["lam"] * ev[_F_EVHT] / n_ro, 0.0))
+    cost = jnp.where(obj_code == 1, p["lam"] * ev[F_EVKL] / n_ro, cost_once)
+    ent = jnp.where(obj_code == 1, p["lam"] * ev[F_EVH] / n_ro,
+                    jnp.where(obj_code == 2, p["lam"] * ev[F_EVHT] / n_ro, 0.0))
     row = jnp.stack([expected - cost + ent, expected, cost, jnp.sum(c.eval_trunc) / n_ro, ent,
-                     ev[_F_EVUND] / n_ro])
+                     ev[F_EVUND] / n_ro])
     ie = jnp.minimum(c.next_eval, c.curves.shape[0] - 1)
     curves = jnp.where(do_rec, c.curves.at[ie].set(row), c.curves)
     next_eval = c.next_eval + do_rec.astype(jnp.int32)
@@ -311,7 +267,7 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
     busy = jnp.where(waiting | (phase == DONE), busy, c.busy)
     sub = jnp.where(waiting, jnp.where(phase == EVAL, lanes, 0), c.sub)
     pending = jnp.where(waiting, NONE, c.pending)
-    eval_sums = np.isin(np.arange(N_ACC), [_F_EVACC, _F_EVKL, _F_EVH, _F_EVHT, _F_EVUND])
+    eval_sums = np.isin(np.arange(N_ACC), [F_EVACC, F_EVKL, F_EVH, F_EVHT, F_EVUND])
     acc = jnp.where(do_rec & eval_sums, 0.0, c.acc)
     eval_trunc = jnp.where(do_rec, 0, c.eval_trunc)
     return c._replace(sigma=sigma, opt_state=opt_state, G=G, E=E, X=X, k=k, curves=curves,
@@ -320,20 +276,20 @@ def _sync(task, st: AgentStatic, p: dict, c: Lane) -> Lane:
                       acc=acc, eval_trunc=eval_trunc, nonfinite_at=nonfinite_at)
 
 
-def _pack(c: Lane) -> _StepCarry:
+def _pack(c: Lane) -> StepCarry:
     ints = jnp.stack([c.row, c.t, c.busy.astype(jnp.int32), c.sub, c.eval_trunc, c.truncations,
                       c.env_steps], axis=1).astype(jnp.int32)
-    return _StepCarry(jnp.stack([c.q, c.sigma], axis=1), c.G, c.E, c.R_traj, c.X, c.T_traj,
+    return StepCarry(jnp.stack([c.q, c.sigma], axis=1), c.G, c.E, c.R_traj, c.X, c.T_traj,
                       c.env_state, ints, jnp.stack([c.phase, c.pending]).astype(jnp.int32), c.acc)
 
 
-def _unpack(c: Lane, sc: _StepCarry) -> Lane:
+def _unpack(c: Lane, sc: StepCarry) -> Lane:
     i, f = sc.ints, sc.floats
     return c._replace(q=sc.mem[:, 0], G=sc.G, E=sc.E, R_traj=sc.R_traj, X=sc.X,
-                      T_traj=sc.T_traj, env_state=sc.env_state, row=i[:, _I_ROW], t=i[:, _I_T],
-                      busy=i[:, _I_BUSY] > 0, sub=i[:, _I_SUB], phase=sc.run[0],
-                      pending=sc.run[1], eval_trunc=i[:, _I_EVTR], truncations=i[:, _I_TRUNC],
-                      env_steps=i[:, _I_STEPS], acc=f)
+                      T_traj=sc.T_traj, env_state=sc.env_state, row=i[:, I_ROW], t=i[:, I_T],
+                      busy=i[:, I_BUSY] > 0, sub=i[:, I_SUB], phase=sc.run[0],
+                      pending=sc.run[1], eval_trunc=i[:, I_EVTR], truncations=i[:, I_TRUNC],
+                      env_steps=i[:, I_STEPS], acc=f)
 
 
 def _mark_nonfinite(c: Lane) -> Lane:
@@ -359,7 +315,7 @@ def _superblock(task, st: AgentStatic, p: dict, c: Lane, axis_name=None) -> Lane
 
     def one_block(b, cc):
         rows = jax.lax.dynamic_slice_in_dim(noise, b * K, K)
-        sc = jax.lax.fori_loop(0, K, lambda i, x: _step(task, st, p, cc.k, x, rows[i]), _pack(cc),
+        sc = jax.lax.fori_loop(0, K, lambda i, x: run_step(task, st, p, cc.k, x, rows[i]), _pack(cc),
                                unroll=st.unroll)
         cc = _unpack(cc, sc)._replace(block_idx=cc.block_idx + 1)
         if axis_name is None:

@@ -30,7 +30,7 @@ class DataError(ValueError):
         super().__init__(f"data error: {where}: {message}")
 
 
-def _integers(df: pd.DataFrame, col: str, lo: int | None = None, hi: int | None = None,
+def integers(df: pd.DataFrame, col: str, lo: int | None = None, hi: int | None = None,
               allow_empty: bool = False) -> np.ndarray:
     raw = df[col]
     num = pd.to_numeric(raw, errors="coerce")
@@ -77,10 +77,10 @@ def validate(data, n_states: int, n_actions: int) -> pd.DataFrame:
     empty_subj = out["subject"].isin(["", "nan", "None"])
     if empty_subj.any():
         raise DataError("subject", int(np.flatnonzero(empty_subj.to_numpy())[0]), "empty subject")
-    out["block"] = _integers(df, "block", lo=0)
-    out["trial"] = _integers(df, "trial", lo=0)
-    out["state"] = _integers(df, "state", lo=0, hi=n_states)
-    out["action"] = _integers(df, "action", lo=0, hi=n_actions, allow_empty=True)
+    out["block"] = integers(df, "block", lo=0)
+    out["trial"] = integers(df, "trial", lo=0)
+    out["state"] = integers(df, "state", lo=0, hi=n_states)
+    out["action"] = integers(df, "action", lo=0, hi=n_actions, allow_empty=True)
     rew = pd.to_numeric(df["reward"], errors="coerce")
     rew_empty = df["reward"].isna() | (df["reward"].astype(str).str.strip() == "")
     bad = (rew.isna() & ~(rew_empty & (out["action"] < 0))) | ~np.isfinite(rew.fillna(0.0))
@@ -90,7 +90,7 @@ def validate(data, n_states: int, n_actions: int) -> pd.DataFrame:
                                      f"got {df['reward'].iloc[i]!r}")
     out["reward"] = rew.fillna(0.0).astype(np.float64)
     if "set_size" in df.columns:
-        out["set_size"] = _integers(df, "set_size", lo=1, hi=n_states + 1)
+        out["set_size"] = integers(df, "set_size", lo=1, hi=n_states + 1)
     # sorted: each subject's rows together, (block, trial) strictly increasing within a subject
     subj = out["subject"].to_numpy()
     change = np.flatnonzero(subj[1:] != subj[:-1]) + 1
@@ -193,19 +193,3 @@ def to_dataset(df: pd.DataFrame, n_states: int, n_actions: int,
 def load(data, n_states: int, n_actions: int) -> Dataset:
     """Validate and pad: the whole path from a CSV/DataFrame to arrays."""
     return to_dataset(validate(data, n_states, n_actions), n_states, n_actions)
-
-
-def load_for(data, cfg: dict) -> Dataset:
-    """:func:`load` for the config's task (a sequential task:
-    :func:`dra_jax.fitting.seqdata.load`); an ``rlwm`` model needs the ``set_size`` column."""
-    f = cfg["fit"]
-    if cfg["task"] == "gridworld":
-        from dra_jax.fitting import seqdata
-
-        return seqdata.load(data, f["n_states"], f["n_actions"])
-    ds = load(data, f["n_states"], f["n_actions"])
-    rlwm = [n for n, m in cfg["models"].items() if m["kind"] == "rlwm"]
-    if rlwm and "set_size" not in ds.df:
-        raise DataError("set_size", None, f"missing column: model {rlwm[0]!r} (kind rlwm) "
-                                          "weighs working memory by the block's set size")
-    return ds

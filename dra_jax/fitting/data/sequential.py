@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dra_jax.fitting import data as data_mod
-from dra_jax.fitting.data import DataError, _integers
+from dra_jax.fitting.data import common as data_mod
+from dra_jax.fitting.data.common import DataError, integers
 from dra_jax.fitting.sequential import SeqTrials
 
 SEQ_REQUIRED = ("next_state", "done")
@@ -47,9 +47,9 @@ def validate(data, n_states: int, n_actions: int) -> pd.DataFrame:
         if col not in src.columns:
             raise DataError(col, None, f"missing column; a sequential task requires "
                                        f"{', '.join(data_mod.REQUIRED + SEQ_REQUIRED)}")
-    out["next_state"] = _integers(src, "next_state", lo=0, hi=n_states)
-    out["done"] = _integers(src, "done", lo=0, hi=2)
-    out["truncated"] = _integers(src, "truncated", lo=0, hi=2) if "truncated" in src.columns \
+    out["next_state"] = integers(src, "next_state", lo=0, hi=n_states)
+    out["done"] = integers(src, "done", lo=0, hi=2)
+    out["truncated"] = integers(src, "truncated", lo=0, hi=2) if "truncated" in src.columns \
         else np.zeros(len(out), np.int64)
     subj, blk = out["subject"].to_numpy(), out["block"].to_numpy()
     last = np.concatenate([(subj[1:] != subj[:-1]) | (blk[1:] != blk[:-1]), [True]])

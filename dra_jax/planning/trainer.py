@@ -6,7 +6,7 @@ block of ``every`` episodes, a ``lax.fori_loop`` over those episodes inside):
 
 * per episode (Algorithm 1 adapted to planning, :func:`episode`): ``n_traj + 1`` planning
   trials from uniform start states in one vmapped call; the ``n_traj`` gradient trials give the
-  ascent direction of :func:`dra_jax.planner.sigma_ascent` (``Psi = max``; the one gradient
+  ascent direction of :func:`dra_jax.planning.planner.sigma_ascent` (``Psi = max``; the one gradient
   formula, tested against exact derivatives), one optax step on sigma, clipped to
   ``[sigma_min, sigma_max]`` (F, or F-tilde of Eq. 8 with ``w = 1 / (a_dec*b + t_nondec)``). In
   the full mode (``learn_q``) the means are then updated by expected SARSA along the path the
@@ -15,7 +15,7 @@ block of ``every`` episodes, a ``lax.fori_loop`` over those episodes inside):
   ``lam * KL``, F and F-tilde (the learning curve).
 * CMA-ES baseline (:func:`run_cma`): fix q = q*, maximize F over sigma with ``cma``.
 
-Batches of runs, checkpoints and resume: :mod:`dra_jax.planning_runner`.
+Batches of runs, checkpoints and resume: :mod:`dra_jax.planning.runner`.
 
 The per-run traced parameters are the numpy scalars of :data:`PARAM_KEYS` plus ``budget``,
 ``learn_q``, ``learn_sigma``, ``equal``, ``rate`` and ``seed``
@@ -32,8 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dra_jax import memory, planner
+from dra_jax.core import memory
+from dra_jax.core.optim import make_optimizer
 from dra_jax.envs import planning as env
+from dra_jax.planning import planner
 
 
 class PlanStatic(NamedTuple):
@@ -86,13 +88,9 @@ class TrainState(NamedTuple):
 
 
 def _optimizer(st: PlanStatic, lr) -> optax.GradientTransformation:
-    """The optax optimizer of the sigma ascent: ``optimizer`` at rate ``alpha_sigma``, constant
-    or (``lr_schedule = "cosine"``) decayed to 0 over the run's episodes
-    (``optax.cosine_decay_schedule``): a step size that goes to zero lets the noisy ascent
-    settle at the optimum instead of jittering around it (Robbins-Monro)."""
-    if st.lr_schedule == "cosine":
-        lr = optax.cosine_decay_schedule(lr, max(st.episodes, 1))
-    return {"sgd": optax.sgd, "adam": optax.adam, "rmsprop": optax.rmsprop}[st.optimizer](lr)
+    """The sigma ascent's optimizer: ``optimizer`` at rate ``alpha_sigma``, constant or
+    (``lr_schedule = "cosine"``) decayed to 0 over the run's episodes."""
+    return make_optimizer(st.optimizer, lr, st.lr_schedule, st.episodes)
 
 
 def _keys(p: dict):
@@ -167,7 +165,7 @@ def episode(st: PlanStatic, p: dict, ts: TrainState, key_train) -> TrainState:
        others the gradient trials);
     2. sigma ascent: ``g = w * mean_i (Psi_i - b_i) sum_t grad log pi - lam * dKL/dsigma``
        (Eqs. 3, 5, 6, ``Psi = max``, ``b_i`` the config's baseline,
-       :func:`dra_jax.planner.psi_baseline`; ``loo_start`` falls back on the running mean of
+       :func:`dra_jax.planning.planner.psi_baseline`; ``loo_start`` falls back on the running mean of
        Psi per start state over the previous updates), one optax step, clip to
        ``[sigma_min, sigma_max]``; ``equal_sgd`` gives every memory the mean of the learned
        memories' directions;
@@ -281,7 +279,7 @@ def population_objective(st: PlanStatic, p: dict, sigmas, budgets, key, n: int) 
     return jax.vmap(lambda s, b: objective_estimate(st, p, s, b, key, n))(sigmas, budgets)
 
 
-def _vec_to_table(st: PlanStatic, x: np.ndarray) -> np.ndarray:
+def vec_to_table(st: PlanStatic, x: np.ndarray) -> np.ndarray:
     """CMA-ES vectors ``[..., n_learned]`` -> sigma tables (pinned memories 1)."""
     mask = st.learn_mask
     out = np.ones(x.shape[:-1] + mask.shape, np.float32)
@@ -353,7 +351,7 @@ def _run_cma(cfg: dict, st: PlanStatic, budgets: list[int], progress=None) -> di
     budgets_pop = jnp.asarray(np.repeat(np.asarray(inst_budget, np.int32), pop))
     n_eval = c["n_eval_trials"]
     # the candidates split over this process's devices (each on its own: the same numbers)
-    from dra_jax.batching import devices_dividing, jit_over_runs
+    from dra_jax.runtime.devices import devices_dividing, jit_over_runs
 
     eval_pop = jit_over_runs(lambda s, b, k: population_objective(st, p, s, b, k, n_eval),
                              devices_dividing([len(strategies) * pop]), (1, 1, 0))
@@ -367,7 +365,7 @@ def _run_cma(cfg: dict, st: PlanStatic, budgets: list[int], progress=None) -> di
     for g in range(gens):
         xs = [es.ask() if not es.stop() else [es.result.xfavorite] * pop for es in strategies]
         flat = np.asarray(xs, np.float64).reshape(-1, dim)
-        f = np.asarray(eval_pop(jnp.asarray(_vec_to_table(st, flat)), budgets_pop,
+        f = np.asarray(eval_pop(jnp.asarray(vec_to_table(st, flat)), budgets_pop,
                                 jax.random.fold_in(key, g))).reshape(len(strategies), pop)
         for i, es in enumerate(strategies):
             if not es.stop():
@@ -378,7 +376,7 @@ def _run_cma(cfg: dict, st: PlanStatic, budgets: list[int], progress=None) -> di
                              + ", ".join(f"{b}:{history[i * c['restarts']:(i + 1) * c['restarts'], g].mean():.1f}"
                                          for i, b in enumerate(budgets)))
     # final: each strategy's mean (xfavorite), evaluated on final.n_rollouts fresh trials
-    best = _vec_to_table(st, np.asarray([es.result.xfavorite for es in strategies]))
+    best = vec_to_table(st, np.asarray([es.result.xfavorite for es in strategies]))
     fin_key = jax.random.fold_in(key, 10**6)
     n_fin = st.final_rollouts
     final_eval = jax.jit(jax.vmap(lambda s, b: reward_and_cost(st, p, s, b, fin_key, n_fin)))

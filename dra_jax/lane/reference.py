@@ -1,7 +1,7 @@
 """A plain-NumPy, one-run-at-a-time implementation of Algorithm 1 (slow; for tests and benchmarks).
 
 Written straight from the paper, episode by episode, with no vectorization. It consumes
-random numbers as the lane engine (:mod:`dra_jax.agent`) does, so the two can be compared
+random numbers as the lane engine (:mod:`dra_jax.lane.agent`) does, so the two can be compared
 number for number: it keeps the engine's clock (steps since the start of the run) and its
 ``W = sub_lanes`` sub-lanes; a step of sub-lane ``w`` at clock ``i`` takes sub-lane ``w``'s
 ``zeta (A), u, u_reset`` and the run's ``zeta' (A)`` from row ``i`` of the engine's noise. The acting episode runs on
@@ -21,11 +21,11 @@ import numpy as np
 
 @functools.lru_cache(maxsize=1)
 def _jit_block_noise():
-    """The engine's :func:`dra_jax.agent.block_noise`, compiled (the same bits; run eagerly it
+    """The engine's :func:`dra_jax.lane.agent.block_noise`, compiled (the same bits; run eagerly it
     took 140 ms a superblock, most of a reference run's time)."""
     import jax
 
-    from dra_jax.agent import block_noise
+    from dra_jax.lane.agent import block_noise
 
     return jax.jit(block_noise, static_argnums=(2, 3, 4))
 

@@ -1,21 +1,19 @@
 """One environment step of a run's sub-lanes (Algorithm 1, l. 3-14), and the step noise.
 
-The inner loop of the lane engine (:mod:`dra_jax.agent`, which documents the layout): every
+The inner loop of the lane engine (:mod:`dra_jax.lane.agent`, which documents the layout): every
 sub-lane of a run takes one step of whatever its run's phase asks for (acting episode with the
 expected-SARSA update of the means, gradient rollouts accumulating ``Psi_t * grad_sigma log
 pi``, evaluation rollouts), and the phase moves on when its rollouts are done.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from dra_jax import gradients, memory, policy
-
-if TYPE_CHECKING:  # (annotations only: the engine imports this module)
-    from dra_jax.agent import AgentStatic
+from dra_jax.core import gradients, memory, policy
+from dra_jax.lane.static import AgentStatic
 
 # phases of a run
 ACT, GRAD, EVAL, WAIT, DONE = 0, 1, 2, 3, 4
@@ -25,18 +23,18 @@ NONE, UPDATE, RECORD = 0, 1, 2
 # returns, the current rollout's sums of KL_t and H_t, their evaluation sums (and of H / T),
 # the task-reward return when Psi = R runs on ELBO-augmented rewards, and the undiscounted sum
 # of the task's rewards of the current rollout and of the evaluation rollouts
-(_F_RET, _F_DISC, _F_EVACC, _F_KLSUM, _F_HSUM, _F_EVKL, _F_EVH, _F_EVHT, _F_RETTASK, _F_UND,
- _F_EVUND) = range(11)
+(F_RET, F_DISC, F_EVACC, F_KLSUM, F_HSUM, F_EVKL, F_EVH, F_EVHT, F_RETTASK, F_UND,
+ F_EVUND) = range(11)
 N_ACC = 11
 N_CURVES = 6  # columns of Lane.curves
 
 
 
-def _where_tree(c, new, old):
+def where_tree(c, new, old):
     return jax.tree.map(lambda a, b: jnp.where(c, a, b), new, old)
 
 
-def _where_lanes(c, new, old):
+def where_lanes(c, new, old):
     """Per sub-lane select: ``c`` is [W], the leaves [W, ...]."""
     return jax.tree.map(lambda a, b: jnp.where(c.reshape(c.shape + (1,) * (a.ndim - 1)), a, b),
                         new, old)
@@ -45,10 +43,10 @@ def _where_lanes(c, new, old):
 # Inside a block the run's per-step state is packed (fewer, larger arrays make fewer kernels
 # per step: XLA on CPU launches one kernel per separately updated array):
 #   mem [S, 2, A] = (q, sigma), ints [W, 7] per sub-lane, run [2] = (phase, pending).
-_I_ROW, _I_T, _I_BUSY, _I_SUB, _I_EVTR, _I_TRUNC, _I_STEPS = range(7)
+I_ROW, I_T, I_BUSY, I_SUB, I_EVTR, I_TRUNC, I_STEPS = range(7)
 
 
-class _StepCarry(NamedTuple):
+class StepCarry(NamedTuple):
     mem: jax.Array  # [S, 2, A]: q, sigma (read only within a block)
     G: jax.Array  # [W, S, A]
     E: jax.Array
@@ -61,7 +59,7 @@ class _StepCarry(NamedTuple):
     floats: jax.Array  # float32[W, N_ACC]
 
 
-def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry:
+def run_step(task, st: AgentStatic, p: dict, k, c: StepCarry, noise) -> StepCarry:
     """One environment step of every sub-lane of one run (all phases computed, the run's phase
     selects). ``noise``: one row of :func:`block_noise`.
 
@@ -71,9 +69,9 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     zeta, zeta2, u, u_reset = split_noise(noise, A, W)
     beta, gamma = p["beta"], p["gamma"]
     ints, floats = c.ints, c.floats
-    s, t0, busy, sub = ints[:, _I_ROW], ints[:, _I_T], ints[:, _I_BUSY] > 0, ints[:, _I_SUB]
+    s, t0, busy, sub = ints[:, I_ROW], ints[:, I_T], ints[:, I_BUSY] > 0, ints[:, I_SUB]
     phase, pending = c.run[0], c.run[1]
-    ret0, disc0 = floats[:, _F_RET], floats[:, _F_DISC]
+    ret0, disc0 = floats[:, F_RET], floats[:, F_DISC]
     lanes = jnp.arange(W, dtype=jnp.int32)
     m_s = c.mem[s]  # [W, 2, A]
     q_row, s_row = m_s[:, 0], m_s[:, 1]
@@ -162,35 +160,35 @@ def _step(task, st: AgentStatic, p: dict, k, c: _StepCarry, noise) -> _StepCarry
     # a sub-lane not inside a rollout holds a fresh start
     env_reset = jax.vmap(lambda uu: task.reset(uu, p["task"], k))(u_reset)
     row_reset = jax.vmap(lambda e: jnp.asarray(task.row(e, p["task"]), jnp.int32))(env_reset)
-    env_state = _where_lanes(mid, env2, env_reset)
+    env_state = where_lanes(mid, env2, env_reset)
     ints = jnp.stack([
         jnp.where(mid, s2, row_reset),
         jnp.where(mid, t1, 0),
         busy_next.astype(jnp.int32), sub_next,
-        ints[:, _I_EVTR] + (eval_end & trunc).astype(jnp.int32),
-        ints[:, _I_TRUNC] + (fin & trunc & (phase != EVAL)).astype(jnp.int32),
-        ints[:, _I_STEPS] + busy.astype(jnp.int32),
+        ints[:, I_EVTR] + (eval_end & trunc).astype(jnp.int32),
+        ints[:, I_TRUNC] + (fin & trunc & (phase != EVAL)).astype(jnp.int32),
+        ints[:, I_STEPS] + busy.astype(jnp.int32),
     ], axis=1)
     # evaluation sums: the return of the task's rewards, and the ELBO terms of the rollout
-    ret_task = jnp.where(p["psi"] == 2, floats[:, _F_RETTASK] + disc0 * r, ret)
-    und = floats[:, _F_UND] + r
-    kl_sum = floats[:, _F_KLSUM] + kl_t
-    h_sum = floats[:, _F_HSUM] + h_t
+    ret_task = jnp.where(p["psi"] == 2, floats[:, F_RETTASK] + disc0 * r, ret)
+    und = floats[:, F_UND] + r
+    kl_sum = floats[:, F_KLSUM] + kl_t
+    h_sum = floats[:, F_HSUM] + h_t
     t1f = t1.astype(jnp.float32)
     floats = jnp.stack([
         jnp.where(mid, ret, 0.0),
         jnp.where(mid, disc0 * gamma, 1.0),
-        floats[:, _F_EVACC] + jnp.where(eval_end, ret_task, 0.0),
+        floats[:, F_EVACC] + jnp.where(eval_end, ret_task, 0.0),
         jnp.where(mid, kl_sum, 0.0),
         jnp.where(mid, h_sum, 0.0),
-        floats[:, _F_EVKL] + jnp.where(eval_end, kl_sum, 0.0),
-        floats[:, _F_EVH] + jnp.where(eval_end, h_sum, 0.0),
-        floats[:, _F_EVHT] + jnp.where(eval_end, h_sum / t1f, 0.0),
+        floats[:, F_EVKL] + jnp.where(eval_end, kl_sum, 0.0),
+        floats[:, F_EVH] + jnp.where(eval_end, h_sum, 0.0),
+        floats[:, F_EVHT] + jnp.where(eval_end, h_sum / t1f, 0.0),
         jnp.where(mid, ret_task, 0.0),
         jnp.where(mid, und, 0.0),
-        floats[:, _F_EVUND] + jnp.where(eval_end, und, 0.0),
+        floats[:, F_EVUND] + jnp.where(eval_end, und, 0.0),
     ], axis=1)
-    return _StepCarry(mem, G, E, R_traj, X, T_traj, env_state, ints,
+    return StepCarry(mem, G, E, R_traj, X, T_traj, env_state, ints,
                       jnp.stack([new_phase, new_pending]).astype(jnp.int32), floats)
 
 

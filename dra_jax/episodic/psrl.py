@@ -10,7 +10,7 @@ seed draw the same posterior samples and face the same environment noise):
 * **VE-PSRL** (Algorithm 7, Arumugam & Van Roy 2022): draw ``M_1..M_Z ~ p_k(M*)``; the
   distortion ``d(M_i, M_j) = max_s max_{(pi, V) in Pi x V} (B^pi_{M_i} V(s) - B^pi_{M_j} V(s))^2``
   (:func:`distortion`); Blahut-Arimoto at ``beta`` (the project's
-  :func:`dra_jax.bandit_agents.blahut_arimoto`, warm-started from the previous episode's
+  :func:`dra_jax.bandits.agents.blahut_arimoto`, warm-started from the previous episode's
   marginal); draw ``z`` uniform (standing in for ``M*``) and ``j ~ delta(.|z)``;
   act optimally in ``M_j``. As ``beta -> inf`` the channel is the identity, ``j = z``: PSRL with the
   very same sample. As ``beta -> 0`` the channel ignores ``z``: one model for all.
@@ -38,11 +38,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from dra_jax import bandit_agents as ba
+from dra_jax.bandits import agents as ba
 from dra_jax.envs import episodic as env
 
 AGENTS = ("psrl", "vepsrl")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax
 
-from dra_jax import policy
+from dra_jax.core import policy
 
 GRAD_METHODS = ("analytic", "autodiff")
 

@@ -10,7 +10,7 @@ All functions are pure and jittable; a whole bandit run is one compiled loop ove
 * **BLASTS** (Blahut-Arimoto satisficing TS, the review's Algorithm 2; ``beta >= 0``, ``Z``
   posterior samples): draw ``theta_1..theta_Z`` (Gaussian bandit: normals by the inverse CDF,
   :func:`dra_jax.envs.bandits.ndtri_normal`); distortion ``d(a, z) = (max theta_z -
-  theta_z(a))^2``; Blahut-Arimoto (:mod:`dra_jax.rate_distortion`) from the last step's
+  theta_z(a))^2``; Blahut-Arimoto (:mod:`dra_jax.bandits.rate_distortion`) from the last step's
   marginal mixed with ``WARM_MIX`` of the uniform (``Static.ba_warm_start``; else the uniform),
   ``delta(a|z) ∝ q(a) exp(-beta d(a, z))``, ``q(a) = mean_z delta(a|z)`` to a tolerance or an
   iteration cap (:func:`blahut_arimoto`), or no iteration at all where the start's argmax is a
@@ -18,10 +18,10 @@ All functions are pure and jittable; a whole bandit run is one compiled loop ove
   delta(.|z)``.
   Its rate ``I(Z; A) = mean_z sum_a delta(a|z) log(delta(a|z) / q(a))`` (nats).
 * **DRA** (Patel et al. 2020, Algorithm 1 on a one-state task): memories ``N(q_a, sigma_a^2)``,
-  soft Thompson policy ``softmax(beta (q + zeta sigma))`` (:mod:`dra_jax.policy`), ``q`` learned
+  soft Thompson policy ``softmax(beta (q + zeta sigma))`` (:mod:`dra_jax.core.policy`), ``q`` learned
   from rewards, ``sigma`` by stochastic ascent on ``E[r] - lam KL(N(q, sigma^2) || N(q,
-  sigma_base^2))`` with the Eq. 5 score (:mod:`dra_jax.gradients`) times ``Psi`` and Eq. 6
-  (:func:`dra_jax.memory.kl_grad`), clipped to ``[sigma_min, sigma_max]``.
+  sigma_base^2))`` with the Eq. 5 score (:mod:`dra_jax.core.gradients`) times ``Psi`` and Eq. 6
+  (:func:`dra_jax.core.memory.kl_grad`), clipped to ``[sigma_min, sigma_max]``.
 
 **Information rate of each agent** (``rate`` per step, nats), the x-axis of the regret-vs-rate
 figure: the mutual information between the environment and the agent's *learning target* under
@@ -46,9 +46,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dra_jax import gradients, memory, policy
-from dra_jax.rate_distortion import (BA_LOOPS, BAResult,  # noqa: F401 (BA_LOOPS re-exported)
-                                     blahut_arimoto, regret_distortion)
+from dra_jax.bandits.rate_distortion import BA_LOOPS, BAResult, blahut_arimoto, regret_distortion  # noqa: F401 (BA_LOOPS re-exported)
+from dra_jax.core import gradients, memory, policy
 from dra_jax.envs import bandits as envs
 
 AGENTS = ("ts", "sts", "blasts", "dra")
@@ -294,7 +293,7 @@ def make_chunked(st: Static):
     runs points ``start <= i < stop`` (each ``record_every`` steps); ``finish(state) ->
     RunOut`` (elementwise: batched states give batched outputs; jit it). ``init`` then
     ``advance`` over ``[0, P)`` in any number of pieces is :func:`make_run`
-    (:mod:`dra_jax.bandit_runner` checkpoints between the pieces).
+    (:mod:`dra_jax.bandits.runner` checkpoints between the pieces).
     """
     if st.steps % st.record_every:
         raise ValueError(f"steps ({st.steps}) must be a multiple of record_every ({st.record_every})")

@@ -1,0 +1,1 @@
+"""Episodic tasks: PSRL and VE-PSRL (psrl)."""
