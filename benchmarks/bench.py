@@ -151,7 +151,7 @@ def _sharded_fns(task, st, local: bool):
     ``local`` = this script's ``shard_map`` of the engine's ``advance`` over a 1-D mesh."""
     import jax
 
-    from dra_jax.lane import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching
 
     if not local:
         # the engine's own: make_batched(task, st, n_devices) shard_maps the batch axis
@@ -193,7 +193,7 @@ def worker_throughput(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax.lane import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching
 
     hwm_import = proc_status_kb("VmHWM")
     task, dra, tp, max_steps, q_init = _build(cfg["task"], cfg.get("scale", 1))
@@ -263,7 +263,7 @@ def worker_episodes(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax.lane import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching
 
     task, dra, tp, max_steps, _ = _build("gridworld")
     params, n = batching.pad_batch(_params(int(cfg["batch"]), dra, tp), 2)
@@ -303,7 +303,7 @@ def worker_fig1b(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dra_jax.lane import agent, batching  # noqa: F401
+    from dra_jax.lane import agent, batching
 
     task, dra, tp, max_steps, _ = _build("gridworld")
     R = int(cfg["runs"])
@@ -659,7 +659,8 @@ def _fmt_point(name: str, B: int, r: dict) -> str:
     return (f"{name:>24} batch {B:>5}: {r['env_steps_per_s'] / 1e6:7.2f} M steps/s, "
             f"{r['run_episodes_per_s']:9.0f} run-episodes/s, {r['ns_per_lane_step']:7.1f} ns/lane-step, "
             f"util {r['lane_utilization']:.2f}, compile {r['compile_s']:.1f} s, "
-            f"peak RSS {r['host_peak_rss_mb']:.0f} MB" + (f", {r['lanes_done']} lanes done!" if r["lanes_done"] else ""))
+            f"peak RSS {r['host_peak_rss_mb']:.0f} MB"
+            + (f", {r['lanes_done']} lanes done!" if r["lanes_done"] else ""))
 
 
 def _best(points):
@@ -836,7 +837,8 @@ def figure(rec: dict, path: Path) -> None:
     if bars:
         lbl = {"vs_numpy_steady": "vs NumPy\n(steady)", "vs_numba_one_core_steady": "vs numba\n1 core\n(steady)",
                "vs_two_numba_processes_steady": "vs 2 numba\nprocesses\n(steady)",
-               "fig1b_vs_numpy": "Fig. 1b\nsweep\nvs NumPy", "fig1b_vs_numba_one_core": "Fig. 1b\nsweep vs\nnumba 1 core"}
+               "fig1b_vs_numpy": "Fig. 1b\nsweep\nvs NumPy",
+               "fig1b_vs_numba_one_core": "Fig. 1b\nsweep vs\nnumba 1 core"}
         xs = np.arange(len(bars))
         ax[6].bar(xs, [v for _, v in bars], color=["C7", "C3", "C3", "C7", "C3"][:len(bars)])
         for x, (_, v) in zip(xs, bars):

@@ -5,10 +5,10 @@ and compare its fits with the authors' published ones.
                                         [--models rlwm] [--tree DIR] [--out FILE]
 
 The command runs as a newcomer would run it (figures and posterior predictive check included),
-in a subprocess with ``PYTHONPATH=DIR`` and an empty compilation cache; the compile time (tracing, lowering and XLA compile:
-JAX's monitoring events) is recorded apart from the wall time, with the load average before
-and after. Against the published "WM RL0 0" fits (the ``rlwm`` model of the config): per
-subject the fitted minus the published log-likelihood, its median and minimum.
+in a subprocess with ``PYTHONPATH=DIR`` and an empty compilation cache; the compile time (tracing,
+lowering and XLA compile: JAX's monitoring events) is recorded apart from the wall time, with the
+load average before and after. Against the published "WM RL0 0" fits (the ``rlwm`` model of the
+config): per subject the fitted minus the published log-likelihood, its median and minimum.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def _raw_config(config, overrides: Iterable[str]) -> dict:
     return raw
 
 
-def load_config(config, set: Iterable[str] = ()) -> dict:  # noqa: A002  (the --set of the CLI)
+def load_config(config, set: Iterable[str] = ()) -> dict:
     """Validate a config (path, raw dict or loaded config) with ``--set`` style overrides;
     raises :class:`~dra_jax.config.ConfigError` naming the key.
 
@@ -103,7 +103,7 @@ class _TqdmProgress:
             self.bar.close()
 
 
-def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,  # noqa: A002
+def run(config, *, set: Iterable[str] = (), out: str | Path | None = None,
         progress: bool = True, max_batch: int | None = None,
         compile_cache: bool = True) -> "Results":
     """Run a sweep from a config and return its :class:`Results`.

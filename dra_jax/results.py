@@ -13,7 +13,8 @@ import numpy as np
 
 @dataclass
 class GridResults:
-    """What a task's runner hands back: the results of one grid, unlabelled (:class:`dra_jax.Results` labels them by the grid's axes).
+    """What a task's runner hands back: the results of one grid, unlabelled
+    (:class:`dra_jax.Results` labels them by the grid's axes).
 
     ``finals``: one dict per run in grid order, at least ``objective``, ``expected_reward`` and
     ``cost`` (plain floats). ``curves``: arrays whose leading axis is the flattened grid (runs in

@@ -96,7 +96,7 @@ def check_task(task, tparams: dict | None = None) -> None:
 
     try:
         out = jax.jit(probe)(jnp.float32(0.5), jnp.int32(0))
-    except Exception as e:  # noqa: BLE001  (any failure is reported with its cause)
+    except Exception as e:
         raise TaskError(f"{name}: one jitted reset + step failed: {type(e).__name__}: {e}") from None
     r0, r1, rew, term, s0, s1 = out
     if jax.tree.structure(s0) != jax.tree.structure(s1) or any(

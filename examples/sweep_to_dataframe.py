@@ -10,9 +10,9 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import dra_jax  # noqa: E402
+import dra_jax
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--episodes", type=int, default=1000)

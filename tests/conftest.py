@@ -13,8 +13,8 @@ if "DRA_JAX_CACHE_DIR" not in os.environ:
     os.environ["DRA_JAX_CACHE_DIR"] = os.devnull + "/no-compile-cache"
 
 
-import jax  # noqa: E402  (after the environment above)
-import pytest  # noqa: E402
+import jax
+import pytest
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -22,7 +22,8 @@ def train(st, dras, seeds, **kw):
 
 def reference(st, dra, seed, **kw):
     """``run_reference`` of one run with ``st``'s episodes, rollouts, evaluation, block and noise
-    blocks, pinning and evaluation start, in float64 (``kw``: optimizer, sub_lanes): ``(q, sigma, curves, env_steps)``."""
+    blocks, pinning and evaluation start, in float64 (``kw``: optimizer, sub_lanes):
+    ``(q, sigma, curves, env_steps)``."""
     t = TASK.tables
     kw.setdefault("sub_lanes", st.sub_lanes)
     tables = {"next": t.next_state[0], "reward": t.reward[0], "terminal": t.terminal[0],

@@ -32,7 +32,8 @@ def test_entropy_gradient_matches_finite_difference():
         lg = beta * (np.asarray(q, np.float64) + np.asarray(zeta, np.float64) * s)
         lp = lg - lg.max() - np.log(np.exp(lg - lg.max()).sum())
         return -(np.exp(lp) * lp).sum()
-    fd64 = np.array([(h64(np.asarray(sigma, np.float64) + 1e-6 * e) - h64(np.asarray(sigma, np.float64) - 1e-6 * e)) / 2e-6
+    fd64 = np.array([(h64(np.asarray(sigma, np.float64) + 1e-6 * e)
+                      - h64(np.asarray(sigma, np.float64) - 1e-6 * e)) / 2e-6
                      for e in np.eye(4)])
     np.testing.assert_allclose(g, fd64, rtol=1e-4, atol=1e-5)
 

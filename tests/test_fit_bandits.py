@@ -70,7 +70,7 @@ def test_bandit_agents_one_particle_is_the_exact_likelihood(kind):
                 x = TH[1] * (m + nodes * sd)
                 p = np.mean(np.exp(x[:, a] - x.max(1)) / np.exp(x - x.max(1, keepdims=True)).sum(1))
             elif kind == "ts_lapse":
-                f = lambda z: stats.norm.pdf(z) * np.prod([stats.norm.cdf((m[a] + sd[a] * z - m[j]) / sd[j])  # noqa: E731,B023
+                f = lambda z: stats.norm.pdf(z) * np.prod([stats.norm.cdf((m[a] + sd[a] * z - m[j]) / sd[j])  # noqa: E731
                                                            for j in range(3) if j != a])
                 p = (1 - TH[6]) * integrate.quad(f, -12, 12, epsabs=1e-12)[0] + TH[6] / 3
             else:

@@ -1,8 +1,9 @@
 """Capacity-limited bandit agents: TS, satisficing TS, BLASTS and the one-state DRA agent.
 
 All functions are pure and jittable; a whole bandit run is one compiled loop over time steps
-(:func:`make_run`; :func:`make_chunked` gives it in resumable pieces), vmapped over seeds x (beta | epsilon | lam) by the caller. The algorithms
-(capacity-limited Bayesian RL review, Sec. "Experiments"; Arumugam & Van Roy 2021):
+(:func:`make_run`; :func:`make_chunked` gives it in resumable pieces), vmapped over seeds x (beta |
+epsilon | lam) by the caller. The algorithms (capacity-limited Bayesian RL review, Sec.
+"Experiments"; Arumugam & Van Roy 2021):
 
 * **TS** (Thompson sampling): draw ``theta ~ posterior``, play ``argmax_a theta(a)``.
 * **Satisficing TS** (``epsilon >= 0``; Russo & Van Roy 2022): draw ``theta``, play the

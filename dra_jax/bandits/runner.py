@@ -1,14 +1,15 @@
 """Bandit regret runs in chunks: checkpointed, resumable, split into batches of ``max_batch``.
 
 The same run as :func:`dra_jax.bandits.agents.make_run`, in the pieces of
-:func:`dra_jax.bandits.agents.make_chunked` (``init -> advance(n points)* -> finish``), with the whole state (the agent's carry, the bandit's means, the curves so
-far, the next point's index) in one pytree. After each ``advance`` the batch's state is saved
-atomically (:func:`dra_jax.runtime.checkpoint.save_checkpoint`) when an output folder is given, and
-``--resume`` continues from it (:func:`dra_jax.runtime.checkpoint.load_checkpoint` refuses a checkpoint of
-another config). A run interrupted and resumed gives the very numbers of an uninterrupted one
-(tests/test_bandit_resume.py). ``advance`` takes the first and last point as *unbatched traced*
-integers, so one compiled program serves every chunk size; the loop over points is a
-``fori_loop`` whose trip count is the same for every lane.
+:func:`dra_jax.bandits.agents.make_chunked` (``init -> advance(n points)* -> finish``), with the
+whole state (the agent's carry, the bandit's means, the curves so far, the next point's index) in
+one pytree. After each ``advance`` the batch's state is saved atomically
+(:func:`dra_jax.runtime.checkpoint.save_checkpoint`) when an output folder is given, and
+``--resume`` continues from it (:func:`dra_jax.runtime.checkpoint.load_checkpoint` refuses a
+checkpoint of another config). A run interrupted and resumed gives the very numbers of an
+uninterrupted one (tests/test_bandit_resume.py). ``advance`` takes the first and last point as
+*unbatched traced* integers, so one compiled program serves every chunk size; the loop over points
+is a ``fori_loop`` whose trip count is the same for every lane.
 """
 from __future__ import annotations
 

@@ -206,9 +206,10 @@ def gamma(key, a: jax.Array, tries: int = GAMMA_TRIES) -> jax.Array:
     For ``a >= 1``: ``d = a - 1/3``, ``c = 1/sqrt(9 d)``, proposal ``d (1 + c x)^3``,
     ``x ~ N(0, 1)``, accepted when ``log u < x^2/2 + d - d v + d log v``; the first accepted of
     ``tries`` proposals is returned (each is accepted w.p. > 0.95, so all ``tries = 4`` fail w.p.
-    < 7e-6, when the last proposal is used: a negligible bias, measured in the tests). ``a < 1`` uses ``Gamma(a) = Gamma(a + 1) u^(1/a)``.
-    ``jax.random.gamma`` is exact but a per-element rejection loop: 1.4 us a draw on this CPU
-    under vmap, which made posterior sampling 85% of an episode.
+    < 7e-6, when the last proposal is used: a negligible bias, measured in the tests). ``a < 1``
+    uses ``Gamma(a) = Gamma(a + 1) u^(1/a)``. ``jax.random.gamma`` is exact but a per-element
+    rejection loop: 1.4 us a draw on this CPU under vmap, which made posterior sampling 85% of an
+    episode.
     """
     a = jnp.asarray(a, jnp.float32)
     small = a < 1.0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dra_jax.config import ConfigError
-from dra_jax.envs.tabular import Tables, TabularTask  # noqa: F401
+from dra_jax.envs.tabular import Tables, TabularTask
 
 ROWS, COLS = 6, 9
 START = (2, 0)
@@ -81,7 +81,7 @@ def grid_task_of(layouts: tuple[Layout, ...]) -> TabularTask:
                                                   "G": GOAL_REWARD}, name="gridworld")
 
 
-def GridTask(layout: Layout = Layout(), with_switch: bool = False) -> TabularTask:  # noqa: N802
+def GridTask(layout: Layout = Layout(), with_switch: bool = False) -> TabularTask:
     """The Fig. 1 grid-world as a :class:`TabularTask` for :mod:`dra_jax.lane.agent`; with the switch
     the switched maze is a second stage, used from episode ``tparams["switch_episode"]`` on.
 

@@ -53,7 +53,7 @@ def paper_start_state() -> EnvState:
     return EnvState(position=jnp.float32(PAPER_START), velocity=jnp.float32(0.0), time=jnp.int32(0))
 
 
-def MountainCarTask(cells=(19, 15), scale=PAPER_SCALE) -> DiscretizedTask:  # noqa: N802
+def MountainCarTask(cells=(19, 15), scale=PAPER_SCALE) -> DiscretizedTask:
     """The paper's mountain car: ``DiscretizedTask("MountainCar-v0", cells, scale=scale)`` with the
     paper's (or gym's random) start. ``cells`` must be what ``scale`` spans (:func:`cells_for`)
     for the bounds to be the observation space's; the index is clipped into range either way."""

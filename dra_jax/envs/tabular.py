@@ -225,7 +225,7 @@ class TabularTask:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except Exception as e:  # noqa: BLE001  (any unreadable file is refused by name)
+        except Exception as e:
             raise ConfigError(key, f"{path} is not a readable .npz file ({e})") from None
         missing = [k for k in ("next_state", "reward", "terminal") if k not in arrays]
         if missing:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 
-
 def draw_each(cfg: dict, names: Iterable[str], draw: Callable[[str], list[Path]]) -> list[Path]:
     """``draw(name) -> [paths]`` for each figure name; a figure that raises, or draws nothing,
     is skipped with a ``UserWarning`` naming it and the config. Returns the paths drawn."""
@@ -19,7 +18,7 @@ def draw_each(cfg: dict, names: Iterable[str], draw: Callable[[str], list[Path]]
     for name in names:
         try:
             got = list(draw(name) or [])
-        except Exception as e:  # noqa: BLE001  (one figure that cannot be drawn is skipped)
+        except Exception as e:
             plt.close("all")
             warnings.warn(f"figure {name!r} of {cfg.get('name', cfg.get('task'))} skipped: "
                           f"{type(e).__name__}: {e}", stacklevel=2)

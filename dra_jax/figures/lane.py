@@ -10,13 +10,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from dra_jax.config import grid_points  # noqa: E402,F401
-from dra_jax.core.stats import episodes_to_converge  # noqa: E402
-from dra_jax.figures.common import draw_each  # noqa: E402
-from dra_jax.results import GridResults, atomic_savefig  # noqa: E402
+from dra_jax.config import grid_points
+from dra_jax.core.stats import episodes_to_converge
+from dra_jax.figures.common import draw_each
+from dra_jax.results import GridResults, atomic_savefig
 
 CONVERGENCE_DEFINITION = {
     "band": "the first evaluation episode from which the running mean (window 5 evaluations) "

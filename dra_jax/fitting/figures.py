@@ -1,5 +1,6 @@
 """Figures of the fit command: posterior predictive checks, parameter-recovery scatter, model
-confusion matrix, random-effects model selection (BMS), a PMMH posterior. Drawn from a FitResults' ``extra`` entries (computed by the fitter)."""
+confusion matrix, random-effects model selection (BMS), a PMMH posterior. Drawn from a FitResults'
+``extra`` entries (computed by the fitter)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -283,11 +283,12 @@ def sample_zeta_action(st: Static, theta, lat: Latent, s, z, u, ns=0.0) -> jax.A
 def _sincos_2pi(u: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(cos, sin)(2 pi u)`` for ``u`` in [0, 1), to float32 rounding (absolute error < 2e-7
     against the exact value, tests/test_fit.py; ``jnp.cos(2 pi u)`` in float32 is off by up to
-    4e-7 from rounding ``2 pi u``): the argument is reduced exactly in units of turns (``w = 4 (u - round(u))``, ``r = w - round(w)`` in [-1/2, 1/2]:
-    float subtractions that lose no bits), then Taylor polynomials of ``sin, cos(pi r / 2)`` to
-    degree 9 / 10 (truncation < 2e-9) and the quadrant's rotation. XLA's CPU ``cos`` and ``sin``
-    were more than half of the cost of the rollouts' noise (README "Fitting speed and devices");
-    this is elementwise arithmetic that vectorizes."""
+    4e-7 from rounding ``2 pi u``): the argument is reduced exactly in units of turns
+    (``w = 4 (u - round(u))``, ``r = w - round(w)`` in [-1/2, 1/2]: float subtractions that lose no
+    bits), then Taylor polynomials of ``sin, cos(pi r / 2)`` to degree 9 / 10 (truncation < 2e-9)
+    and the quadrant's rotation. XLA's CPU ``cos`` and ``sin`` were more than half of the cost of
+    the rollouts' noise (README "Fitting speed and devices"); this is elementwise arithmetic that
+    vectorizes."""
     w = 4.0 * (u - jnp.round(u))
     k = jnp.round(w)
     r = w - k

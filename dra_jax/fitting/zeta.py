@@ -14,9 +14,9 @@ the same Sobol points after a random digital shift drawn from that lane's key an
     u_k = ((b_k XOR d_t) >> 9 + 1/2) / 2^23,   zeta_k = Phi^-1(u_k),   k = 1..K
 
 with ``b_k`` the 32-bit integers of the scrambled Sobol points (the ``qmc`` rule's, seed 0) and
-``d_t`` ``A`` uniformly random 32-bit words. Each shifted point is uniform on the cell midpoints
-of the ``2^-23`` grid of ``[0, 1)^A`` (exact in float32, so ``|zeta| <= 5.4``) (a digital shift keeps the points a net: the stratification of
-Sobol points survives), so
+``d_t`` ``A`` uniformly random 32-bit words. Each shifted point is uniform on the cell midpoints of
+the ``2^-23`` grid of ``[0, 1)^A`` (exact in float32, so ``|zeta| <= 5.4``) (a digital shift keeps
+the points a net: the stratification of Sobol points survives), so
 
 * **unbiased**: ``E_d[mean_k f(zeta_k)] = E[f(Z)]`` for the normal ``Z`` discretized on that grid,
   i.e. ``E[P_hat(a | s)] = P(a | s)`` for every trial and state, up to the grid (for the bounded

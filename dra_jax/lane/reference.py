@@ -161,10 +161,10 @@ def run_reference(task_tables: dict, dra: dict, episodes: int, n_traj: int, max_
     steps = 0
 
     def rollout(mode, w, i):
-        """One rollout from the start state on sub-lane ``w``, its first step at clock ``i``; mode 'act' learns q, 'grad' returns the score
-        terms, 'eval' only the sums. Returns (return of the rewards Psi = R sees, task return,
-        sum_t KL_t, sum_t H_t, T, truncated, score terms, pathwise ELBO gradient, undiscounted
-        sum of the task's rewards)."""
+        """One rollout from the start state on sub-lane ``w``, its first step at clock ``i``; mode
+        'act' learns q, 'grad' returns the score terms, 'eval' only the sums. Returns (return of the
+        rewards Psi = R sees, task return, sum_t KL_t, sum_t H_t, T, truncated, score terms,
+        pathwise ELBO gradient, undiscounted sum of the task's rewards)."""
         nonlocal q, steps
         s, t, ret, ret_task, disc = start, 0, dtype(0), dtype(0), dtype(1)
         kl_sum, h_sum, und = dtype(0), dtype(0), dtype(0)

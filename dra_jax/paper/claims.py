@@ -383,9 +383,11 @@ def _slopes_row(row: Row, res, moves_list) -> Row:
 
 def _ftilde_optimum(row: Row, res) -> Row:
     col = _planning_table(res)
-    n = int(col["n_traj"][col["allocation"] == "equal"][0]) if (col["allocation"] == "equal").any() else int(col["n_traj"][0])
+    n = (int(col["n_traj"][col["allocation"] == "equal"][0]) if (col["allocation"] == "equal").any()
+         else int(col["n_traj"][0]))
     bs = sorted(set(col["budget"].tolist()))
-    ft = [col["objective_tilde"][(col["budget"] == b) & (col["n_traj"] == n) & (col["allocation"] == "flexible")] for b in bs]
+    ft = [col["objective_tilde"][(col["budget"] == b) & (col["n_traj"] == n) & (col["allocation"] == "flexible")]
+          for b in bs]
     means = np.asarray([f.mean() for f in ft])
     k = int(np.argmax(means))
     pct = col["budget_pct"][col["budget"] == bs[k]][0]
@@ -395,7 +397,8 @@ def _ftilde_optimum(row: Row, res) -> Row:
     se = lambda f: f.std() / np.sqrt(f.size)  # noqa: E731
     sig = interior and all(means[k] - means[j] > 2 * np.hypot(se(ft[k]), se(ft[j])) for j in (0, len(bs) - 1))
     row.verdict = REPRO if sig else (PARTLY if interior else NOT)
-    row.rule = "reproduces: the maximum is at an interior budget and beats both ends by > 2 SE; partly: interior within noise"
+    row.rule = ("reproduces: the maximum is at an interior budget and beats both ends by > 2 SE; "
+                "partly: interior within noise")
     row.numbers = {"argmax_budget": bs[k], "ftilde": means.tolist()}
     return row
 

@@ -1,5 +1,6 @@
-"""``OUT/report.md``: the claims table, the consistency rows (``OUT/consistency.json``), a section per figure (images linked relative to OUT, what
-they show, which runs have not converged) and the timing, all read from the outputs in OUT."""
+"""``OUT/report.md``: the claims table, the consistency rows (``OUT/consistency.json``), a section
+per figure (images linked relative to OUT, what they show, which runs have not converged) and the
+timing, all read from the outputs in OUT."""
 from __future__ import annotations
 
 import json
@@ -125,7 +126,8 @@ def timing_section(out: Path, names, session_wall_s=None, compare: Path | None =
                   if tot_after_paired else " - | - |")
     lines.append(total)
     lines += ["", "Wall time per config includes compilation, the run, the equal-precision search "
-                  "(its compile and run, apart from the first two columns), the summaries and the figures; configs skipped by --resume keep the "
+                  "(its compile and run, apart from the first two columns), the summaries and the figures; "
+                  "configs skipped by --resume keep the "
                   "timing of the session that ran them."]
     if compare is not None:
         lines.append(f"Before: the wall times of `{compare}` (`--compare-timing`); the ratio "

@@ -254,11 +254,11 @@ def sigma_ascent(res: PlanResult, sigma: jax.Array, lam, sigma_base, mask, equal
     reward (``Psi = max``) and ``b_i`` the baseline ``baseline`` (traced index into
     :data:`BASELINES`): 0 (the paper's estimator, :func:`trial_gradient`), the leave-one-out
     ``mean_{j != i} Psi_j`` or its start-state version (:func:`psi_baseline`, with
-    ``b_past`` ``[n]`` the past-only fallback of ``loo_start``; all unbiased). Zero on memories outside ``mask``; with ``equal``
-    (``equal_sgd``: one shared sigma) every learned memory gets the mean of the learned
-    memories' directions (the sum's step grows with their number: see
-    :func:`dra_jax.lane.agent.sigma_gradient`). The planning trainer's only gradient formula (tests/test_planning_gradient.py
-    checks it against exact derivatives).
+    ``b_past`` ``[n]`` the past-only fallback of ``loo_start``; all unbiased). Zero on memories
+    outside ``mask``; with ``equal`` (``equal_sgd``: one shared sigma) every learned memory gets the
+    mean of the learned memories' directions (the sum's step grows with their number: see
+    :func:`dra_jax.lane.agent.sigma_gradient`). The planning trainer's only gradient formula
+    (tests/test_planning_gradient.py checks it against exact derivatives).
     """
     psi = psi_baseline(res.best_reward, baseline, res.step_state[:, 0], b_past)
     g_reward = jnp.mean(psi[:, None, None, None] * res.score, axis=0)

@@ -41,7 +41,7 @@ def load_checkpoint(path: Path, meta: dict, like):
         with np.load(path, allow_pickle=False) as z:
             got = json.loads(str(z["meta"]))
             leaves = [z[f"leaf_{i}"] for i in range(len(z.files) - 1)]
-    except Exception as e:  # noqa: BLE001  (any unreadable file is refused)
+    except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
                               "delete it or run without --resume") from None
     for key in ("fingerprint", "group", "batch", "kind"):
