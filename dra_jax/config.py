@@ -36,6 +36,9 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------- fields
 
+INT_MAX = 2**31 - 1  # every integer key fits int32 (the engines index and count in int32)
+MAX_RUNS = 2**22  # runs in one grid (variants x sweep values x seeds)
+
 
 @dataclass(frozen=True)
 class Field:
@@ -58,18 +61,26 @@ class Field:
     item_kind: type | None = None  # for kind=list
     check: Callable[[Any], str | None] | None = None  # extra check; returns an error text
 
+    @property
+    def upper(self) -> float | None:
+        """The inclusive upper bound: ``hi``, and for an integer at most :data:`INT_MAX`."""
+        if self.kind is int or self.item_kind is int:
+            return INT_MAX if self.hi is None else min(self.hi, INT_MAX)
+        return self.hi
+
     def allowed(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         name = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
                 list: "a list"}[self.kind]
-        if self.lo is not None and self.hi is not None:
+        hi = self.upper
+        if self.lo is not None and hi is not None:
             left = "(" if self.lo_open else "["
-            return f"{name} in {left}{self.lo}, {self.hi}]"
+            return f"{name} in {left}{self.lo}, {hi}]"
         if self.lo is not None:
             return f"{name} {'>' if self.lo_open else '>='} {self.lo}"
-        if self.hi is not None:
-            return f"{name} <= {self.hi}"
+        if hi is not None:
+            return f"{name} <= {hi}"
         return name
 
     def validate(self, key: str, value: Any) -> Any:
@@ -94,7 +105,7 @@ class Field:
             if not isinstance(value, list):
                 raise ConfigError(key, f"expected a list, got {value!r}")
             if self.item_kind is not None:
-                inner = Field(self.item_kind, lo=self.lo, hi=self.hi, lo_open=self.lo_open,
+                inner = Field(self.item_kind, lo=self.lo, hi=self.upper, lo_open=self.lo_open,
                               choices=self.choices)
                 value = [inner.validate(f"{key}[{i}]", v) for i, v in enumerate(value)]
             if self.check is not None:
@@ -106,7 +117,7 @@ class Field:
             raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
         if kind in (int, float):
             bad_lo = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
-            bad_hi = self.hi is not None and value > self.hi
+            bad_hi = self.upper is not None and value > self.upper
             if bad_lo or bad_hi:
                 raise ConfigError(key, f"expected {self.allowed()}, got {value!r}")
         if self.check is not None:
@@ -122,7 +133,7 @@ def _positive(kind=float, **kw) -> Field:
 
 # The [dra] keys shared by every task. Tasks override defaults (Table B.1), not the keys.
 DRA_FIELDS: dict[str, Field] = {
-    "episodes": Field(int, 5000, "training episodes per run", lo=1, static=True),
+    "episodes": Field(int, 5000, "training episodes per run", lo=1, hi=10**8, static=True),
     "alpha_q": Field(float, 0.1, "learning rate of the means (alpha_1)", lo=0.0),
     "alpha_sigma": Field(float, 0.1, "learning rate of sigma (alpha_2)", lo=0.0),
     "beta": _positive(default=10.0, doc="inverse temperature of the soft Thompson policy"),
@@ -130,7 +141,8 @@ DRA_FIELDS: dict[str, Field] = {
     "lam": Field(float, 0.2, "cost per nat of the KL cost", lo=0.0),
     "sigma_base": _positive(default=5.0, doc="std of the base distribution P"),
     "sigma0": _positive(default=3.0, doc="initial sigma of every memory"),
-    "n_traj": Field(int, 10, "trajectories sampled per sigma update", lo=1, static=True),
+    "n_traj": Field(int, 10, "trajectories sampled per sigma update", lo=1, hi=2**16,
+                    static=True),
     "psi": Field(str, "A", "Psi_t of the policy gradient (Eq. 4)", choices=("A", "Q", "R", "max")),
     "grad": Field(str, "analytic", "sigma-gradient method", choices=("analytic", "autodiff"),
                   static=True),
@@ -152,7 +164,8 @@ DRA_FIELDS: dict[str, Field] = {
                          "seeds", lo=1, hi=64, static=True, sweepable=False),
     "sigma_min": _positive(default=0.01, doc="lower clip of sigma"),
     "sigma_max": _positive(default=100.0, doc="upper clip of sigma"),
-    "max_steps": Field(int, 500, "cap on the steps of any rollout (truncation)", lo=1, static=True),
+    "max_steps": Field(int, 500, "cap on the steps of any rollout (truncation)", lo=1, hi=10**7,
+                       static=True),
     "q_init": Field(str, "zero", "initial means", choices=("zero", "optimal", "uniform"),
                     static=True),
     "learn_q": Field(bool, True, "update the means by expected SARSA"),
@@ -175,7 +188,7 @@ DRA_FIELDS: dict[str, Field] = {
 EVAL_FIELDS: dict[str, Field] = {
     "every": Field(int, 100, "evaluate every this many episodes", lo=1, static=True,
                    sweepable=False),
-    "n_rollouts": Field(int, 100, "policy rollouts per evaluation", lo=1, static=True,
+    "n_rollouts": Field(int, 100, "policy rollouts per evaluation", lo=1, hi=2**20, static=True,
                         sweepable=False),
     "snapshots": Field(list, [], "episodes at which (q, sigma) is saved", item_kind=int, lo=0,
                        static=True, sweepable=False),
@@ -186,17 +199,36 @@ EVAL_FIELDS: dict[str, Field] = {
 }
 
 
+def check_out_path(v: str) -> str | None:
+    """An output folder must be a usable path: not blank, no NUL, no part longer than a file
+    name may be, and not an existing file."""
+    if not v:
+        return None  # the default, results/<config name>
+    if not v.strip():
+        return "expected a folder path, got a blank string"
+    if "\0" in v:
+        return "a path cannot hold a NUL character"
+    if any(len(part.encode()) > 255 for part in Path(v).parts):
+        return "a part of the path is longer than 255 bytes"
+    if len(v.encode()) > 4000:
+        return "the path is longer than 4000 bytes"
+    if Path(v).exists() and not Path(v).is_dir():
+        return f"{v} exists and is not a folder"
+    return None
+
+
 def _check_seed(v):
     return None if v < 2**31 else "must be < 2**31"
 
 
 TOP_FIELDS: dict[str, Field] = {
     "seed": Field(int, 0, "first seed; runs use seed, seed+1, ...", lo=0, check=_check_seed),
-    "n_seeds": Field(int, 1, "seeds per grid point", lo=1),
-    "out": Field(str, "", "output folder (default results/<config name>)"),
+    "n_seeds": Field(int, 1, "seeds per grid point", lo=1, hi=MAX_RUNS),
+    "out": Field(str, "", "output folder (default results/<config name>)", check=check_out_path),
     "description": Field(str, "", "free text"),
     "figures": Field(list, [], "figures to draw", item_kind=str),
-    "max_batch": Field(int, 0, "runs per compiled batch; 0 chooses from the free memory", lo=0),
+    "max_batch": Field(int, 0, "runs per compiled batch; 0 chooses from the free memory", lo=0,
+                       hi=MAX_RUNS),
 }
 
 
@@ -216,6 +248,8 @@ class TaskSpec:
     check: Callable[[dict], None] | None = None  # cross-key checks; raise ConfigError
     multi_process: bool = False  # its runner splits the runs over jax.distributed processes
     dra_fields: dict[str, Field] = field(default_factory=dict)  # [dra] keys of this task only
+    # floats of one run's records (curves): the memory check of a grid; None: the evaluations'
+    record_floats: Callable[[dict, dict], int] | None = None  # (cfg, task_params of the run)
 
 
 _TASKS: dict[str, Callable[[], TaskSpec]] = {}
@@ -371,8 +405,14 @@ def validate(raw: dict) -> dict:
     cfg: dict[str, Any] = {"task": spec.name, "name": name}
     for key, f in TOP_FIELDS.items():
         cfg[key] = f.validate(key, raw[key]) if key in raw else copy.deepcopy(f.default)
+    if "out" in raw and raw["out"] == "":
+        raise ConfigError("out", "expected a folder path, got an empty string (leave the key out "
+                                 "for the default results/<config name>)")
     if not cfg["out"]:
         cfg["out"] = f"results/{name}"
+    if cfg["seed"] + cfg["n_seeds"] > 2**31:
+        raise ConfigError("n_seeds", f"the seeds seed .. seed + n_seeds - 1 must be < 2**31; with "
+                                     f"seed = {cfg['seed']}, n_seeds <= {2**31 - cfg['seed']}")
     for fig in cfg["figures"]:
         if fig not in spec.figures:
             raise ConfigError("figures", f"unknown figure {fig!r} for task {spec.name!r}; "
@@ -434,6 +474,7 @@ def validate(raw: dict) -> dict:
                 raise ConfigError(full, f"also set by variants.{vname}; set it in one place")
         cfg["sweep"][key] = checked
 
+    _check_size(cfg)
     # cross-key checks that hold for every run of the grid
     for run in iter_run_params(cfg):
         d = run["dra"]
@@ -449,6 +490,58 @@ def validate(raw: dict) -> dict:
     if spec.check is not None:
         spec.check(cfg)
     return cfg
+
+
+def estimate_bytes(cfg: dict) -> int:
+    """The bytes the grid's per-run records take once gathered (float64): every evaluation's
+    curve columns and the scalar records of every run. A lower bound of what a sweep holds in
+    memory at its end (the tables of each batch come on top; ``max_batch = 0`` sizes those from
+    the free memory)."""
+    runs = math.prod(grid_shape(cfg))
+    episodes = max([cfg["dra"]["episodes"], *cfg["sweep"].get("episodes", []),
+                    *[v.get("episodes", 0) for v in cfg["variants"].values()]])
+    per_run = (episodes // cfg["eval"]["every"] + 2) * 8
+    spec = task_spec(cfg["task"])
+    if spec.record_floats is not None:  # the largest run of the task's own sweep axes
+        tps = [dict(cfg["task_params"])]
+        for k, vals in cfg["sweep"].items():
+            if k in cfg["task_params"]:
+                tps = [{**tp, k: v} for tp in tps for v in vals][:4096]
+        per_run = max(spec.record_floats(cfg, tp) for tp in tps)
+    return runs * (per_run + 64) * 8
+
+
+def available_memory() -> int:
+    """Free host memory in bytes (``MemAvailable``; 8 GiB where it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _check_size(cfg: dict) -> None:
+    """Refuse a grid of more than :data:`MAX_RUNS` runs, or whose records (:func:`estimate_bytes`)
+    would not fit in the free memory, before anything is allocated."""
+    shape = grid_shape(cfg)
+    runs = math.prod(shape)
+    keys = ", ".join(["n_seeds", *[f"sweep.{k}" for k in cfg["sweep"]],
+                      *(["variants"] if cfg["variants"] else [])])
+    if runs > MAX_RUNS:
+        raise ConfigError("n_seeds" if len(shape) == 1 else "sweep",
+                          f"the grid has {runs} runs ({' x '.join(map(str, shape))}: {keys}); at "
+                          f"most {MAX_RUNS} in one sweep")
+    need, free = estimate_bytes(cfg), available_memory()
+    if need > free:
+        per_run = need // (8 * runs) - 64
+        what = ("dra.episodes / eval.every" if task_spec(cfg["task"]).record_floats is None
+                else "the task's curves")
+        raise ConfigError("dra.episodes" if what.startswith("dra") else "task_params",
+                          f"the records of {runs} runs x {per_run} numbers ({what}; {keys}) "
+                          f"take about {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} "
+                          "GiB of free memory; fewer runs or evaluations")
 
 
 def dra_key_of(cfg: dict, run: dict, name: str) -> str:
@@ -531,7 +624,9 @@ def iter_run_params(cfg: dict):
 
 
 def grid_shape(cfg: dict) -> tuple[int, ...]:
-    return tuple(len(v) for _, v in grid_axes(cfg))
+    """The grid's shape, axes as :func:`grid_axes` (computed without listing the seeds)."""
+    return ((len(cfg["variants"]),) if cfg["variants"] else ()) + \
+        tuple(len(v) for v in cfg["sweep"].values()) + (cfg["n_seeds"],)
 
 
 def set_host_device_count(n: int) -> bool:

@@ -91,17 +91,17 @@ TASK_PARAMS: dict[str, Field] = {
                         static=True, sweepable=False),
     "kind": Field(str, "gaussian", "bandit: N(0,1) prior + unit noise, or Beta(1,1) + Bernoulli",
                   choices=envs.KINDS, static=True),
-    "arms": Field(int, 10, "number of arms K", lo=2, static=True),
-    "steps": Field(int, 1000, "pulls per run (regret experiment)", lo=1, static=True),
+    "arms": Field(int, 10, "number of arms K", lo=2, hi=4096, static=True),
+    "steps": Field(int, 1000, "pulls per run (regret experiment)", lo=1, hi=10**8, static=True),
     "record_every": Field(int, 10, "curves keep one point per this many pulls", lo=1, static=True,
                           sweepable=False),
     "agent": Field(str, "ts", "'ts' | 'sts:EPSILON' | 'blasts:BETA' | 'dra' | 'dra:LAM'",
                    check=_check_agent),
-    "z_samples": Field(int, 64, "posterior samples Z of BLASTS and of every rate estimate", lo=1,
+    "z_samples": Field(int, 64, "posterior samples Z of BLASTS and of every rate estimate", lo=1, hi=2**16,
                        static=True),
     "ba_tol": Field(float, 1e-4, "Blahut-Arimoto tolerance on max |q_{k+1} - q_k|", lo=0,
                     lo_open=True),
-    "ba_max_iter": Field(int, 100, "Blahut-Arimoto iteration cap", lo=1, static=True),
+    "ba_max_iter": Field(int, 100, "Blahut-Arimoto iteration cap", lo=1, hi=10**6, static=True),
     "ba_loop": Field(str, "while", "Blahut-Arimoto loop; while (runs until the batch's slowest "
                      "lane converges) is 2.2x faster than fori (fixed trip, frozen once converged) "
                      "with the runs of one beta batched together (benchmarks/bench_bandits.py)",
@@ -142,6 +142,11 @@ DRA_DEFAULTS = {
     "sigma_max": 10.0,
     "psi": "A",
 }
+
+
+def _record_floats(cfg: dict, tp: dict) -> int:
+    """A run's curves (a few per recorded pull) and per-arm records: the grid's memory check."""
+    return 4 * (tp["steps"] // tp["record_every"] + 1) + 4 * tp["arms"]
 
 
 def _check(cfg: dict) -> None:
@@ -415,4 +420,5 @@ def plot(cfg: dict, results: GridResults, fig_dir: Path) -> list[Path]:
 @register_task("bandits")
 def bandits_task() -> TaskSpec:
     return TaskSpec(name="bandits", task_params=TASK_PARAMS, dra_defaults=DRA_DEFAULTS,
-                    figures=tuple(FIGURES), run=run, plot=plot, psi_choices=("A", "Q"), check=_check)
+                    figures=tuple(FIGURES), run=run, plot=plot, psi_choices=("A", "Q"), check=_check,
+                    record_floats=_record_floats)

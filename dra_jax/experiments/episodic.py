@@ -68,18 +68,18 @@ _check_agent = agent_spec_check(parse_agent)
 TASK_PARAMS: dict[str, Field] = {
     "env": Field(str, "riverswim", "the MDP: riverswim | random (drawn from the prior per seed) | "
                  "grid (slippery DRA grid-world)", choices=envs.TASKS, static=True),
-    "horizon": Field(int, 20, "episode length H", lo=1, static=True),
+    "horizon": Field(int, 20, "episode length H", lo=1, hi=10**5, static=True),
     "agent": Field(str, "psrl", "'psrl' | 'vepsrl:BETA' | 'dra' | 'dra:LAM'", check=_check_agent),
-    "z_samples": Field(int, 64, "posterior samples Z of VE-PSRL", lo=2, static=True),
+    "z_samples": Field(int, 64, "posterior samples Z of VE-PSRL", lo=2, hi=2**16, static=True),
     "pi_class": Field(str, "all", "policy class of the distortion: all deterministic rules, or "
                       "the Z samples' optimal ones", choices=psrl.PI_CLASSES, static=True),
     "value_class": Field(str, "optimal", "value class: the samples' optimal values, or the box "
                          "[0, H]^S", choices=psrl.VALUE_CLASSES, static=True),
     "n_values": Field(int, 8, "value class 'optimal': this many samples' optimal values, evenly "
-                      "spaced in rank (0: all Z)", lo=0, static=True),
+                      "spaced in rank (0: all Z)", lo=0, hi=4096, static=True),
     "ba_tol": Field(float, 1e-5, "Blahut-Arimoto tolerance on max |q_{k+1} - q_k|", lo=0,
                     lo_open=True),
-    "ba_max_iter": Field(int, 200, "Blahut-Arimoto iteration cap", lo=1, static=True),
+    "ba_max_iter": Field(int, 200, "Blahut-Arimoto iteration cap", lo=1, hi=10**6, static=True),
     "ba_loop": Field(str, "while", "Blahut-Arimoto loop", choices=("while", "fori"), static=True),
     "warm_start": Field(bool, True, "start Blahut-Arimoto from the last episode's marginal",
                         static=True),
@@ -89,9 +89,9 @@ TASK_PARAMS: dict[str, Field] = {
                          lo=0, lo_open=True),
     "reward_a": Field(float, 1.0, "Beta prior a of the reward means", lo=0, lo_open=True),
     "reward_b": Field(float, 1.0, "Beta prior b of the reward means", lo=0, lo_open=True),
-    "river_states": Field(int, 6, "RiverSwim: number of states", lo=2, static=True),
-    "random_states": Field(int, 5, "random MDP: states", lo=2, static=True),
-    "random_actions": Field(int, 3, "random MDP: actions", lo=2, static=True),
+    "river_states": Field(int, 6, "RiverSwim: number of states", lo=2, hi=10**4, static=True),
+    "random_states": Field(int, 5, "random MDP: states", lo=2, hi=10**4, static=True),
+    "random_actions": Field(int, 3, "random MDP: actions", lo=2, hi=1024, static=True),
     "slip": Field(float, 0.2, "grid: probability that a move is replaced by a uniform one",
                   lo=0.0, hi=1.0),
 }

@@ -83,9 +83,9 @@ EXTRA_SECTIONS = {
         "enabled": Field(bool, True, "run the CMA-ES baseline (fixed q*, sigma only)",
                          sweepable=False),
         "popsize": Field(int, 14, "CMA-ES population per generation (cma's default for 36 "
-                         "dimensions is 14)", lo=2, sweepable=False),
-        "generations": Field(int, 100, "CMA-ES generations", lo=1, sweepable=False),
-        "n_eval_trials": Field(int, 256, "planning trials per F estimate of a candidate", lo=1,
+                         "dimensions is 14)", lo=2, hi=10**4, sweepable=False),
+        "generations": Field(int, 100, "CMA-ES generations", lo=1, hi=10**6, sweepable=False),
+        "n_eval_trials": Field(int, 256, "planning trials per F estimate of a candidate", lo=1, hi=2**20,
                                sweepable=False),
         "restarts": Field(int, 5, "independent CMA-ES runs per budget (seeds seed, seed+1, ...)",
                           lo=1, sweepable=False),
@@ -94,7 +94,7 @@ EXTRA_SECTIONS = {
     },
     "final": {
         "n_rollouts": Field(int, 8192, "planning trials of the final evaluation (finals, CMA-ES "
-                            "solutions)", lo=1, static=True, sweepable=False),
+                            "solutions)", lo=1, hi=2**24, static=True, sweepable=False),
     },
     "budgets": {f"m{m}": _budget_list(m) for m in env.MOVES_CHOICES},
 }

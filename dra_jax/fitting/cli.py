@@ -8,14 +8,14 @@
 Writes, each atomically and results before figures: ``fits.csv`` (one row per subject x model:
 ``subject, model, loglik, loglik_se, n_trials, n_missed, aic, bic`` and one column per free
 parameter), ``trials.csv`` (per answered trial of every winning fit: ``subject, model, block,
-trial, p_chosen, loglik``; not for the grid-world), ``summary.json`` (config, data summary, per-model totals, timing) and
-``figures/*.png``. Subjects are fitted in batches of ``fit.max_batch``; after every batch the
-finished (subject, model) rows go to ``fits.partial.csv``, which ``--resume`` continues from.
-A config without ``--data`` but with a ``[recovery]`` section simulates its subjects
-(:mod:`dra_jax.fitting.recovery`). ``--posterior SUBJECT`` fits nothing: it draws that subject's
-posterior under ``posterior.model`` by PMMH (:mod:`dra_jax.fitting.posterior`) and writes
-``posterior_<subject>_<model>.csv`` / ``.json`` and the figure. Bad config or data: exit status 2,
-nothing written.
+trial, p_chosen, loglik``; not for the grid-world), ``summary.json`` (config, data summary,
+per-model totals, timing) and ``figures/*.png``. Subjects are fitted in batches of
+``fit.max_batch``; after every batch the finished (subject, model) rows go to ``fits.partial.csv``,
+which ``--resume`` continues from. A config without ``--data`` but with a ``[recovery]`` section
+simulates its subjects (:mod:`dra_jax.fitting.recovery`). ``--posterior SUBJECT`` fits nothing: it
+draws that subject's posterior under ``posterior.model`` by PMMH (:mod:`dra_jax.fitting.posterior`)
+and writes ``posterior_<subject>_<model>.csv`` / ``.json`` and the figure. Bad config or data: exit
+status 2, nothing written.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dra_jax.config import ConfigError
+from dra_jax.config import ConfigError, check_out_path
 from dra_jax.fitting import data as data_mod
 from dra_jax.fitting import optimize, spec
 from dra_jax.fitting.api import BASE_COLS, FitResults, bms_block, fit, read_config  # noqa: F401
@@ -139,7 +139,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = spec.load(args.config, args.overrides)
-        if args.out:
+        if args.out is not None:
+            bad = check_out_path(args.out) if args.out else "expected a folder path, got ''"
+            if bad:
+                raise ConfigError("--out", bad)
             cfg["out"] = args.out
         if args.models:
             select_models(cfg, [m.strip() for m in args.models.split(",") if m.strip()])

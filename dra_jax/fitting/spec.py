@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 
-from dra_jax.config import ConfigError, Field, load_raw
+from dra_jax.config import ConfigError, Field, check_out_path, load_raw
 from dra_jax.fitting.models import BANDIT_KINDS, COMPONENT_KINDS, COMPONENTS, KINDS, PARAMS, USES
 
 TASKS = ("stimulus_response", "bandits", "gridworld")
@@ -38,31 +38,31 @@ def _pos(kind=float, **kw):
 
 TOP_FIELDS = {
     "seed": Field(int, 0, "seed of the search and of the simulations", lo=0, hi=2**31 - 1),
-    "out": Field(str, "", "output folder (default results/<config name>)"),
+    "out": Field(str, "", "output folder (default results/<config name>)", check=check_out_path),
     "description": Field(str, "", "free text"),
     "figures": Field(list, ["ppc"], "figures to draw", item_kind=str, choices=FIGURES),
 }
 
 FIT_FIELDS = {
-    "n_particles": Field(int, 256, "particles per subject x candidate (stochastic models)", lo=1),
+    "n_particles": Field(int, 256, "particles per subject x candidate (stochastic models)", lo=1, hi=2**16),
     "search_particles": Field(int, 0, "particles during the CMA-ES search (0: n_particles); "
                                       "the finalists and the winner's replicates use n_particles",
-                              lo=0),
-    "n_reps": Field(int, 8, "independent replicates of the winner's re-evaluation (SE)", lo=2),
+                              lo=0, hi=2**16),
+    "n_reps": Field(int, 8, "independent replicates of the winner's re-evaluation (SE)", lo=2, hi=1024),
     "ess_threshold": Field(float, 0.5, "resample when ESS < ess_threshold * n_particles",
                            lo=0.0, hi=1.0),
     "restarts": Field(int, 2, "CMA-ES runs per subject (the first from the start values, "
-                              "then from random points of the box)", lo=1),
-    "generations": Field(int, 40, "CMA-ES generations per run", lo=1),
-    "popsize": Field(int, 0, "CMA-ES population (0: cma's default 4 + 3 ln d)", lo=0),
+                              "then from random points of the box)", lo=1, hi=1000),
+    "generations": Field(int, 40, "CMA-ES generations per run", lo=1, hi=10**5),
+    "popsize": Field(int, 0, "CMA-ES population (0: cma's default 4 + 3 ln d)", lo=0, hi=10**4),
     "step": _pos(default=1.0, doc="CMA-ES initial step in the transformed (logit) space"),
     "polish": Field(bool, True, "refine the best CMA-ES point of a deterministic model "
                                 "(qlearn, lam0, rlwm on stimulus_response) by damped Newton "
                                 "steps on its exact log-likelihood"),
-    "max_batch": Field(int, 0, "subjects per compiled call (0: all)", lo=0),
+    "max_batch": Field(int, 0, "subjects per compiled call (0: all)", lo=0, hi=2**20),
     "devices": Field(int, 0, "devices the subjects of a call are split over (0: all of this "
-                             "process's jax.local_devices(); on CPU see --cpu-devices)", lo=0),
-    "n_traj": Field(int, 10, "DRA gradient rollouts per trial", lo=1),
+                             "process's jax.local_devices(); on CPU see --cpu-devices)", lo=0, hi=4096),
+    "n_traj": Field(int, 10, "DRA gradient rollouts per trial", lo=1, hi=4096),
     "psi": Field(str, "A", "Psi of the rollouts' policy gradient", choices=("A", "Q")),
     "optimizer": Field(str, "sgd", "optax optimizer of sigma", choices=("sgd", "adam")),
     "zeta": Field(str, "qmc", "zeta marginalization: fixed scrambled-Sobol normals (qmc), the "
@@ -103,15 +103,15 @@ MODEL_FIT_KEYS = ("restarts", "generations", "popsize", "zeta", "n_zeta")  # [fi
 # the one-particle lam0 and fewer for DRA's particles)
 
 RECOVERY_FIELDS = {
-    "n_subjects": Field(int, 20, "simulated subjects per generating model", lo=1),
+    "n_subjects": Field(int, 20, "simulated subjects per generating model", lo=1, hi=10**5),
     "set_sizes": Field(list, [2, 3, 4, 5, 6], "one block per entry", item_kind=int, lo=1, hi=6),
-    "reps": Field(int, 13, "presentations of each stimulus in a block", lo=1),
+    "reps": Field(int, 13, "presentations of each stimulus in a block", lo=1, hi=10**4),
     "generating": Field(list, [], "models (names of [models]) that generate data; empty: all",
                         item_kind=str),
     "n_blocks": Field(int, 4, "bandits: blocks (fresh arm means ~ N(0, 1)) per subject; "
-                              "gridworld: blocks (fresh memories) per subject", lo=1),
-    "n_episodes": Field(int, 30, "gridworld: episodes per block", lo=1),
-    "n_trials": Field(int, 50, "bandits: trials per block", lo=1),
+                              "gridworld: blocks (fresh memories) per subject", lo=1, hi=10**4),
+    "n_episodes": Field(int, 30, "gridworld: episodes per block", lo=1, hi=10**5),
+    "n_trials": Field(int, 50, "bandits: trials per block", lo=1, hi=10**6),
 }
 
 
@@ -266,6 +266,9 @@ def validate(raw: dict) -> dict:
     cfg = {"task": task, "name": name}
     for key, f in TOP_FIELDS.items():
         cfg[key] = f.validate(key, raw[key]) if key in raw else copy.deepcopy(f.default)
+    if "out" in raw and raw["out"] == "":
+        raise ConfigError("out", "expected a folder path, got an empty string (leave the key out "
+                                 "for the default results/<config name>)")
     cfg["out"] = cfg["out"] or f"results/{name}"
     sec = raw.get("fit", {})
     if not isinstance(sec, dict):
