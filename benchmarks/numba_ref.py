@@ -2,7 +2,7 @@
 
     python benchmarks/numba_ref.py [--episodes 5000] [--seeds 5] [--sigma0s 1,3,4,5] [--q-init zero]
 
-This is "the practical limit of one core" the lane engine is measured against (DESIGN.md,
+This is "the practical limit of one core" the lane engine is measured against (the design targets,
 "Performance: what is known": ~3.6-3.9 M env steps/s, 7.4 s for the 20-run Fig. 1b sweep on
 the 2-core dev CPU). It is the same work as :mod:`dra_jax.lane.agent` and :mod:`dra_jax.lane.reference`,
 written as the tightest scalar code:

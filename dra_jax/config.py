@@ -1,6 +1,6 @@
 """Config files: TOML -> validated dict -> flattened grid of runs.
 
-The contract (DESIGN.md "Contracts"):
+The contract (docs/design.md, "Contracts"; every key: docs/reference/config.md):
 
 * top level: ``task``, ``seed``, ``n_seeds``, ``out``, ``figures``, ``description``;
 * sections ``[task_params]`` (the task's own keys), ``[dra]``, ``[eval]``, ``[sweep]`` (a key of

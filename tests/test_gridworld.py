@@ -72,7 +72,7 @@ def test_gymnax_environment_agrees_with_the_lane_task():
     np.testing.assert_array_equal(f(jnp.arange(4)), [idx(0, 5), idx(1, 5), idx(0, 4), idx(0, 6)])
 
 
-# the maze of DESIGN.md, written out independently of dra_jax.envs.gridworld
+# the maze of docs/design.md, written out independently of dra_jax.envs.gridworld
 ROWS, COLS = 6, 9
 OBSTACLES = {(1, 2), (2, 2), (3, 2), (0, 7), (1, 7), (2, 7), (4, 5)}
 MOVES = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}

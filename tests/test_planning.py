@@ -43,7 +43,7 @@ def _plan(moves, sigma_value, budget, n=64, seed=0, grad="analytic", q=None, bet
 
 
 def test_transitions_match_design():
-    # DESIGN.md, 1-based: 1 -> (2, +140), (4, +20); ...; 6 -> (1, -20), (3, +20)
+    # docs/design.md, 1-based: 1 -> (2, +140), (4, +20); ...; 6 -> (1, -20), (3, +20)
     spec = {1: ((2, 140), (4, 20)), 2: ((3, -20), (5, -70)), 3: ((4, -20), (6, -70)),
             4: ((2, 20), (5, -20)), 5: ((1, -70), (6, -20)), 6: ((1, -20), (3, 20))}
     for s, moves in spec.items():

@@ -71,7 +71,7 @@ def blahut_arimoto(d: jax.Array, beta: jax.Array | float, tol: jax.Array | float
     ``space`` (static): ``'prob'`` iterates on ``q`` alone with two matrix-vector products a
     step (the kernel's row maxima are 1, so it cannot overflow and each row keeps a non-zero
     entry; the channel is formed once, at the end); ``'log'`` iterates on the channel in log
-    space with ``logsumexp`` (the reference; several times slower). ``loop`` (static):
+    space with ``logsumexp`` (the reference; slower). ``loop`` (static):
     ``'while'`` is a ``lax.while_loop`` on (tolerance, cap); ``'fori'`` a fixed
     ``max_iter``-trip ``lax.fori_loop`` that freezes once converged. Same numbers; under
     ``vmap`` the while loop runs as long as its slowest lane, the fori loop always ``max_iter``.
@@ -84,8 +84,9 @@ def blahut_arimoto(d: jax.Array, beta: jax.Array | float, tol: jax.Array | float
     the result is ``q = e_b`` after 0 iterations (the channel plays ``b`` whatever ``z``, rate
     0): the optimum itself, which the plain iteration only creeps towards (by a factor
     ``c_a`` per step on each other arm). Warm-started from a vertex that is still optimal, a
-    BLASTS step costs no iteration. (Testing after every iteration as well costs a product a
-    step and, measured on BLASTS runs, saves almost nothing more.)
+    BLASTS step costs no iteration. The vertex is tested only before the first iteration:
+    testing after every iteration as well would cost a product a step and save almost nothing
+    more (see docs/results/blasts.md).
     """
     z, k = d.shape
     beta = jnp.asarray(beta, d.dtype)

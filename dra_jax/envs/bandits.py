@@ -170,8 +170,8 @@ def gamma_from_uniforms(u: jax.Array, a: jax.Array, n_proposals: int = GAMMA_PRO
 
     ``u``: uniforms in (0, 1) of shape ``(2 n_proposals + 1,) + a.shape``. Each draw makes
     ``n_proposals`` proposals at once (normals by the inverse CDF) and keeps the first accepted
-    one, so there is no data-dependent loop (``jax.random.gamma`` loops per element and was
-    ~25x slower here under ``vmap``). The acceptance probability is >= 0.951 for every shape
+    one, so there is no data-dependent loop (``jax.random.gamma`` loops per element, which is
+    slow under ``vmap``). The acceptance probability is >= 0.951 for every shape
     (``a < 1`` is boosted: ``Gamma(a) = Gamma(a + 1) U^(1/a)``), so with 4 proposals a draw
     falls back to its last proposal with probability < 6e-6, a bias far below Monte-Carlo error.
     """
@@ -220,7 +220,7 @@ def midpoint_uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def ndtri_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Standard normals by the inverse CDF, ``ndtri`` of :func:`midpoint_uniform` (tails cut at
     +-5.3, as ``jax.random.normal``'s are). Same law as ``jax.random.normal`` (whose ``erf_inv``
-    measured ~2x slower under ``vmap`` on CPU), different numbers from the same key."""
+    is slower under ``vmap`` on CPU), different numbers from the same key."""
     return jax.scipy.special.ndtri(midpoint_uniform(key, shape))
 
 

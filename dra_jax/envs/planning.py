@@ -1,6 +1,6 @@
 """The planning task of Huys et al. (2015), Sec. 4.1 of the paper, as a gymnax environment.
 
-Six states, two moves from each (DESIGN.md "Planning task"; 1-based as in Fig. 3a, state ->
+Six states, two moves from each (docs/design.md, "Tasks"; 1-based as in Fig. 3a, state ->
 (successor, reward))::
 
     1 -> (2, +140), (4, +20)      2 -> (3, -20), (5, -70)      3 -> (4, -20), (6, -70)

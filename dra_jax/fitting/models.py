@@ -36,11 +36,10 @@ The soft Thompson choice probability ``E_zeta[softmax(beta * (q + zeta * sigma))
 over a set of zeta nodes (``fit.zeta = "rqmc"``: a fresh random digital shift of the Sobol
 points per lane and trial, :mod:`dra_jax.fitting.zeta`, so that the node average is unbiased;
 else fixed) (scrambled-Sobol quasi-random normals, or tensor Gauss-Hermite
-quadrature), so it is a smooth function of the parameters. Measured on 20 DRA subjects x 300
-trials (beta 2-40): the summed log-likelihood at the true parameters is -5174.3 / -5163.7 /
--5162.4 / -5161.0 with 64 / 128 / 256 / 4096 Sobol points, but -5210.8 / -5209.2 / -5204.3 with
-Gauss-Hermite orders 3 / 6 / 8 (27 / 216 / 512 nodes): near-argmax softmaxes are far from
-polynomials, and the tensor rule underestimates small choice probabilities.
+quadrature), so it is a smooth function of the parameters. Sobol points are the default: the
+tensor Gauss-Hermite rule is biased here, since near-argmax softmaxes are far from polynomials
+and the tensor rule underestimates small choice probabilities (docs/guides/fitting.md, "Zeta
+marginalization").
 """
 from __future__ import annotations
 
@@ -200,8 +199,8 @@ def chosen_prob(st: Static, theta: jax.Array, lat: Latent, s: jax.Array, a: jax.
     nodes, computed as ``mean_k 1 / sum_j exp(x_kj - x_ka)`` with ``x_k = beta * (q[s] + zeta_k *
     sigma[s])`` (softmax is shift-invariant; an overflowing term gives the limit 0). Only the
     observed action's column is formed: no max, no normalization of the other columns, no
-    weighted ``[K, A]`` reduction. Measured on this CPU (the lam0 filter, 256 particles, where it
-    is all the work): 27x faster than ``action_probs(...)[a]``.
+    weighted ``[K, A]`` reduction, so it is much cheaper than ``action_probs(...)[a]``, which
+    matters most in the lam0 filter, where it is all the work (docs/guides/fitting.md, "Speed").
 
     Not a bandit kind: ``lat``'s arrays may carry trailing particle axes (``q [S, A, *B]``,
     :data:`PARTICLE_LAST`), giving ``[*B]`` probabilities with the node axis leading, so the
@@ -286,9 +285,9 @@ def _sincos_2pi(u: jax.Array) -> tuple[jax.Array, jax.Array]:
     4e-7 from rounding ``2 pi u``): the argument is reduced exactly in units of turns
     (``w = 4 (u - round(u))``, ``r = w - round(w)`` in [-1/2, 1/2]: float subtractions that lose no
     bits), then Taylor polynomials of ``sin, cos(pi r / 2)`` to degree 9 / 10 (truncation < 2e-9)
-    and the quadrant's rotation. XLA's CPU ``cos`` and ``sin`` were more than half of the cost of
-    the rollouts' noise (README "Fitting speed and devices"); this is elementwise arithmetic that
-    vectorizes."""
+    and the quadrant's rotation. XLA's CPU ``cos`` and ``sin`` dominated the cost of the
+    rollouts' noise (docs/results/fitting.md, "Fitting speed and devices"); this is elementwise
+    arithmetic that vectorizes."""
     w = 4.0 * (u - jnp.round(u))
     k = jnp.round(w)
     r = w - k
@@ -306,9 +305,9 @@ def _sincos_2pi(u: jax.Array) -> tuple[jax.Array, jax.Array]:
 def normal_box_muller(key, shape) -> jax.Array:
     """Standard normals by the Box-Muller transform (Box & Muller 1958) of
     ``jax.random.uniform`` pairs: ``sqrt(-2 log(1 - u1)) * (cos, sin)(2 pi u2)``
-    (:func:`_sincos_2pi`). The same distribution as ``jax.random.normal`` (its inverse-erf
-    transform was measured ~80 ns a number under vmap on this CPU, two thirds of the filter's
-    time; this ~10x less)."""
+    (:func:`_sincos_2pi`). The same distribution as ``jax.random.normal``, whose inverse-erf
+    transform is slow under vmap on CPU and dominated the filter's time; this is far cheaper
+    (docs/guides/fitting.md, "Speed")."""
     m = math.prod(shape)
     h = (m + 1) // 2
     g = jax.random.uniform(key, (2, h))
@@ -349,8 +348,8 @@ def _sigma_grad(st: Static, theta, lat: Latent, block: jax.Array, noise) -> jax.
     Written as elementwise chains over ``[n_traj, *B]`` arrays (``B``: trailing particle axes,
     :func:`draw_noise`'s layout; static loops over the few stimuli and actions select rows and
     scatter back): no gathers, no ``[n, S, A]`` intermediate (which XLA's CPU backend
-    materialized: 13x the cost of one rollout for ten), and the particle axis minor (with the
-    rollout axis minor, as when the particles were vmapped, the filter ran 4.6x slower)."""
+    materializes, at a cost far above the rollouts' own), and the particle axis minor (with the
+    short rollout axis minor, XLA's CPU loops vectorize badly)."""
     lam, beta, sigma_base = theta[0], theta[1], theta[4]
     n, ns, na = st.n_traj, st.n_states, st.n_actions
     u, zeta = noise  # [2, n, *B], [A, n, *B]

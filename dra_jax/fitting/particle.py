@@ -26,18 +26,15 @@ not depend on its batch-mates or on how many trials they have (common random num
 candidates). ``n_devices > 1`` splits the subjects over devices with ``shard_map`` (each device
 runs its own scan; the numbers equal one device's, tests/test_fit_devices.py).
 
-Measured costs (benchmarks/bench_fit.py; 2-core CPU): the choice probability is formed for the
-observed action only (:func:`dra_jax.fitting.models.chosen_prob`), the rollouts are elementwise
-chains, their normals come from a Box-Muller transform
+Costs (measurements: docs/results/fitting.md, "Fitting speed and devices"): the choice
+probability is formed for the observed action only (:func:`dra_jax.fitting.models.chosen_prob`),
+the rollouts are elementwise chains, their normals come from a Box-Muller transform
 (:func:`dra_jax.fitting.models.normal_box_muller`) and the whole call is traced with the
-non-partitionable threefry; together 3.5x the first version's throughput at 256 particles
-(2.7x in CPU time), 6x at 16 and 75x for the one-particle lam0 filter
-(benchmarks/results/fit_cpu_v2*.json). Then the particle axis moved last: with the particles
-vmapped, the rollouts' ``[n_traj = 10]`` axis was the minor one of every array; now the DRA
-filter (4 subjects x 4 candidates x 560 trials) takes 3.5 instead of 8.3 CPU s at 256 particles
-and 0.36 instead of 0.99 at 16. Of what is left, the 10 rollouts are ~70% (n_traj = 1: 1.0 CPU
-s), the 128-node choice probability < 10% (16 nodes: 3.2 CPU s), so giving each particle a
-random subset of the nodes (unbiased for the same likelihood) was not worth its extra variance.
+non-partitionable threefry. The particle axis is last so that XLA's CPU loops vectorize along
+the particles rather than along the short ``[n_traj]`` axis of the rollouts. The gradient
+rollouts are most of the remaining work and the choice probability over the nodes a small part,
+so giving each particle a random subset of the nodes (unbiased for the same likelihood) would
+save little and add variance.
 """
 from __future__ import annotations
 
@@ -218,9 +215,9 @@ def loglik(st: models.Static, n_particles: int, ess_threshold: float, theta: jax
     ``n_devices`` and at least 2 subjects a device, and the padding is cut from the results.
 
     Traced with ``jax_threefry_partitionable`` off (a key in the jit cache): the rollouts' noise
-    is drawn per trial in small blocks, where the partitionable threefry was measured 12x slower
-    on this CPU (DESIGN.md); both are streams of the same key, and a key's draws do not depend
-    on how keys are batched in either mode.
+    is drawn per trial in small blocks, where the partitionable threefry is much slower on CPU;
+    both are streams of the same key, and a key's draws do not depend on how keys are batched
+    in either mode.
 
     ``per_trial``: also each trial's log predictive probability ``log sum_i W_i w_i``
     (``[N, C, T]``, 0 on a missed trial or padding), whose sum over trials is the estimate."""

@@ -445,10 +445,9 @@ def run(cfg: dict, ds: data_mod.Dataset, subject, model_name: str | None = None,
     each parameter's box, drawn from the subject's seed). ``prior``: None (uniform on the box) or
     ``(mu [d], cov [d, d])`` in logit coordinates. ``pack``: group short blocks into lanes no
     longer than the longest block (:func:`block_lanes`; each lane is then one key's block of the
-    pseudo-marginal). On the RLWM data (18 blocks of 18-90 trials, 9 packed lanes) this halves
-    the time of an iteration, the padding of short blocks being most of one-block lanes' work;
-    ``pack=False``: one block a lane. ``chunk``: iterations per compiled call (progress
-    between calls).
+    pseudo-marginal): with blocks of unequal length, the padding of short blocks is most of
+    one-block lanes' work, which packing saves; ``pack=False``: one block a lane. ``chunk``:
+    iterations per compiled call (progress between calls).
     ``n_check``: likelihood replicates at the posterior mean (the estimate's noise).
     ``progress(model, fraction)``: called after every chunk.
 

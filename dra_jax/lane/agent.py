@@ -29,7 +29,7 @@ and device count do not change them. With ``sub_lanes = 1`` this is the one-lane
 engine; wider runs shorten a run's critical path per episode from ``1 + n_traj`` rollouts to
 about 2 (:mod:`dra_jax.lane.reference` walks the same timeline in NumPy).
 
-Why this layout (DESIGN.md "Performance"): ``vmap`` of a fixed-trip ``fori_loop`` is a loop
+Why this layout (docs/design.md, "The lane engine"): ``vmap`` of a fixed-trip ``fori_loop`` is a loop
 over the vmapped body, while ``vmap`` of a per-rollout ``while_loop`` makes every lane wait for
 the slowest and re-selects the whole carry every step; drawing noise one step at a time
 dominated the naive layout's time.

@@ -22,7 +22,7 @@ import numpy as np
 @functools.lru_cache(maxsize=1)
 def _jit_block_noise():
     """The engine's :func:`dra_jax.lane.agent.block_noise`, compiled (the same bits; run eagerly it
-    took 140 ms a superblock, most of a reference run's time)."""
+    would be most of a reference run's time)."""
     import jax
 
     from dra_jax.lane.agent import block_noise

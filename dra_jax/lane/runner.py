@@ -41,8 +41,8 @@ def agent_static(run: dict, cfg: dict, need_R: bool | None = None,
         need_entropy=(d["objective"] != "dra") if need_entropy is None else need_entropy)
 
 
-CPU_LANES_PER_DEVICE = 512  # benchmarks/results/cpu_2core.json: throughput peaks at 128-512 lanes
-# a device on CPU and falls by half at 2048 (the lanes' tables leave the caches)
+CPU_LANES_PER_DEVICE = 512  # on CPU, more lanes a device lower the throughput once the lanes'
+# tables leave the caches (benchmarks/results/cpu_2core.json)
 
 
 def auto_max_batch(task, st: agent.AgentStatic, params_one: dict, n_devices: int = 1) -> int:

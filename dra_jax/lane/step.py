@@ -199,8 +199,8 @@ def block_noise(key, superblock_idx, n_actions: int, rows: int, sub_lanes: int =
     the reset's uniform of each sub-lane (``W x 2``, in [0, 1)), from
     ``fold_in(key, superblock_idx)``. (With ``W = 1``: ``[zeta, zeta', u, u_reset]``.)
 
-    Drawn once per superblock (``noise_blocks * block`` steps): the per-call cost of the RNG
-    dominated when it was drawn every step, and was still a third of the time per block.
+    Drawn once per superblock (``noise_blocks * block`` steps): the RNG has a per-call cost,
+    which dominates when it is drawn every step and is still sizeable when drawn every block.
     """
     k = jax.random.fold_in(key, superblock_idx)
     kn, ku = jax.random.split(k)
