@@ -103,8 +103,31 @@ def module_layout() -> str:
     return "\n".join(rows) + "\n"
 
 
+def paper_timing() -> str:
+    """The whole paper's timing per config, before and after, from its committed record."""
+    import json
+
+    rec = json.loads((ROOT / "benchmarks" / "results" / "paper_timing_cpu.json").read_text())
+    before, after = rec["before"]["configs"], rec["after"]["configs"]
+    rows = [f"{rec['benchmark']}; {rec['machine']}, {rec['date']}; before: commit "
+            f"`{rec['before']['commit']}`. Generated from "
+            "`benchmarks/results/paper_timing_cpu.json`.\n",
+            "| config | wall before (s) | wall after (s) | compile after (s) | run after (s) |",
+            "|---|---|---|---|---|"]
+    tb = ta = 0.0
+    for name in sorted(set(before) | set(after)):
+        b, a = before.get(name, {}), after.get(name, {})
+        tb += b.get("wall_s") or 0.0
+        ta += a.get("wall_s") or 0.0
+        cell = lambda d, k: "" if d.get(k) is None else f"{d[k]:.0f}"  # noqa: E731
+        rows.append(f"| `{name}` | {cell(b, 'wall_s')} | {cell(a, 'wall_s')} | "
+                    f"{cell(a, 'compile_s')} | {cell(a, 'run_s')} |")
+    rows.append(f"| **total** | **{tb:.0f}** | **{ta:.0f}** | | |")
+    return "\n".join(rows) + "\n"
+
+
 _MARKERS = {"<!-- config-reference -->": config_reference, "<!-- cli-help -->": cli_help,
-            "<!-- module-layout -->": module_layout}
+            "<!-- module-layout -->": module_layout, "<!-- paper-timing -->": paper_timing}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
