@@ -103,8 +103,9 @@ TASK_PARAMS: dict[str, Field] = {
                     lo_open=True),
     "ba_max_iter": Field(int, 100, "Blahut-Arimoto iteration cap", lo=1, hi=10**6, static=True),
     "ba_loop": Field(str, "while", "Blahut-Arimoto loop; while (runs until the batch's slowest "
-                     "lane converges) is 2.2x faster than fori (fixed trip, frozen once converged) "
-                     "with the runs of one beta batched together (benchmarks/bench_bandits.py)",
+                     "lane converges) or fori (a fixed trip, each lane frozen once converged); "
+                     "while is the faster with the runs of one beta batched together "
+                     "(docs/results/blasts.md)",
                      choices=ba.BA_LOOPS, static=True),
     "track_rate": Field(bool, True, "estimate the rate of TS / satisficing TS / DRA every step",
                         static=True),
