@@ -236,7 +236,7 @@ def _raw(**tp):
     ({"low": [], "high": []}, "task_params.low", "unbounded"),
     ({"low": [-2.4, -2.0, -0.21], "high": []}, "task_params.low", "(4)"),
     ({"high": [2.4, 2.0, 0.21, 2.0, 1.0]}, "task_params.high", "(4)"),
-    ({"cells": [3, 0, 6, 6]}, "task_params.cells[1]", ">= 1"),
+    ({"cells": [3, 0, 6, 6]}, "task_params.cells[1]", "in [1, 2147483647]"),
     ({"cells": [3, 6, 6]}, "task_params.cells", "(4)"),
     ({"cells": []}, "task_params.cells", "(4)"),
     ({"high": [2.4, 2.0, -0.3, 2.0]}, "task_params.high", "low"),
