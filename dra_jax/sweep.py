@@ -21,7 +21,7 @@ from dra_jax import config as config_mod
 from dra_jax.config import ConfigError
 from dra_jax.results import GridResults, atomic_savez, atomic_write_json
 from dra_jax.runtime.checkpoint import CheckpointError
-from dra_jax.runtime.compile_cache import compile_cache_dir, enable_compile_cache  # noqa: F401
+from dra_jax.runtime.compile_cache import enable_compile_cache
 from dra_jax.runtime.execution import ExecOptions
 
 

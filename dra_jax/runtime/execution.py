@@ -7,6 +7,8 @@ from pathlib import Path
 
 import jax
 
+from dra_jax.config import available_memory
+
 
 @dataclass
 class ExecOptions:
@@ -33,10 +35,4 @@ def available_bytes() -> int:
         stats = dev.memory_stats() or {}
         if "bytes_limit" in stats:
             return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
+    return available_memory()
